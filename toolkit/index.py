@@ -1,0 +1,248 @@
+"""One vector index for every module: FAISS, exact by default, IVF/HNSW/IVF-PQ for large n.
+
+Uses FAISS on the GPU when faiss-gpu and a GPU are present (sharded over several GPUs),
+on the CPU otherwise, with the same results for exact search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import LoomError
+
+METRICS = ("cosine", "ip", "l2")
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as e:
+        raise LoomError("FAISS is not installed: pip install faiss-cpu (or faiss-gpu)") from e
+    return faiss
+
+
+def gpu_count() -> int:
+    """GPUs FAISS can use (0 with faiss-cpu)."""
+    faiss = _faiss()
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def as_matrix(x: Any, what: str, dim: int | None = None) -> np.ndarray:
+    """A C-contiguous float32 (n, d) matrix, or a clear error naming `what`."""
+    arr = np.asarray(x)
+    if arr.ndim == 1 and dim is not None and arr.shape[0] == dim:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise LoomError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise LoomError(f"{what} must be numeric, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if dim is not None and arr.shape[1] != dim:
+        raise LoomError(f"{what} have dimension {arr.shape[1]} but the index has dimension {dim}: "
+                        "embed with the same model the index was built with")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise LoomError(f"{what} contain NaN or infinite values in {bad} rows: fix or drop them")
+    return arr
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class VectorIndex:
+    """Nearest-neighbour search over vectors with user ids.
+
+    kind="flat" is exact; "ivf" (nlist, nprobe), "hnsw" (M, ef_search) and "ivfpq"
+    (nlist, nprobe, pq_m, pq_bits) trade recall for speed and memory at large n
+    (see docs/scale.md for measured trade-offs).
+    """
+
+    def __init__(self, dim: int, metric: str = "cosine", kind: str = "flat",
+                 device: str | None = None, **params: Any) -> None:
+        if not isinstance(dim, int | np.integer) or dim < 1:
+            raise LoomError(f"dim must be a positive integer, got {dim!r}")
+        if metric not in METRICS:
+            raise LoomError(f"metric={metric!r}: use one of {METRICS}")
+        if kind not in KINDS:
+            raise LoomError(f"kind={kind!r}: use one of {KINDS}")
+        self.dim, self.metric, self.kind = int(dim), metric, kind
+        self.params = dict(params)
+        self.device = device or ("cuda" if gpu_count() > 0 else "cpu")
+        self._index: Any = None
+        self._ids = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self._ids.shape[0])
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(dim={self.dim}, metric={self.metric!r}, kind={self.kind!r}, n={len(self)})"
+
+    # building ---------------------------------------------------------------------------
+    def _faiss_metric(self) -> int:
+        faiss = _faiss()
+        return faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+    def _build(self, train: np.ndarray) -> Any:
+        faiss = _faiss()
+        metric, d, n = self._faiss_metric(), self.dim, train.shape[0]
+        if self.kind == "flat":
+            index = faiss.IndexFlat(d, metric)
+        elif self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, int(self.params.get("M", 32)), metric)
+            index.hnsw.efConstruction = int(self.params.get("ef_construction", 80))
+        else:
+            nlist = int(self.params.get("nlist") or max(1, min(65536, int(4 * np.sqrt(n)))))
+            nlist = max(1, min(nlist, n))
+            quantizer = faiss.IndexFlat(d, metric)
+            if self.kind == "ivf":
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
+            else:
+                m = int(self.params.get("pq_m") or _pq_m(d))
+                if d % m:
+                    raise LoomError(f"pq_m={m} must divide the dimension {d}")
+                bits = int(self.params.get("pq_bits", 8))
+                if n < 2**bits:
+                    bits = max(1, int(np.log2(max(n, 2))))
+                index = faiss.IndexIVFPQ(quantizer, d, nlist, m, bits, metric)
+            index.own_fields = True
+            index._quantizer = quantizer  # keep the Python object alive
+            index.nprobe = int(self.params.get("nprobe", min(nlist, 16)))
+        if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
+            index = self._to_gpu(index)
+        if not index.is_trained:
+            sample = train
+            limit = int(self.params.get("train_size", 256 * index.nlist if hasattr(index, "nlist") else n))
+            if n > limit:
+                sample = train[np.random.default_rng(0).choice(n, limit, replace=False)]
+            index.train(sample)
+        return index
+
+    def _to_gpu(self, index: Any) -> Any:
+        faiss = _faiss()
+        opts = faiss.GpuMultipleClonerOptions()
+        opts.shard = True
+        opts.useFloat16 = bool(self.params.get("gpu_float16", False))
+        return faiss.index_cpu_to_all_gpus(index, co=opts)
+
+    def _prep(self, x: Any, what: str) -> np.ndarray:
+        arr = as_matrix(x, what, self.dim)
+        return normalize_rows(arr) if self.metric == "cosine" else arr
+
+    def add(self, vectors: Any, ids: Any = None) -> VectorIndex:
+        """Add vectors (n, dim) with optional int64 ids (default: 0..n-1 continuing)."""
+        x = self._prep(vectors, "vectors")
+        if ids is None:
+            start = int(self._ids.max()) + 1 if len(self._ids) else 0
+            new_ids = np.arange(start, start + len(x), dtype=np.int64)
+        else:
+            new_ids = np.asarray(ids)
+            if new_ids.shape != (len(x),) or not np.issubdtype(new_ids.dtype, np.integer):
+                raise LoomError(f"ids must be {len(x)} integers, one per vector; got shape "
+                                f"{new_ids.shape} dtype {new_ids.dtype}")
+            new_ids = new_ids.astype(np.int64)
+        if len(x) == 0:
+            return self
+        if self._index is None:
+            self._index = self._build(x)
+        self._index.add(x)
+        self._ids = np.concatenate([self._ids, new_ids])
+        return self
+
+    # searching --------------------------------------------------------------------------
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest stored vectors per query: (scores (nq, k), ids (nq, k)).
+
+        Scores are similarities (higher is closer) for cosine/ip and squared L2 distances
+        for l2. Where fewer than k vectors exist, ids are -1 and scores -inf (inf for l2).
+        """
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise LoomError(f"k must be a positive integer, got {k!r}")
+        q = self._prep(queries, "queries")
+        worst = np.inf if self.metric == "l2" else -np.inf
+        if self._index is None or len(q) == 0:
+            return (np.full((len(q), k), worst, np.float32), np.full((len(q), k), -1, np.int64))
+        if self.kind == "hnsw":
+            self._index.hnsw.efSearch = int(self.params.get("ef_search", max(64, 2 * k)))
+        kk = min(int(k), 2048) if self.device.startswith("cuda") else int(k)
+        scores, pos = self._index.search(q, kk)
+        if kk < k:
+            pad = k - kk
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=worst)
+            pos = np.pad(pos, ((0, 0), (0, pad)), constant_values=-1)
+        missing = pos < 0
+        ids = np.where(missing, -1, self._ids[np.where(missing, 0, pos)])
+        scores = np.where(missing, worst, scores).astype(np.float32)
+        return scores, ids.astype(np.int64)
+
+    # persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index to a folder (index.faiss, ids.npy, meta.json)."""
+        faiss = _faiss()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        index = self._index
+        if index is not None:
+            if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
+                index = faiss.index_gpu_to_cpu(index)
+            faiss.write_index(index, str(path / "index.faiss.tmp"))
+            os.replace(path / "index.faiss.tmp", path / "index.faiss")
+        np.save(path / "ids.npy", self._ids)
+        meta = {"dim": self.dim, "metric": self.metric, "kind": self.kind,
+                "params": self.params, "n": len(self)}
+        (path / "meta.json").write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> VectorIndex:
+        """Read an index written by `save`."""
+        faiss = _faiss()
+        path = Path(path)
+        if not (path / "meta.json").exists():
+            raise LoomError(f"{path} is not a saved VectorIndex (no meta.json)")
+        meta = json.loads((path / "meta.json").read_text())
+        obj = cls(meta["dim"], meta["metric"], meta["kind"], device=device, **meta["params"])
+        obj._ids = np.load(path / "ids.npy")
+        if (path / "index.faiss").exists():
+            index = faiss.read_index(str(path / "index.faiss"))
+            if obj.device.startswith("cuda") and gpu_count() > 0 and obj.kind != "hnsw":
+                index = obj._to_gpu(index)
+            obj._index = index
+        return obj
+
+
+def _pq_m(d: int) -> int:
+    for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1):
+        if d % m == 0 and d // m >= 4:
+            return m
+    return 1
+
+
+def knn(vectors: Any, k: int, metric: str = "cosine", exclude_self: bool = True,
+        kind: str = "flat", device: str | None = None, **params: Any
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of every row among the rows themselves (self excluded by default)."""
+    x = as_matrix(vectors, "vectors")
+    n = len(x)
+    limit = n - 1 if exclude_self else n
+    if k > limit:
+        raise LoomError(f"k={k} neighbours asked for but only {limit} points can be neighbours: "
+                        f"use k <= {limit}")
+    index = VectorIndex(x.shape[1], metric, kind, device=device, **params).add(x)
+    scores, ids = index.search(x, k + 1 if exclude_self else k)
+    if not exclude_self:
+        return scores, ids
+    rows = np.arange(n)[:, None]
+    is_self = ids == rows
+    # drop the self match (or, where ties hid it, the last column)
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    keep = np.ones_like(ids, dtype=bool)
+    keep[np.arange(n), drop] = False
+    return scores[keep].reshape(n, k), ids[keep].reshape(n, k)
