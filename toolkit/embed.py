@@ -26,7 +26,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {None, "", "default", "minilm", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+_DEFAULT_ALIASES = {
+    None,
+    "",
+    "default",
+    "minilm",
+    DEFAULT_MODEL,
+    f"sentence-transformers/{DEFAULT_MODEL}",
+}
 LONG_TEXT_MODES = ("chunk", "truncate")
 
 _EMBEDDERS: dict[tuple[str, str, str | None], Embedder] = {}
@@ -101,8 +108,10 @@ class EmbeddingCache:
         return found
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        rows = [(self.model_key, k, np.ascontiguousarray(v, np.float32).tobytes())
-                for k, v in zip(keys, vectors)]
+        rows = [
+            (self.model_key, k, np.ascontiguousarray(v, np.float32).tobytes())
+            for k, v in zip(keys, vectors)
+        ]
         with self._lock, self._connect() as con:
             con.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
 
@@ -116,8 +125,10 @@ class Embedder(ABC):
     device: str
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
-                f"max_length={self.max_length}, device={self.device!r})")
+        return (
+            f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
+            f"max_length={self.max_length}, device={self.device!r})"
+        )
 
     def encode(
         self,
@@ -150,8 +161,7 @@ class Embedder(ABC):
             missing = list(dict.fromkeys(k for k in keys if k not in hit))
             if missing:
                 first = {k: t for k, t in zip(keys, texts)}
-                new = self._embed([first[k] for k in missing], batch_size, show_progress,
-                                  long_text)
+                new = self._embed([first[k] for k in missing], batch_size, show_progress, long_text)
                 store.put(missing, new)
                 hit.update(zip(missing, new))
             out = np.stack([hit[k] for k in keys])
@@ -197,8 +207,14 @@ def default_model_path() -> Path:
 class TransformerEmbedder(Embedder):
     """A sentence-transformers model run with length-sorted, token-budget batches."""
 
-    def __init__(self, path: str | os.PathLike, device: str | None = None, name: str | None = None,
-                 token_budget: int | None = None, overlap: int = 32) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        name: str | None = None,
+        token_budget: int | None = None,
+        overlap: int = 32,
+    ) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -211,8 +227,10 @@ class TransformerEmbedder(Embedder):
         self.name = name or str(path)
         self.tokenizer = self.model.tokenizer
         self.max_length = int(self.model.max_seq_length or self.tokenizer.model_max_length)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension")
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         on_gpu = self.device.startswith("cuda")
         self.token_budget = token_budget or (131072 if on_gpu else 8192)
@@ -226,8 +244,9 @@ class TransformerEmbedder(Embedder):
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
         """Token id lists with special tokens; long texts split into overlapping windows."""
         width = self.max_length - self._n_special
-        ids = self.tokenizer(texts, add_special_tokens=False, truncation=False,
-                             verbose=False)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         pieces: list[list[int]] = []
         owner: list[int] = []
         step = max(1, width - self.overlap)
@@ -253,8 +272,9 @@ class TransformerEmbedder(Embedder):
             start += rows
         return batches
 
-    def _embed(self, texts: list[str], batch_size: int | None, show_progress: bool,
-               long_text: str) -> np.ndarray:
+    def _embed(
+        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
+    ) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
 
@@ -264,8 +284,12 @@ class TransformerEmbedder(Embedder):
         pad = self.tokenizer.pad_token_id or 0
         pin = self.device.startswith("cuda")
         batches = self._batches(lengths, batch_size)
-        bar = tqdm(total=len(pieces), desc=f"embed {Path(self.name).name}", unit="text",
-                   disable=not show_progress)
+        bar = tqdm(
+            total=len(pieces),
+            desc=f"embed {Path(self.name).name}",
+            unit="text",
+            disable=not show_progress,
+        )
         with self._lock, torch.inference_mode():
             for idx in batches:
                 width = int(lengths[idx].max())
@@ -277,9 +301,11 @@ class TransformerEmbedder(Embedder):
                     mask[r, :n] = 1
                 if pin:
                     ids, mask = ids.pin_memory(), mask.pin_memory()
-                feats = {"input_ids": ids.to(self.device, non_blocking=pin),
-                         "attention_mask": mask.to(self.device, non_blocking=pin),
-                         "token_type_ids": torch.zeros_like(ids).to(self.device, non_blocking=pin)}
+                feats = {
+                    "input_ids": ids.to(self.device, non_blocking=pin),
+                    "attention_mask": mask.to(self.device, non_blocking=pin),
+                    "token_type_ids": torch.zeros_like(ids).to(self.device, non_blocking=pin),
+                }
                 if self._autocast is not None:
                     with torch.autocast("cuda", dtype=self._autocast):
                         emb = self.model(feats)["sentence_embedding"]
@@ -336,11 +362,11 @@ def _load(name: str | None, device: str, **kwargs: Any) -> Embedder:
     if name.startswith("m2-bert:"):
         from toolkit.encoders.m2bert import M2BertEmbedder
 
-        return M2BertEmbedder(_existing(name[len("m2-bert:"):]), device=device, **kwargs)
+        return M2BertEmbedder(_existing(name[len("m2-bert:") :]), device=device, **kwargs)
     if name.startswith("linear:"):
         from toolkit.encoders.linear import LinearAttentionEmbedder
 
-        return LinearAttentionEmbedder(_existing(name[len("linear:"):]), device=device, **kwargs)
+        return LinearAttentionEmbedder(_existing(name[len("linear:") :]), device=device, **kwargs)
     path = Path(name).expanduser()
     if path.is_dir():
         return TransformerEmbedder(path, device, name=str(path), **kwargs)

@@ -21,8 +21,14 @@ def api_base(url: str) -> str:
     return url if url.endswith("/v1") else url + "/v1"
 
 
-def http_json(url: str, payload: dict | None = None, api_key: str | None = None,
-              timeout: float = 120.0, retries: int = 4, backoff: float = 0.5) -> Any:
+def http_json(
+    url: str,
+    payload: dict | None = None,
+    api_key: str | None = None,
+    timeout: float = 120.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+) -> Any:
     """GET (payload None) or POST JSON with retries and exponential backoff on network/5xx errors."""
     data = None if payload is None else json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
@@ -52,16 +58,25 @@ def http_json(url: str, payload: dict | None = None, api_key: str | None = None,
 class HTTPEmbedder(Embedder):
     """`encode` over HTTP: batches texts into POST /v1/embeddings requests."""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None,
-                 batch_size: int = 256, timeout: float = 120.0, retries: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        batch_size: int = 256,
+        timeout: float = 120.0,
+        retries: int = 4,
+    ) -> None:
         self.base = api_base(url)
         self.device = "remote"
-        self.api_key = api_key or os.environ.get("LOOM_EMBED_API_KEY") or os.environ.get(
-            "OPENAI_API_KEY")
+        self.api_key = (
+            api_key or os.environ.get("LOOM_EMBED_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        )
         self.batch_size = batch_size
         self.timeout, self.retries = timeout, retries
-        models = http_json(f"{self.base}/models", api_key=self.api_key, timeout=timeout,
-                           retries=retries).get("data", [])
+        models = http_json(
+            f"{self.base}/models", api_key=self.api_key, timeout=timeout, retries=retries
+        ).get("data", [])
         ids = [m.get("id") for m in models]
         if model is None:
             if not ids:
@@ -82,27 +97,34 @@ class HTTPEmbedder(Embedder):
         return int(self._dim)
 
     def _post(self, texts: list[str]) -> np.ndarray:
-        resp = http_json(f"{self.base}/embeddings",
-                         {"input": texts, "model": self.model, "encoding_format": "float"},
-                         api_key=self.api_key, timeout=self.timeout, retries=self.retries)
+        resp = http_json(
+            f"{self.base}/embeddings",
+            {"input": texts, "model": self.model, "encoding_format": "float"},
+            api_key=self.api_key,
+            timeout=self.timeout,
+            retries=self.retries,
+        )
         try:
             data = sorted(resp["data"], key=lambda d: d["index"])
             vecs = np.asarray([d["embedding"] for d in data], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as e:
             raise LoomError(f"{self.base}/embeddings sent a malformed response: {e}") from e
         if len(vecs) != len(texts):
-            raise LoomError(f"{self.base}/embeddings returned {len(vecs)} vectors for "
-                            f"{len(texts)} texts")
+            raise LoomError(
+                f"{self.base}/embeddings returned {len(vecs)} vectors for {len(texts)} texts"
+            )
         return vecs
 
-    def _embed(self, texts: list[str], batch_size: int | None, show_progress: bool,
-               long_text: str) -> np.ndarray:
+    def _embed(
+        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
+    ) -> np.ndarray:
         from tqdm.auto import tqdm
 
         size = batch_size or self.batch_size
         parts = []
-        for start in tqdm(range(0, len(texts), size), disable=not show_progress,
-                          desc=f"embed via {self.base}"):
+        for start in tqdm(
+            range(0, len(texts), size), disable=not show_progress, desc=f"embed via {self.base}"
+        ):
             parts.append(self._post(texts[start : start + size]))
         out = np.concatenate(parts)
         self._dim = out.shape[1]

@@ -73,8 +73,9 @@ class Batcher:
                 j.done.set()
 
 
-def make_server(embedder: Embedder, host: str = "127.0.0.1", port: int = 8080,
-                model_name: str | None = None) -> ThreadingHTTPServer:
+def make_server(
+    embedder: Embedder, host: str = "127.0.0.1", port: int = 8080, model_name: str | None = None
+) -> ThreadingHTTPServer:
     """An HTTP server for `embedder` (not started: call serve_forever or use a thread)."""
     batcher = Batcher(embedder)
     served = model_name or embedder.name.rstrip("/").split("/")[-1]
@@ -102,9 +103,22 @@ def make_server(embedder: Embedder, host: str = "127.0.0.1", port: int = 8080,
             if path in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok", "model": served})
             elif path in ("/v1/models", "/models"):
-                self._send(200, {"object": "list", "data": [{
-                    "id": served, "object": "model", "created": 0, "owned_by": "loom",
-                    "dim": embedder.dim, "max_length": embedder.max_length}]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": served,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "loom",
+                                "dim": embedder.dim,
+                                "max_length": embedder.max_length,
+                            }
+                        ],
+                    },
+                )
             else:
                 self._error(404, f"no route {self.path}")
 
@@ -119,12 +133,17 @@ def make_server(embedder: Embedder, host: str = "127.0.0.1", port: int = 8080,
             texts = body.get("input")
             if isinstance(texts, str):
                 texts = [texts]
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            if (
+                not isinstance(texts, list)
+                or not texts
+                or not all(isinstance(t, str) for t in texts)
+            ):
                 return self._error(400, "'input' must be a non-empty string or list of strings")
             model = body.get("model")
             if model is not None and model not in aliases:
-                return self._error(404, f"model {model!r} is not served here; use {served!r}",
-                                   "model_not_found")
+                return self._error(
+                    404, f"model {model!r} is not served here; use {served!r}", "model_not_found"
+                )
             if body.get("encoding_format", "float") not in ("float", "base64"):
                 return self._error(400, "encoding_format must be 'float' or 'base64'")
             try:
@@ -140,11 +159,18 @@ def make_server(embedder: Embedder, host: str = "127.0.0.1", port: int = 8080,
             else:
                 emb = vecs.tolist()
             tokens = embedder.count_tokens(texts)
-            self._send(200, {
-                "object": "list", "model": served,
-                "data": [{"object": "embedding", "index": i, "embedding": e}
-                         for i, e in enumerate(emb)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "model": served,
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": e}
+                        for i, e in enumerate(emb)
+                    ],
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                },
+            )
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
@@ -152,13 +178,17 @@ def make_server(embedder: Embedder, host: str = "127.0.0.1", port: int = 8080,
     return server
 
 
-def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8080,
-          device: str | None = None) -> None:
+def serve(
+    model: str | None = None, host: str = "127.0.0.1", port: int = 8080, device: str | None = None
+) -> None:
     """Run the embedding server until interrupted."""
     embedder = get_embedder(model, device)
     server = make_server(embedder, host, port)
-    print(f"loom embed-server: {embedder.name} (dim {embedder.dim}) on "
-          f"http://{host}:{server.server_port}/v1", flush=True)
+    print(
+        f"loom embed-server: {embedder.name} (dim {embedder.dim}) on "
+        f"http://{host}:{server.server_port}/v1",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -44,8 +44,10 @@ def as_matrix(x: Any, what: str, dim: int | None = None) -> np.ndarray:
         raise LoomError(f"{what} must be numeric, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if dim is not None and arr.shape[1] != dim:
-        raise LoomError(f"{what} have dimension {arr.shape[1]} but the index has dimension {dim}: "
-                        "embed with the same model the index was built with")
+        raise LoomError(
+            f"{what} have dimension {arr.shape[1]} but the index has dimension {dim}: "
+            "embed with the same model the index was built with"
+        )
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
         raise LoomError(f"{what} contain NaN or infinite values in {bad} rows: fix or drop them")
@@ -61,12 +63,18 @@ class VectorIndex:
     """Nearest-neighbour search over vectors with user ids.
 
     kind="flat" is exact; "ivf" (nlist, nprobe), "hnsw" (M, ef_search) and "ivfpq"
-    (nlist, nprobe, pq_m, pq_bits) trade recall for speed and memory at large n
+    (nlist, nprobe, pq_m, pq_bits, refine) trade recall for speed and memory at large n
     (see docs/scale.md for measured trade-offs).
     """
 
-    def __init__(self, dim: int, metric: str = "cosine", kind: str = "flat",
-                 device: str | None = None, **params: Any) -> None:
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        kind: str = "flat",
+        device: str | None = None,
+        **params: Any,
+    ) -> None:
         if not isinstance(dim, int | np.integer) or dim < 1:
             raise LoomError(f"dim must be a positive integer, got {dim!r}")
         if metric not in METRICS:
@@ -99,27 +107,32 @@ class VectorIndex:
             index = faiss.IndexHNSWFlat(d, int(self.params.get("M", 32)), metric)
             index.hnsw.efConstruction = int(self.params.get("ef_construction", 80))
         else:
-            nlist = int(self.params.get("nlist") or max(1, min(65536, int(4 * np.sqrt(n)))))
+            # FAISS wants about 39 training points per centroid
+            nlist = int(self.params.get("nlist") or min(65536, 4 * np.sqrt(n), n / 39))
             nlist = max(1, min(nlist, n))
-            quantizer = faiss.IndexFlat(d, metric)
             if self.kind == "ivf":
-                index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
+                spec = f"IVF{nlist},Flat"
             else:
                 m = int(self.params.get("pq_m") or _pq_m(d))
                 if d % m:
                     raise LoomError(f"pq_m={m} must divide the dimension {d}")
                 bits = int(self.params.get("pq_bits", 8))
-                if n < 2**bits:
-                    bits = max(1, int(np.log2(max(n, 2))))
-                index = faiss.IndexIVFPQ(quantizer, d, nlist, m, bits, metric)
-            index.own_fields = True
-            index._quantizer = quantizer  # keep the Python object alive
-            index.nprobe = int(self.params.get("nprobe", min(nlist, 16)))
+                if "pq_bits" not in self.params:
+                    bits = int(np.clip(np.log2(max(n / 39, 2)), 1, 8))
+                # re-rank the PQ candidates with exact vectors unless memory matters more
+                spec = f"IVF{nlist},PQ{m}x{bits}" + (",RFlat" if self.params.get("refine", True)
+                                                     else "")
+            index = faiss.index_factory(d, spec, metric)
+            faiss.extract_index_ivf(index).nprobe = int(self.params.get("nprobe", min(nlist, 16)))
+            if hasattr(index, "k_factor"):
+                index.k_factor = float(self.params.get("refine_k_factor", 4))
         if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
             index = self._to_gpu(index)
         if not index.is_trained:
             sample = train
-            limit = int(self.params.get("train_size", 256 * index.nlist if hasattr(index, "nlist") else n))
+            limit = int(
+                self.params.get("train_size", 256 * index.nlist if hasattr(index, "nlist") else n)
+            )
             if n > limit:
                 sample = train[np.random.default_rng(0).choice(n, limit, replace=False)]
             index.train(sample)
@@ -145,8 +158,10 @@ class VectorIndex:
         else:
             new_ids = np.asarray(ids)
             if new_ids.shape != (len(x),) or not np.issubdtype(new_ids.dtype, np.integer):
-                raise LoomError(f"ids must be {len(x)} integers, one per vector; got shape "
-                                f"{new_ids.shape} dtype {new_ids.dtype}")
+                raise LoomError(
+                    f"ids must be {len(x)} integers, one per vector; got shape "
+                    f"{new_ids.shape} dtype {new_ids.dtype}"
+                )
             new_ids = new_ids.astype(np.int64)
         if len(x) == 0:
             return self
@@ -195,8 +210,13 @@ class VectorIndex:
             faiss.write_index(index, str(path / "index.faiss.tmp"))
             os.replace(path / "index.faiss.tmp", path / "index.faiss")
         np.save(path / "ids.npy", self._ids)
-        meta = {"dim": self.dim, "metric": self.metric, "kind": self.kind,
-                "params": self.params, "n": len(self)}
+        meta = {
+            "dim": self.dim,
+            "metric": self.metric,
+            "kind": self.kind,
+            "params": self.params,
+            "n": len(self),
+        }
         (path / "meta.json").write_text(json.dumps(meta))
         return path
 
@@ -225,16 +245,24 @@ def _pq_m(d: int) -> int:
     return 1
 
 
-def knn(vectors: Any, k: int, metric: str = "cosine", exclude_self: bool = True,
-        kind: str = "flat", device: str | None = None, **params: Any
-        ) -> tuple[np.ndarray, np.ndarray]:
+def knn(
+    vectors: Any,
+    k: int,
+    metric: str = "cosine",
+    exclude_self: bool = True,
+    kind: str = "flat",
+    device: str | None = None,
+    **params: Any,
+) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every row among the rows themselves (self excluded by default)."""
     x = as_matrix(vectors, "vectors")
     n = len(x)
     limit = n - 1 if exclude_self else n
     if k > limit:
-        raise LoomError(f"k={k} neighbours asked for but only {limit} points can be neighbours: "
-                        f"use k <= {limit}")
+        raise LoomError(
+            f"k={k} neighbours asked for but only {limit} points can be neighbours: "
+            f"use k <= {limit}"
+        )
     index = VectorIndex(x.shape[1], metric, kind, device=device, **params).add(x)
     scores, ids = index.search(x, k + 1 if exclude_self else k)
     if not exclude_self:

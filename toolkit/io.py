@@ -10,8 +10,7 @@ import pandas as pd
 
 from toolkit.errors import LoomError
 
-READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".json": "json",
-           ".jsonl": "jsonl"}
+READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".json": "json", ".jsonl": "jsonl"}
 
 
 def read_table(path: str | os.PathLike, columns: Sequence[str] = ()) -> pd.DataFrame:

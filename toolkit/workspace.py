@@ -110,8 +110,13 @@ class Workspace:
         with self._db() as db:
             db.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, NULL, 'running', ?, '{}', ?)",
-                [run_id, kind, datetime.now(UTC), json.dumps(params or {}, default=str),
-                 SCHEMA_VERSION],
+                [
+                    run_id,
+                    kind,
+                    datetime.now(UTC),
+                    json.dumps(params or {}, default=str),
+                    SCHEMA_VERSION,
+                ],
             )
         return run_id
 
@@ -123,8 +128,7 @@ class Workspace:
         with self._db() as db:
             db.execute(
                 "UPDATE runs SET status = ?, finished = ?, summary = ? WHERE run_id = ?",
-                [status, datetime.now(UTC), json.dumps(summary or {}, default=_json_default),
-                 run],
+                [status, datetime.now(UTC), json.dumps(summary or {}, default=_json_default), run],
             )
 
     def runs(self, kind: str | None = None) -> pd.DataFrame:
@@ -175,8 +179,14 @@ class Workspace:
             db.execute("DELETE FROM tables WHERE run_id = ? AND name = ?", [run, name])
             db.execute(
                 "INSERT INTO tables VALUES (?, ?, ?, ?, ?, ?)",
-                [run, name, str(path.relative_to(self.path)), len(df),
-                 json.dumps([str(c) for c in df.columns]), datetime.now(UTC)],
+                [
+                    run,
+                    name,
+                    str(path.relative_to(self.path)),
+                    len(df),
+                    json.dumps([str(c) for c in df.columns]),
+                    datetime.now(UTC),
+                ],
             )
         return path
 

@@ -1,0 +1,42 @@
+# loom: `make demo` sets up .venv and runs the end-to-end demo; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch lies on disk on the project's machines; an unpinned torch pulls a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test lint format clean app
+
+$(STAMP): pyproject.toml requirements-nodeps.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[dev]' $(TORCH_SPEC)
+	grep -v '^#' requirements-nodeps.txt | xargs -r $(BIN)/pip install -q --no-deps
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/loom demo --out workspace
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+app: $(STAMP)
+	$(BIN)/loom app workspace
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache .ruff_cache
