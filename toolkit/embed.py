@@ -360,13 +360,15 @@ def _load(name: str | None, device: str, **kwargs: Any) -> Embedder:
 
         return HTTPEmbedder(name, **kwargs)
     if name.startswith("m2-bert:"):
+        path = _existing(name[len("m2-bert:") :])
         from toolkit.encoders.m2bert import M2BertEmbedder
 
-        return M2BertEmbedder(_existing(name[len("m2-bert:") :]), device=device, **kwargs)
+        return M2BertEmbedder(path, device=device, **kwargs)
     if name.startswith("linear:"):
+        path = _existing(name[len("linear:") :])
         from toolkit.encoders.linear import LinearAttentionEmbedder
 
-        return LinearAttentionEmbedder(_existing(name[len("linear:") :]), device=device, **kwargs)
+        return LinearAttentionEmbedder(path, device=device, **kwargs)
     path = Path(name).expanduser()
     if path.is_dir():
         return TransformerEmbedder(path, device, name=str(path), **kwargs)
