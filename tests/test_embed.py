@@ -70,8 +70,14 @@ def test_cache_hit_skips_model(embedder, tmp_path, monkeypatch, bbc_sample):
     again = embedder.encode(texts + ["a brand new text"], cache=tmp_path)
     np.testing.assert_allclose(again[:10], first, atol=1e-6)
     assert calls == [["a brand new text"]]
-    assert len(EmbeddingCache(tmp_path, embedder.name).get(
-        [EmbeddingCache.key(t, "chunk") for t in texts])) == 10
+    assert (
+        len(
+            EmbeddingCache(tmp_path, embedder.name).get(
+                [EmbeddingCache.key(t, "chunk") for t in texts]
+            )
+        )
+        == 10
+    )
 
 
 def test_bad_inputs(embedder):
