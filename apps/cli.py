@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loom {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"loom {args.command}: interrupted; re-run the same command to resume",
-              file=sys.stderr)
+        print(
+            f"loom {args.command}: interrupted; re-run the same command to resume", file=sys.stderr
+        )
         return 130
 
 

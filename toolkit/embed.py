@@ -189,7 +189,19 @@ class Embedder(ABC):
         tok = getattr(self, "tokenizer", None)
         if tok is None:
             return sum(len(t.split()) for t in texts)
-        return sum(len(ids) + 2 for ids in tok(list(texts), add_special_tokens=False)["input_ids"])
+        return sum(len(ids) + 2 for ids in _token_ids(tok, list(texts)))
+
+
+def _token_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids without special tokens or truncation (long texts are windowed later)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no "longer than the maximum" warning: we window
+    try:
+        return tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def default_model_path() -> Path:
@@ -244,9 +256,7 @@ class TransformerEmbedder(Embedder):
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
         """Token id lists with special tokens; long texts split into overlapping windows."""
         width = self.max_length - self._n_special
-        ids = self.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)[
-            "input_ids"
-        ]
+        ids = _token_ids(self.tokenizer, texts)
         pieces: list[list[int]] = []
         owner: list[int] = []
         step = max(1, width - self.overlap)

@@ -33,6 +33,15 @@ def gpu_count() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
+def _torch_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def as_matrix(x: Any, what: str, dim: int | None = None) -> np.ndarray:
     """A C-contiguous float32 (n, d) matrix, or a clear error naming `what`."""
     arr = np.asarray(x)
@@ -83,7 +92,7 @@ class VectorIndex:
             raise LoomError(f"kind={kind!r}: use one of {KINDS}")
         self.dim, self.metric, self.kind = int(dim), metric, kind
         self.params = dict(params)
-        self.device = device or ("cuda" if gpu_count() > 0 else "cpu")
+        self.device = device or ("cuda" if gpu_count() > 0 or _torch_cuda() else "cpu")
         self._index: Any = None
         self._ids = np.zeros(0, dtype=np.int64)
 
@@ -101,6 +110,8 @@ class VectorIndex:
     def _build(self, train: np.ndarray) -> Any:
         faiss = _faiss()
         metric, d, n = self._faiss_metric(), self.dim, train.shape[0]
+        if self.kind == "flat" and self._torch_gpu():
+            return _TorchFlat(d, self.metric, self.device)
         if self.kind == "flat":
             index = faiss.IndexFlat(d, metric)
         elif self.kind == "hnsw":
@@ -120,8 +131,9 @@ class VectorIndex:
                 if "pq_bits" not in self.params:
                     bits = int(np.clip(np.log2(max(n / 39, 2)), 1, 8))
                 # re-rank the PQ candidates with exact vectors unless memory matters more
-                spec = f"IVF{nlist},PQ{m}x{bits}" + (",RFlat" if self.params.get("refine", True)
-                                                     else "")
+                spec = f"IVF{nlist},PQ{m}x{bits}" + (
+                    ",RFlat" if self.params.get("refine", True) else ""
+                )
             index = faiss.index_factory(d, spec, metric)
             faiss.extract_index_ivf(index).nprobe = int(self.params.get("nprobe", min(nlist, 16)))
             if hasattr(index, "k_factor"):
@@ -137,6 +149,14 @@ class VectorIndex:
                 sample = train[np.random.default_rng(0).choice(n, limit, replace=False)]
             index.train(sample)
         return index
+
+    def _torch_gpu(self) -> bool:
+        """Exact search on the GPU through torch when faiss has no GPU support."""
+        if not self.device.startswith("cuda") or gpu_count() > 0:
+            return False
+        import torch
+
+        return torch.cuda.is_available()
 
     def _to_gpu(self, index: Any) -> Any:
         faiss = _faiss()
@@ -204,6 +224,10 @@ class VectorIndex:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         index = self._index
+        if isinstance(index, _TorchFlat):
+            cpu = faiss.IndexFlat(self.dim, self._faiss_metric())
+            cpu.add(index.x.float().cpu().numpy())
+            index = cpu
         if index is not None:
             if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
                 index = faiss.index_gpu_to_cpu(index)
@@ -234,8 +258,51 @@ class VectorIndex:
             index = faiss.read_index(str(path / "index.faiss"))
             if obj.device.startswith("cuda") and gpu_count() > 0 and obj.kind != "hnsw":
                 index = obj._to_gpu(index)
+            elif obj.kind == "flat" and obj._torch_gpu():
+                flat = _TorchFlat(obj.dim, obj.metric, obj.device)
+                flat.add(index.reconstruct_n(0, index.ntotal))
+                index = flat
             obj._index = index
         return obj
+
+
+class _TorchFlat:
+    """Exact search on a CUDA GPU with torch (fp16 matmul + top-k), used without faiss-gpu."""
+
+    is_trained = True
+
+    def __init__(self, dim: int, metric: str, device: str) -> None:
+        import torch
+
+        self.torch, self.metric, self.device = torch, metric, device
+        self.x = torch.empty((0, dim), dtype=torch.float16, device=device)
+        self.sq = torch.empty((0,), dtype=torch.float32, device=device)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.x.shape[0])
+
+    def add(self, x: np.ndarray) -> None:
+        t = self.torch.from_numpy(x).to(self.device)
+        self.x = self.torch.cat([self.x, t.half()])
+        self.sq = self.torch.cat([self.sq, (t.float() ** 2).sum(1)])
+
+    def search(self, q: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        torch = self.torch
+        kk = min(k, self.ntotal)
+        scores = np.empty((len(q), k), np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        with torch.inference_mode():
+            for s in range(0, len(q), chunk):
+                qt = torch.from_numpy(q[s : s + chunk]).to(self.device)
+                sim = (qt.half() @ self.x.T).float()
+                if self.metric == "l2":
+                    sim = 2 * sim - self.sq[None, :] - (qt.float() ** 2).sum(1, keepdim=True)
+                top, idx = sim.topk(kk, dim=1)
+                top = -top if self.metric == "l2" else top
+                scores[s : s + chunk, :kk] = top.cpu().numpy()
+                ids[s : s + chunk, :kk] = idx.cpu().numpy()
+        return scores, ids
 
 
 def _pq_m(d: int) -> int:
