@@ -1,0 +1,541 @@
+"""M2-BERT (Monarch Mixer BERT) for the embedding service.
+
+Sequence mixing is a gated, bidirectional long convolution whose filters are implicit
+(positional features -> MLP with sine activations -> exponential decay), computed with an
+FFT, plus a short depthwise convolution; dimension mixing is a GLU MLP whose matrices are
+block-diagonal (Monarch) factors. The module and parameter names match the reference
+implementation (HazyResearch/m2, `bert/src/bert_layers.py`) so the released
+`m2-bert-80M-{2k,8k,32k}-retrieval` checkpoints load as they are.
+
+Behaviour kept from the released retrieval models: the sentence embedding is the BERT
+pooler on the first ([CLS]) position, tanh(dense(h[:, 0])); the mixer never looks at the
+attention mask, so every text is padded to `long_conv_l_max` tokens (2k/8k/32k) exactly as
+the reference inference code does, and the output depends on that padding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toolkit.embed import Embedder, _token_ids, resolve_device
+from toolkit.errors import LoomError
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+# Keys a checkpoint may hold that the encoder does not use (training heads, bookkeeping).
+_IGNORED_PREFIXES = ("classifier.", "cls.", "dropout.", "pooler.Wqkv", "pooler.dense1")
+
+
+@dataclass
+class M2BertConfig:
+    """The config.json fields M2-BERT reads (reference `BertConfig` names and defaults)."""
+
+    vocab_size: int = 30528
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    max_position_embeddings: int = 32768
+    long_conv_l_max: int | None = None
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+    layer_norm_eps: float = 1e-12
+    use_positional_encodings: bool = True
+    monarch_mixer_sequence_mixing: bool = True
+    residual_long_conv: bool = True
+    bidirectional: bool = True
+    hyena_w: float = 10.0
+    hyena_w_mod: float = 1.0
+    hyena_emb_dim: int = 5
+    hyena_filter_order: int = 128
+    hyena_training_additions: bool = False
+    use_glu_mlp: bool = True
+    use_monarch_mlp: bool = True
+    monarch_mlp_nblocks: int = 4
+    pool_all: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.long_conv_l_max is None:
+            self.long_conv_l_max = self.max_position_embeddings
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> M2BertConfig:
+        """Build from a config.json dict; keys M2-BERT does not read are kept in `extra`."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        cfg = cls(**known, extra={k: v for k, v in d.items() if k not in names})
+        if not cfg.monarch_mixer_sequence_mixing:
+            raise LoomError(
+                "config.json has monarch_mixer_sequence_mixing=false: that is an attention "
+                "BERT, not M2-BERT; load it as a sentence-transformers folder instead"
+            )
+        if cfg.hyena_emb_dim < 3 or cfg.hyena_emb_dim % 2 == 0:
+            raise LoomError(f"config.json hyena_emb_dim={cfg.hyena_emb_dim}: must be odd and >= 3")
+        return cfg
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike) -> M2BertConfig:
+        """Read `path/config.json`."""
+        p = Path(path) / "config.json"
+        if not p.is_file():
+            raise LoomError(
+                f"{path} has no config.json: an M2-BERT checkpoint folder holds config.json, "
+                f"weights ({' or '.join(WEIGHT_FILES[:2])}) and a bert-base-uncased tokenizer"
+            )
+        return cls.from_dict(json.loads(p.read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **d, "model_type": "m2_bert"}
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def fft_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """y = conv(u, k) + u * bias over the last axis, by FFT of size 2L, in float32.
+
+    u: (B, H, L); k: (H, L) causal filter or (H, 2L) with the reversed half of a
+    bidirectional filter in the second half; bias: (H,). Same arithmetic as the
+    reference `fftconv_ref` (gelu off, no dropout).
+    """
+    seqlen = u.shape[-1]
+    n = 2 * seqlen
+    uf = u.float()
+    k_f = torch.fft.rfft(k.float(), n=n) / n
+    u_f = torch.fft.rfft(uf, n=n)
+    y = torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :seqlen]
+    return y + uf * bias.float()[None, :, None]
+
+
+def blockdiag_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x (..., nblocks * p) times block-diagonal weight (nblocks, q, p) -> (..., nblocks * q)."""
+    nblocks, q, p = weight.shape
+    lead = x.shape[:-1]
+    xb = x.reshape(-1, nblocks, p).transpose(0, 1)  # (nblocks, N, p)
+    out = torch.bmm(xb, weight.transpose(-1, -2))  # (nblocks, N, q)
+    return out.transpose(0, 1).reshape(*lead, nblocks * q)
+
+
+class BlockdiagLinear(nn.Module):
+    """Linear layer with a block-diagonal (one Monarch factor) weight, reference layout."""
+
+    def __init__(self, in_features: int, out_features: int, nblocks: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        in_blk = math.ceil(in_features / nblocks)
+        out_blk = math.ceil(out_features / nblocks)
+        self.in_ext = in_blk * nblocks
+        self.weight = nn.Parameter(torch.empty(nblocks, out_blk, in_blk))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(in_blk))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] < self.in_ext:
+            x = F.pad(x, (0, self.in_ext - x.shape[-1]))
+        out = blockdiag_matmul(x, self.weight)[..., : self.out_features]
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+
+class _Sin(nn.Module):
+    def __init__(self, dim: int, w: float, w_mod: float) -> None:
+        super().__init__()
+        self.freq = nn.Parameter(w * torch.ones(1, dim))
+        self.w_mod = w_mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w_mod * self.freq * x)
+
+
+class _PositionalEmbedding(nn.Module):
+    """Time t in [0, 1] and complex-exponential features z for the implicit filters."""
+
+    def __init__(self, emb_dim: int, seq_len: int) -> None:
+        super().__init__()
+        t = torch.linspace(0, 1, seq_len)[None, :, None]
+        bands = (emb_dim - 1) // 2
+        t_rescaled = torch.linspace(0, seq_len - 1, seq_len)[None, :, None]
+        w = 2 * math.pi * t_rescaled / seq_len
+        f = torch.linspace(1e-4, bands - 1, bands)[None, None]
+        z = torch.exp(-1j * f * w)
+        self.z = nn.Parameter(torch.cat([t, z.real, z.imag], dim=-1))
+        self.register_buffer("t", t)
+
+
+class _ExponentialModulation(nn.Module):
+    def __init__(self, d_model: int, fast: float = 0.3, slow: float = 1.5, target: float = 1e-2):
+        super().__init__()
+        deltas = torch.linspace(math.log(target) / slow, math.log(target) / fast, d_model)
+        self.register_buffer("deltas", deltas[None, None])
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.exp(-t * self.deltas.abs())
+
+
+class HyenaFilter(nn.Module):
+    """Implicit long filter: MLP(positional features) times an exponential decay."""
+
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        d, order, emb = cfg.hidden_size, cfg.hyena_filter_order, cfg.hyena_emb_dim
+        self.bidirectional = cfg.bidirectional
+        self.bias = nn.Parameter(torch.randn(d))
+        self.pos_emb = _PositionalEmbedding(emb, cfg.long_conv_l_max)
+        self.implicit_filter = self._mlp(emb, order, d, cfg)
+        if self.bidirectional:
+            self.implicit_filter_rev = self._mlp(emb, order, d, cfg)
+        self.modulation = _ExponentialModulation(d)
+
+    @staticmethod
+    def _mlp(emb: int, order: int, d: int, cfg: M2BertConfig) -> nn.Sequential:
+        def act() -> _Sin:
+            return _Sin(order, cfg.hyena_w, cfg.hyena_w_mod)
+
+        return nn.Sequential(
+            nn.Linear(emb, order),
+            act(),
+            nn.Linear(order, order),
+            act(),
+            nn.Linear(order, order),
+            act(),
+            nn.Linear(order, d, bias=False),
+        )
+
+    def kernel(self, seqlen: int) -> torch.Tensor:
+        """(H, L) causal filter, or (H, 2L) forward half + flipped reverse half."""
+        if seqlen > self.pos_emb.z.shape[1]:
+            raise LoomError(
+                f"sequence of {seqlen} tokens is longer than the model's long_conv_l_max "
+                f"({self.pos_emb.z.shape[1]}): truncate or chunk the text"
+            )
+        z = self.pos_emb.z[:, :seqlen].float()
+        t = self.pos_emb.t[:, :seqlen].float()
+        with torch.autocast(z.device.type, enabled=False):
+            k = self.modulation(t, self.implicit_filter(z))[0].transpose(0, 1)
+            if not self.bidirectional:
+                return k
+            k_rev = self.modulation(t, self.implicit_filter_rev(z))[0].transpose(0, 1)
+        return F.pad(k, (0, seqlen)) + F.pad(k_rev.flip(-1), (seqlen, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft_long_conv(x, self.kernel(x.shape[-1]), self.bias)
+
+
+class MonarchMixerSequenceMixing(nn.Module):
+    """Gated long convolution: in-projection, short conv, v*x1 -> long conv -> *x2 (+ residual conv)."""
+
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.d_model = d
+        self.residual_long_conv = cfg.residual_long_conv
+        self.training_additions = cfg.hyena_training_additions
+        self.filter_fn = HyenaFilter(cfg)
+        if self.residual_long_conv:
+            self.filter_fn2 = HyenaFilter(cfg)
+        self.in_linear = nn.Linear(d, 3 * d)
+        self.out_linear = nn.Linear(d, d)
+        if self.training_additions:
+            self.layernorm = nn.LayerNorm(d)
+        self.short_filter = nn.Conv1d(3 * d, 3 * d, kernel_size=3, groups=3 * d, padding=2)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.training_additions:
+            u = self.layernorm(u)
+        seqlen = u.shape[-2]
+        u_orig = u
+        uc = self.short_filter(self.in_linear(u).transpose(1, 2))[..., :seqlen]
+        x1, x2, v = uc.split(self.d_model, dim=1)
+        y = self.filter_fn(v * x1) * x2
+        if self.residual_long_conv:
+            y = y + self.filter_fn2(u_orig.transpose(1, 2))
+        return self.out_linear(y.transpose(1, 2))
+
+
+class M2MLP(nn.Module):
+    """GLU (or plain) MLP with block-diagonal weights and post-LayerNorm residual."""
+
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        d, inter = cfg.hidden_size, cfg.intermediate_size
+        self.glu = cfg.use_glu_mlp
+        self.inter = inter
+
+        def lin(i: int, o: int, bias: bool) -> nn.Module:
+            if cfg.use_monarch_mlp:
+                return BlockdiagLinear(i, o, cfg.monarch_mlp_nblocks, bias=bias)
+            return nn.Linear(i, o, bias=bias)
+
+        self.gated_layers = lin(d, inter * 2 if self.glu else inter, False)
+        self.wo = lin(inter, d, True)
+        self.layernorm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.gated_layers(h)
+        if self.glu:
+            x = F.gelu(x[..., : self.inter]) * x[..., self.inter :]
+        else:
+            x = F.gelu(x)
+        return self.layernorm(self.wo(x) + h)
+
+
+class M2Layer(nn.Module):
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        self.attention = MonarchMixerSequenceMixing(cfg)
+        self.mlp = M2MLP(cfg)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attention(h))
+
+
+class M2Embeddings(nn.Module):
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, d, padding_idx=cfg.pad_token_id)
+        self.use_positional_encodings = cfg.use_positional_encodings
+        if self.use_positional_encodings:
+            self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, d)
+            self.register_buffer(
+                "position_ids", torch.arange(cfg.max_position_embeddings).expand((1, -1))
+            )
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, d)
+        self.LayerNorm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if self.use_positional_encodings:
+            x = x + self.position_embeddings(self.position_ids[:, : input_ids.shape[1]])
+        return self.LayerNorm(x)
+
+
+class M2BertModel(nn.Module):
+    """The M2-BERT backbone plus pooler; `state_dict()` keys match the reference `BertModel`."""
+
+    def __init__(self, cfg: M2BertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = M2Embeddings(cfg)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(M2Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.pooler = nn.Module()
+        self.pooler.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sequence_output (B, L, H), pooled_output (B, H)); the mask only matters for pool_all."""
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        h = self.embeddings(input_ids, token_type_ids)
+        for layer in self.encoder.layer:
+            h = layer(h)
+        if self.config.pool_all:
+            m = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(
+                h.dtype
+            )
+            first = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+        else:
+            first = h[:, 0]
+        return h, torch.tanh(self.pooler.dense(first))
+
+
+# ---------------------------------------------------------------- checkpoint loading
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_FILES:
+        f = path / name
+        if not f.is_file():
+            continue
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(f))
+        sd = torch.load(str(f), map_location="cpu", weights_only=True)
+        if isinstance(sd, dict) and "state" in sd:  # a composer checkpoint
+            sd = sd["state"]["model"]
+        return sd
+    raise LoomError(
+        f"{path} has no weights: put the checkpoint's {' or '.join(WEIGHT_FILES[:2])} next to "
+        "its config.json"
+    )
+
+
+def normalize_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Strip wrapper prefixes (module., model., bert.) and drop heads; returns (state, dropped)."""
+    out: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    for key, value in sd.items():
+        k = key
+        for prefix in ("module.", "model.", "bert."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        if k.startswith(_IGNORED_PREFIXES):
+            dropped.append(key)
+            continue
+        out[k] = value
+    return out, dropped
+
+
+def load_m2bert(path: str | os.PathLike, device: str = "cpu") -> M2BertModel:
+    """Build M2BertModel from a checkpoint folder; every model weight must be in the file."""
+    path = Path(path)
+    cfg = M2BertConfig.from_dir(path)
+    model = M2BertModel(cfg)
+    sd, _ = normalize_state_dict(_read_weights(path))
+    own = model.state_dict()
+    # recomputable buffers may be absent from a checkpoint (the reference deletes pos_emb.t)
+    optional = {k for k in own if k.endswith(("pos_emb.t", "position_ids", "modulation.deltas"))}
+    missing = [k for k in own if k not in sd and k not in optional]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise LoomError(
+            f"{path}: weights do not match its config.json ({len(missing)} missing, e.g. "
+            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}): check that "
+            "config.json belongs to these weights (num_hidden_layers, bidirectional, "
+            "residual_long_conv, use_glu_mlp, use_monarch_mlp)"
+        )
+    bad = [
+        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape
+    ]
+    if bad:
+        raise LoomError(f"{path}: weight shapes differ from config.json, e.g. {bad[:3]}")
+    model.load_state_dict(sd, strict=False)
+    return model.to(device).eval()
+
+
+def save_m2bert(model: M2BertModel, path: str | os.PathLike, prefix: str = "bert.") -> Path:
+    """Write config.json + model.safetensors in the released checkpoints' layout."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
+    sd = {prefix + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(sd, str(path / "model.safetensors"))
+    return path
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer shipped in the checkpoint folder (tokenizer.json or vocab.txt)."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(path))
+    if (path / "vocab.txt").is_file():
+        return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    raise LoomError(
+        f"{path} has no tokenizer: the released M2-BERT models use bert-base-uncased's "
+        "tokenizer; copy its vocab.txt (or tokenizer.json) into the checkpoint folder "
+        "(the default MiniLM package ships the same uncased vocab.txt)"
+    )
+
+
+# ---------------------------------------------------------------- embedder
+
+
+class M2BertEmbedder(Embedder):
+    """`get_embedder("m2-bert:/path")`: every text padded to long_conv_l_max, [CLS] pooler output."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        token_budget: int | None = None,
+        overlap: int = 32,
+        dtype: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        path = Path(path)
+        self.path = path
+        self.model = load_m2bert(path, self.device)
+        self.tokenizer = load_tokenizer(path)
+        cfg = self.model.config
+        self.config = cfg
+        self.name = f"m2-bert:{path}"
+        self.dim = cfg.hidden_size
+        self.pad_length = int(cfg.long_conv_l_max)
+        self.max_length = min(self.pad_length, cfg.max_position_embeddings)
+        on_gpu = self.device.startswith("cuda")
+        self.token_budget = token_budget or (65536 if on_gpu else 8192)
+        self.overlap = overlap
+        want = dtype or ("bfloat16" if on_gpu else "float32")
+        self._autocast = None if want == "float32" else getattr(torch, want)
+        self._cls = self.tokenizer.cls_token_id
+        self._sep = self.tokenizer.sep_token_id
+        self._pad = self.tokenizer.pad_token_id or 0
+        if max(self._cls, self._sep) >= cfg.vocab_size:
+            raise LoomError(
+                f"{path}: tokenizer ids exceed vocab_size={cfg.vocab_size}: the tokenizer does "
+                "not belong to this checkpoint"
+            )
+        self._lock = threading.Lock()
+
+    def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
+        width = self.max_length - 2
+        pieces: list[list[int]] = []
+        owner: list[int] = []
+        step = max(1, width - self.overlap)
+        for i, seq in enumerate(_token_ids(self.tokenizer, texts)):
+            if len(seq) <= width:
+                spans = [seq]
+            elif long_text == "truncate":
+                # the reference tokenizes the whole text, then keeps the first max_length ids
+                pieces.append(([self._cls] + list(seq))[: self.max_length])
+                owner.append(i)
+                continue
+            else:
+                spans = [seq[s : s + width] for s in range(0, len(seq) - self.overlap, step)]
+            for span in spans:
+                pieces.append([self._cls, *span, self._sep])
+                owner.append(i)
+        return pieces, np.asarray(owner)
+
+    @torch.inference_mode()
+    def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings (B, H) float32 for token ids already padded to pad_length."""
+        ids = ids.to(self.device)
+        if self._autocast is not None and self.device.startswith("cuda"):
+            with torch.autocast("cuda", dtype=self._autocast):
+                return self.model(ids)[1].float()
+        return self.model(ids)[1].float()
+
+    def _embed(
+        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
+    ) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        pieces, owner = self._pieces(texts, long_text)
+        rows = batch_size or max(1, self.token_budget // self.pad_length)
+        vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(pieces), desc="embed m2-bert", unit="text", disable=not show_progress)
+        with self._lock:
+            for start in range(0, len(pieces), rows):
+                part = pieces[start : start + rows]
+                ids = torch.full((len(part), self.pad_length), self._pad, dtype=torch.long)
+                for r, p in enumerate(part):
+                    ids[r, : len(p)] = torch.as_tensor(p)
+                vecs[start : start + len(part)] = self.forward_ids(ids).cpu().numpy()
+                bar.update(len(part))
+        bar.close()
+        if len(pieces) == len(texts):
+            return vecs
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        np.add.at(out, owner, vecs)
+        return out / np.bincount(owner, minlength=len(texts)).astype(np.float32)[:, None]
