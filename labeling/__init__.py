@@ -1,1 +1,26 @@
-"""loom: labeling."""
+"""loom labeling: labeling functions, appliers, LF analysis and label models.
+
+Votes are -1 (abstain) or 0..k-1 everywhere. Snorkel users switch by changing imports.
+"""
+
+from labeling.label_model import (
+    ABSTAIN,
+    BaseLabelModel,
+    DawidSkene,
+    LabelModel,
+    MajorityLabelVoter,
+    MajorityVoter,
+    TripletModel,
+    get_label_model,
+)
+
+__all__ = [
+    "ABSTAIN",
+    "BaseLabelModel",
+    "DawidSkene",
+    "LabelModel",
+    "MajorityLabelVoter",
+    "MajorityVoter",
+    "TripletModel",
+    "get_label_model",
+]
