@@ -1,0 +1,179 @@
+"""Liger on clustered synthetic data with known truth, bad input, fallbacks and the workspace."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from labeling.label_model import get_label_model
+from labeling.liger import Liger, smooth, spherical_kmeans
+from toolkit.errors import LoomError
+
+
+def clustered(n=1200, m=6, k=2, d=24, n_clusters=16, cov=0.15, acc=(0.65, 0.8), spread=0.3, seed=0):
+    """Points in tight clusters with one label per cluster; sparse, noisy, independent LFs."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, d))
+    cl = rng.integers(n_clusters, size=n)
+    Y = rng.integers(k, size=n_clusters)[cl]
+    X = (centers[cl] + spread * rng.normal(size=(n, d))).astype(np.float32)
+    L = np.full((n, m), -1, np.int64)
+    accs = rng.uniform(*acc, size=m)
+    for j in range(m):
+        fires = rng.random(n) < cov
+        right = rng.random(n) < accs[j]
+        L[:, j] = np.where(fires, np.where(right, Y, (Y + rng.integers(1, k, size=n)) % k), -1)
+    return L, X, Y
+
+
+def accuracy(probs, Y):
+    return float((np.asarray(probs).argmax(1) == Y).mean())
+
+
+@pytest.fixture(scope="module")
+def data():
+    return clustered()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    L, X, Y = data
+    return Liger(cardinality=2, base="TripletModel", n_partitions=2).fit(L, X)
+
+
+def test_extension_raises_coverage_and_accuracy(data, fitted):
+    L, X, Y = data
+    vanilla = get_label_model("TripletModel", 2).fit(L)
+    base_acc = accuracy(vanilla.predict_proba(L), Y)
+    lig_acc = accuracy(fitted.predict_proba(L, X), Y)
+    assert fitted.coverage_after_.mean() > fitted.coverage_before_.mean() + 0.15
+    assert lig_acc > base_acc + 0.1, (base_acc, lig_acc)
+    # extended votes are about as accurate as the originals on clustered data
+    new = (L < 0) & (fitted.extended_L >= 0)
+    assert new.any()
+    assert (fitted.extended_L[new] == np.broadcast_to(Y[:, None], L.shape)[new]).mean() > 0.6
+    # original votes are never changed
+    assert (fitted.extended_L[L >= 0] == L[L >= 0]).all()
+
+
+def test_reports_and_predict(data, fitted):
+    L, X, Y = data
+    pa = fitted.partition_accuracies_
+    assert set(pa.columns) >= {"partition", "lf", "accuracy", "size"}
+    assert len(pa) == 2 * L.shape[1]
+    assert pa.groupby("partition")["size"].first().sum() == len(L)
+    assert pa["accuracy"].dropna().between(0, 1).all()
+    cov = fitted.coverage_
+    assert list(cov.columns[:3]) == ["lf", "before", "after"]
+    assert (cov["after"] >= cov["before"]).all()
+    pred = fitted.predict(L, X)
+    assert pred.shape == (len(L),) and set(np.unique(pred)) <= {-1, 0, 1}
+    probs = fitted.predict_proba(L, X)
+    assert np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_new_points_extend_from_training_votes(data, fitted):
+    L, X, Y = data
+    # new points: jittered copies of training points with no votes of their own
+    rng = np.random.default_rng(1)
+    Xn = X[:200] + 0.01 * rng.normal(size=X[:200].shape).astype(np.float32)
+    Ln = np.full((200, L.shape[1]), -1, np.int64)
+    ext = fitted.extend(Ln, Xn)
+    assert (ext >= 0).mean() > 0.3
+    assert accuracy(fitted.predict_proba(Ln, Xn), Y[:200]) > 0.7
+
+
+def test_must_not_hurt_much_without_structure():
+    """Embeddings unrelated to the labels: Liger may not help but must not hurt much."""
+    L, _, Y = clustered(n=1000, cov=0.5, seed=3)
+    X = np.random.default_rng(5).normal(size=(1000, 16)).astype(np.float32)
+    base = accuracy(get_label_model("TripletModel", 2).fit(L).predict_proba(L), Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lig = Liger(2, base="TripletModel", n_partitions=1).fit(L, X)
+    assert accuracy(lig.predict_proba(L, X), Y) > base - 0.05
+
+
+def test_dev_set_tunes_radius(data):
+    L, X, Y = data
+    ydev = np.full(len(Y), -1)
+    ydev[:300] = Y[:300]
+    lig = Liger(2, base="TripletModel", n_partitions=1).fit(L, X, Y_dev=ydev)
+    assert (lig.radius_ > 0).any()
+    assert accuracy(lig.predict_proba(L, X), Y) > 0.75
+
+
+def test_fixed_radius_zero_is_vanilla(data):
+    L, X, Y = data
+    lig = Liger(2, base="TripletModel", n_partitions=1, radius=0.0).fit(L, X)
+    assert (lig.extended_L == L).all()
+
+
+def test_bad_input(data):
+    L, X, Y = data
+    with pytest.raises(LoomError, match="rows"):
+        Liger(2).fit(L, X[:-5])
+    Xn = X.copy()
+    Xn[3, 0] = np.nan
+    with pytest.raises(LoomError, match="NaN"):
+        Liger(2).fit(L, Xn)
+    Xz = X.copy()
+    Xz[7] = 0
+    with pytest.raises(LoomError, match="zero vectors"):
+        Liger(2).fit(L, Xz)
+    with pytest.raises(LoomError, match="k_neighbors"):
+        Liger(2, k_neighbors=50).fit(L[:20], X[:20])
+    with pytest.raises(LoomError, match="cardinality"):
+        Liger(2).fit(np.where(L >= 0, 2, -1), X)
+    with pytest.raises(LoomError, match="radius"):
+        Liger(2, radius=[0.1, 0.2]).fit(L, X)
+
+
+def test_partition_where_an_lf_never_votes():
+    """LF 0 only votes in one of two well-separated regions: fallback is warned and documented."""
+    L, X, Y = clustered(n=800, m=4, cov=0.3, seed=2)
+    X[:400] += 50.0  # two far-apart regions
+    L[400:, 0] = -1
+    with pytest.warns(UserWarning, match="never vote"):
+        lig = Liger(2, base="TripletModel", n_partitions=2, radius=0.0).fit(L, X)
+    pa = lig.partition_accuracies_
+    silent_part = int(np.bincount(lig.partitions_[400:]).argmax())
+    row = pa[(pa["partition"] == silent_part) & (pa["lf"] == "lf_0")]
+    assert np.isnan(row["accuracy"].iloc[0])
+    assert np.isfinite(lig.predict_proba(L, X)).all()
+
+
+def test_small_partition_uses_global_model(data):
+    L, X, Y = data
+    with pytest.warns(UserWarning, match="global label model"):
+        lig = Liger(2, base="TripletModel", n_partitions=3, min_partition_size=5000).fit(L, X)
+    assert all(m is None for m in lig.models_)
+    assert np.allclose(lig.predict_proba(L, X), lig.global_model_.predict_proba(lig.extended_L))
+
+
+def test_kmeans_recovers_separated_clusters():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(100, 8)) * 0.05 + c for c in np.eye(8)[:3] * 5])
+    X = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+    _, a = spherical_kmeans(X, 3)
+    assert len({tuple(np.unique(a[i * 100 : (i + 1) * 100])) for i in range(3)}) == 3
+
+
+def test_smooth_writes_workspace_tables(tmp_path, data):
+    from toolkit.workspace import Workspace
+
+    L, X, Y = data
+    ws = Workspace(tmp_path / "ws")
+    run = ws.start_run("label", {"smooth": "liger"})
+    probs, preds, model = smooth(
+        "liger", L, 2, embeddings=X, ws=ws, run=run, base="TripletModel", n_partitions=2
+    )
+    cov = ws.load_table(run, "coverage")
+    assert list(cov.columns) == ["lf", "before", "after"] and len(cov) == L.shape[1]
+    pa = ws.load_table(run, "partition_accuracy")
+    assert list(pa.columns) == ["partition", "lf", "accuracy", "size"]
+    assert accuracy(probs, Y) > 0.75
+    with pytest.raises(LoomError, match="liger"):
+        smooth("bogus", L, 2, embeddings=X)
