@@ -5,7 +5,7 @@ TRITON_INTERPRET=1 is set before import) and to its plain PyTorch reference othe
 """
 
 from kernels.fftconv import fft_conv
-from kernels.linear_attention import linear_attention
+from kernels.linear_attn import linear_attention
 from kernels.monarch import blockdiag_matmul, monarch_matmul
 from kernels.reference import (
     blockdiag_matmul_reference,

@@ -74,7 +74,11 @@ def fused_supported(n: int, w1: torch.Tensor, w2: torch.Tensor) -> bool:
     return q == l and k == r and p <= 128 and s <= 128
 
 
-def _monarch_forward_triton(x, w1, w2, BM=16, BL=16, KC=16, num_warps=4, num_stages=2):
+# Launch settings on CUDA; benchmarks/kernels.py sweeps them.
+CONFIG: dict[str, int] = {"BM": 16, "BL": 16, "KC": 16, "num_warps": 4, "num_stages": 2}
+
+
+def _monarch_forward_triton(x, w1, w2):
     *batch, n = x.shape
     k, q, p = w1.shape
     l, s, r = w2.shape  # noqa: E741
@@ -85,8 +89,10 @@ def _monarch_forward_triton(x, w1, w2, BM=16, BL=16, KC=16, num_warps=4, num_sta
     w1 = w1.to(x.dtype).contiguous()
     w2 = w2.to(x.dtype).contiguous()
     y = torch.empty(M, l * s, device=x.device, dtype=x.dtype)
-    BL = min(BL, next_pow2(l))
-    KC = min(KC, next_pow2(k))
+    c = CONFIG
+    BM, num_warps, num_stages = c["BM"], c["num_warps"], c["num_stages"]
+    BL = min(c["BL"], next_pow2(l))
+    KC = min(c["KC"], next_pow2(k))
     grid = (triton.cdiv(l, BL), triton.cdiv(M, BM))
     _monarch_fwd_kernel[grid](
         x2, w1, w2, y, M, k, p, q, s, x2.stride(0), y.stride(0),

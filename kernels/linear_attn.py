@@ -245,6 +245,14 @@ if HAS_TRITON:
             z2 += tl.sum(k2, axis=0)
 
 
+# Launch settings on CUDA, per kernel; benchmarks/kernels.py sweeps them.
+CONFIG: dict[str, dict[str, int]] = {
+    "state": {"BLOCK": 64, "num_warps": 8},
+    "out": {"BLOCK": 64, "num_warps": 8},
+    "causal": {"BLOCK": 64, "num_warps": 8, "BLOCK_E": 32},
+}
+
+
 def _sizes(feature_map: str, d: int, fh: int) -> tuple[bool, int, int, int]:
     taylor = feature_map == "taylor"
     dp = next_pow2(d)
@@ -274,25 +282,25 @@ def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
     k = k if k.stride(-1) == 1 else k.contiguous()
     v = v if v.stride(-1) == 1 else v.contiguous()
     out = torch.empty(B, H, N, E, device=q.device, dtype=q.dtype)
-    big = F2 >= 256
-    num_warps = 8 if big else 4
+    cuda = q.is_cuda
     if causal:
-        BLOCK = 64 if q.is_cuda else 16
-        BLOCK_E = min(next_pow2(E), 32 if big else 64)
+        cfg = CONFIG["causal"]
+        BLOCK = cfg["BLOCK"] if cuda else 16
+        BLOCK_E = min(next_pow2(E), cfg["BLOCK_E"] if F2 >= 256 else 64)
         grid = (B * H, triton.cdiv(E, BLOCK_E))
         _la_causal_kernel[grid](
             q, k, v, w, bias, out, N, H, D, E, fh, float(D), eps,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             TAYLOR=taylor, BLOCK=BLOCK, DP=DP, BLOCK_E=BLOCK_E, F1=F1, F2=F2,
-            num_warps=num_warps,
+            num_warps=cfg["num_warps"],
         )  # fmt: skip
         return out
     EP = next_pow2(E)
-    BLOCK = 64 if q.is_cuda else 16
+    BLOCK = CONFIG["state"]["BLOCK"] if cuda else 16
     # split the sequence so the state pass has enough programs to fill the GPU
     nsplit = 1
-    if q.is_cuda:
+    if cuda:
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count
         while B * H * nsplit < 2 * sms and N // (nsplit * 2) >= 4 * BLOCK:
             nsplit *= 2
@@ -311,18 +319,19 @@ def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
         k, v, w, bias, s0, s1, s2, z0, z1, z2, N, H, D, E, fh, rows, float(D),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         TAYLOR=taylor, BLOCK=BLOCK, DP=DP, EP=EP, F1=F1, F2=F2, NSPLIT=nsplit,
-        num_warps=num_warps,
+        num_warps=CONFIG["state"]["num_warps"],
     )  # fmt: skip
     sdt = torch.float32 if q.dtype == torch.float32 else q.dtype
     s0, z0 = s0.sum(1).contiguous(), z0.sum(1).contiguous()
     s1, s2 = s1.sum(1).to(sdt).contiguous(), s2.sum(1).to(sdt).contiguous()
     z1, z2 = z1.sum(1).contiguous(), z2.sum(1).contiguous()
+    BLOCK = CONFIG["out"]["BLOCK"] if cuda else 16
     grid = (triton.cdiv(N, BLOCK), B * H)
     _la_out_kernel[grid](
         q, w, bias, out, s0, s1, s2, z0, z1, z2, N, H, D, E, fh, float(D), eps,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         TAYLOR=taylor, BLOCK=BLOCK, DP=DP, EP=EP, F1=F1, F2=F2,
-        num_warps=num_warps,
+        num_warps=CONFIG["out"]["num_warps"],
     )  # fmt: skip
     return out
 

@@ -1,0 +1,394 @@
+# ruff: noqa: B023  (lambdas are timed inside the iteration that defines them)
+"""Benchmark the kernels against their peers, in one run, and check them against references.
+
+  python benchmarks/kernels.py --quick                 # CPU, < 1 min: reference paths only
+  python benchmarks/kernels.py --device cuda           # GPU: correctness grid + timings
+  python benchmarks/kernels.py --device cuda --sections la,monarch --out-dir $OUT
+
+Peers (same run): linear attention vs PyTorch SDPA (flash backend, exact softmax), the plain
+PyTorch linear-attention reference, and fla (flash-linear-attention's BASED kernels, causal
+only) when importable; sliding-window vs SDPA flash (full causal) and the blocked reference;
+Monarch vs two torch.bmm with explicit permutes (M2's path) and a dense torch.matmul;
+fft_conv vs M2's torch.fft reference. Timings: triton.testing.do_bench medians on GPU.
+Writes benchmarks/results/kernels-<device>.json (and a copy into --out-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, device_name, print_table  # noqa: E402
+from kernels import (  # noqa: E402
+    fft_conv,
+    fft_conv_reference,
+    linear_attention,
+    linear_attention_reference,
+    monarch_matmul,
+    monarch_matmul_bmm,
+    sliding_window_attention,
+    sliding_window_attention_reference,
+)
+from kernels import monarch as _mon_mod  # noqa: E402
+
+LOG: list[str] = []
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+    LOG.append(msg)
+
+
+def bench(fn, device: str, rep_ms: int = 200) -> float:
+    """Median milliseconds of fn()."""
+    if device.startswith("cuda"):
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[1]
+
+
+def safe(fn, *a, **kw):
+    """Run fn; on failure return the error text (an OOM or compile error must not stop the run)."""
+    try:
+        return fn(*a, **kw)
+    except Exception as e:  # noqa: BLE001
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return f"ERROR {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def ceilings(device: str) -> dict[str, float]:
+    """Measured HBM bandwidth (copy, read+write bytes) and bf16 matmul rate."""
+    if not device.startswith("cuda"):
+        return {}
+    x = torch.randn(2**28, device=device, dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    t = bench(lambda: y.copy_(x), device)
+    bw = 2 * x.numel() * 2 / (t * 1e-3)
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    t = bench(lambda: a @ b, device)
+    mm = 2 * 8192**3 / (t * 1e-3)
+    torch.cuda.empty_cache()
+    return {"hbm_bytes_per_s": bw, "bf16_flops_per_s": mm}
+
+
+def roofline(flops: float, nbytes: float, ms: float, ceil: dict[str, float]) -> dict[str, float]:
+    if not ceil:
+        return {}
+    floor_ms = max(flops / ceil["bf16_flops_per_s"], nbytes / ceil["hbm_bytes_per_s"]) * 1e3
+    return {"roofline_ms": floor_ms, "roofline_frac": floor_ms / ms}
+
+
+# ----------------------------------------------------------------------------- sections
+def sec_linear_attention(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    rows = []
+    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    B, H, d, e = (8, 12, 16, 64) if not quick else (1, 2, 16, 32)
+    Ns = sizes or ([1024, 2048, 4096, 8192, 16384, 32768, 65536] if not quick else [256, 1024])
+    try:
+        from fla.ops.based import fused_chunk_based, parallel_based  # type: ignore
+
+        have_fla = True
+    except Exception as ex:  # noqa: BLE001
+        have_fla = False
+        log(f"fla not importable ({type(ex).__name__}); fla column skipped")
+    F = 1 + d + d * d
+    for N in Ns:
+        torch.manual_seed(0)
+        q = torch.randn(B, H, N, d, device=device, dtype=dt)
+        k = torch.randn(B, H, N, d, device=device, dtype=dt)
+        v = torch.randn(B, H, N, e, device=device, dtype=dt)
+        row: dict[str, Any] = {"N": N, "B": B, "H": H, "d_qk": d, "d_v": e, "dtype": str(dt)[6:]}
+        flops = 4.0 * B * H * N * F * e
+        nbytes = B * H * N * (2 * d + 2 * e) * q.element_size()
+        t = safe(bench, lambda: linear_attention(q, k, v, "taylor"), device)
+        row["taylor_ms"] = t
+        if isinstance(t, float):
+            row["taylor_tflops"] = flops / (t * 1e-3) / 1e12
+            row.update(roofline(flops, nbytes, t, ceil))
+            out = linear_attention(q, k, v, "taylor")
+            if N <= 16384:
+                ref = linear_attention_reference(q[:1].double(), k[:1].double(), v[:1].double())
+                row["rel_err_vs_fp64"] = rel_err(out[:1], ref)
+        if N <= (32768 if device.startswith("cuda") else 1024):
+            row["reference_ms"] = safe(
+                bench, lambda: linear_attention_reference(q, k, v, "taylor"), device
+            )
+        if device.startswith("cuda"):
+            qs, ks, vs = (torch.randn(B, H, N, 64, device=device, dtype=dt) for _ in range(3))
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            def sdpa(qs=qs, ks=ks, vs=vs):
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    return torch.nn.functional.scaled_dot_product_attention(qs, ks, vs)
+
+            t_s = safe(bench, sdpa, device, 100)
+            row["sdpa_flash_ms"] = t_s
+            if isinstance(t_s, float):
+                row["sdpa_tflops"] = 4.0 * B * H * N * N * 64 / (t_s * 1e-3) / 1e12
+            # causal variants: ours vs fla (BASED's own kernels) at the same shapes
+            t_c = safe(bench, lambda: linear_attention(q, k, v, "taylor", causal=True), device)
+            row["taylor_causal_ms"] = t_c
+            if have_fla:
+                row["fla_fused_chunk_causal_ms"] = safe(
+                    bench, lambda: fused_chunk_based(q, k, v, head_first=True), device
+                )
+                if N <= 16384:
+                    row["fla_parallel_causal_ms"] = safe(
+                        bench, lambda: parallel_based(q, k, v, head_first=True), device
+                    )
+                if N == Ns[0]:
+                    ours = linear_attention(q[:1], k[:1], v[:1], "taylor", causal=True)
+                    theirs = safe(fused_chunk_based, q[:1], k[:1], v[:1], head_first=True)
+                    if isinstance(theirs, torch.Tensor):
+                        row["fla_vs_ours_rel_diff"] = rel_err(theirs, ours)
+        for key in ("reference_ms", "sdpa_flash_ms", "fla_fused_chunk_causal_ms"):
+            base = "taylor_causal_ms" if key.startswith("fla") else "taylor_ms"
+            if isinstance(row.get(key), float) and isinstance(row.get(base), float):
+                row[f"speedup_vs_{key[:-3]}"] = row[key] / row[base]
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        rows.append(row)
+        log(json.dumps(row))
+    # Hedgehog (F=64 -> 128 features), one size
+    N = Ns[-2] if len(Ns) > 1 else Ns[0]
+    q = torch.randn(B, H, N, d, device=device, dtype=dt)
+    k = torch.randn(B, H, N, d, device=device, dtype=dt)
+    v = torch.randn(B, H, N, e, device=device, dtype=dt)
+    w = (torch.randn(H, d, 64, device=device) / 4).to(dt)
+    row = {"N": N, "feature_map": "hedgehog", "features": 128}
+    row["hedgehog_ms"] = safe(
+        bench, lambda: linear_attention(q, k, v, "hedgehog", hedgehog_weight=w), device
+    )
+    if N <= 32768:
+        row["reference_ms"] = safe(
+            bench,
+            lambda: linear_attention_reference(q, k, v, "hedgehog", hedgehog_weight=w),
+            device,
+        )
+    if isinstance(row.get("reference_ms"), float) and isinstance(row["hedgehog_ms"], float):
+        row["speedup_vs_reference"] = row["reference_ms"] / row["hedgehog_ms"]
+    rows.append(row)
+    log(json.dumps(row))
+    return rows
+
+
+def sec_sliding_window(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    rows = []
+    dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    B, H, D, W = (8, 12, 64, 64) if not quick else (1, 2, 32, 16)
+    for N in sizes or ([4096, 16384, 32768] if not quick else [512]):
+        q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dt) for _ in range(3))
+        row: dict[str, Any] = {"N": N, "window": W, "dtype": str(dt)[6:]}
+        t = safe(bench, lambda: sliding_window_attention(q, k, v, W), device)
+        row["swa_ms"] = t
+        flops = 4.0 * B * H * N * W * D / 2 * 2  # ~W keys per query (the causal band)
+        if isinstance(t, float):
+            row["swa_tflops"] = flops / (t * 1e-3) / 1e12
+            row.update(roofline(flops, 4 * B * H * N * D * q.element_size(), t, ceil))
+        row["reference_ms"] = safe(
+            bench, lambda: sliding_window_attention_reference(q, k, v, W), device
+        )
+        if device.startswith("cuda"):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            def sdpa():
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+            row["sdpa_flash_causal_full_ms"] = safe(bench, sdpa, device, 100)
+        for key in ("reference_ms", "sdpa_flash_causal_full_ms"):
+            if isinstance(row.get(key), float) and isinstance(t, float):
+                row[f"speedup_vs_{key[:-3]}"] = row[key] / t
+        rows.append(row)
+        log(json.dumps(row))
+    return rows
+
+
+MONARCH_CONFIGS = [
+    {"BM": 16, "BL": 16, "KC": 16, "num_warps": 4, "num_stages": 2},
+    {"BM": 16, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 2},
+    {"BM": 32, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 2},
+    {"BM": 16, "BL": 32, "KC": 16, "num_warps": 8, "num_stages": 2},
+    {"BM": 32, "BL": 16, "KC": 32, "num_warps": 8, "num_stages": 1},
+    {"BM": 64, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 2},
+]
+
+
+def sec_monarch(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    rows = []
+    cuda = device.startswith("cuda")
+    dt = torch.bfloat16 if cuda else torch.float32
+    M = 16384 if not quick else 512
+    for n in sizes or ([1024, 4096, 16384] if not quick else [256, 1024]):
+        m = int(math.isqrt(n))
+        x = torch.randn(M, n, device=device, dtype=dt)
+        w1 = (torch.randn(m, m, m, device=device) / math.sqrt(m)).to(dt)
+        w2 = (torch.randn(m, m, m, device=device) / math.sqrt(m)).to(dt)
+        row: dict[str, Any] = {"M": M, "n": n, "nblocks": m, "dtype": str(dt)[6:]}
+        flops = 4.0 * M * n * m
+        nbytes = 2 * M * n * x.element_size() + 2 * m**3 * x.element_size()
+        ref = monarch_matmul_bmm(x, w1, w2)
+        best = None
+        if cuda:
+            default = dict(_mon_mod.CONFIG)
+            sweep = []
+            for cfg in MONARCH_CONFIGS:
+                _mon_mod.CONFIG.update(cfg)
+                t = safe(bench, lambda: monarch_matmul(x, w1, w2), device)
+                err = safe(lambda: rel_err(monarch_matmul(x, w1, w2), ref))
+                sweep.append({**cfg, "ms": t, "rel_err": err})
+                if isinstance(t, float) and isinstance(err, float) and err < 2e-2:
+                    if best is None or t < best[0]:
+                        best = (t, dict(cfg))
+            row["sweep"] = sweep
+            _mon_mod.CONFIG.clear()
+            _mon_mod.CONFIG.update(best[1] if best else default)
+            row["best_config"] = best[1] if best else None
+        t = safe(bench, lambda: monarch_matmul(x, w1, w2), device)
+        row["monarch_ms"] = t
+        row["rel_err_vs_bmm"] = safe(lambda: rel_err(monarch_matmul(x, w1, w2), ref))
+        row["bmm_ms"] = safe(bench, lambda: monarch_matmul_bmm(x, w1, w2), device)
+        wd = torch.randn(n, n, device=device, dtype=dt) / math.sqrt(n)
+        row["dense_matmul_ms"] = safe(bench, lambda: x @ wd, device)
+        if isinstance(t, float):
+            row["monarch_GBps"] = nbytes / (t * 1e-3) / 1e9
+            row["monarch_tflops"] = flops / (t * 1e-3) / 1e12
+            row.update(roofline(flops, nbytes, t, ceil))
+            for key in ("bmm_ms", "dense_matmul_ms"):
+                if isinstance(row[key], float):
+                    row[f"speedup_vs_{key[:-3]}"] = row[key] / t
+        rows.append(row)
+        log(json.dumps({k: v for k, v in row.items() if k != "sweep"}))
+    return rows
+
+
+def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    rows = []
+    cuda = device.startswith("cuda")
+    dt = torch.bfloat16 if cuda else torch.float32
+    B, H = (4, 768) if not quick else (1, 16)
+    for L in sizes or ([1024, 4096, 8192, 16384, 32768] if not quick else [1024, 4096]):
+        u = torch.randn(B, H, L, device=device, dtype=dt)
+        g = torch.randn(B, H, L, device=device, dtype=dt)
+        k = torch.randn(H, L, device=device) / math.sqrt(L)
+        d = torch.randn(H, device=device)
+        row: dict[str, Any] = {"B": B, "H": H, "L": L, "dtype": str(dt)[6:]}
+        t = safe(bench, lambda: fft_conv(u, k, d, g), device)
+        row["fft_conv_ms"] = t
+        row["reference_ms"] = safe(bench, lambda: fft_conv_reference(u, k, d, g), device)
+        row["rel_err_vs_ref"] = safe(
+            lambda: rel_err(fft_conv(u, k, d, g), fft_conv_reference(u, k, d, g))
+        )
+        nbytes = 3 * B * H * L * u.element_size() + H * L * 4
+        flops = B * H * 3 * 5 * (2 * L) * math.log2(2 * L) / 2  # ~3 real FFTs of size 2L
+        if isinstance(t, float):
+            row.update(roofline(flops, nbytes, t, ceil))
+            if isinstance(row["reference_ms"], float):
+                row["speedup_vs_reference"] = row["reference_ms"] / t
+        rows.append(row)
+        log(json.dumps(row))
+    return rows
+
+
+SECTIONS = {
+    "la": sec_linear_attention,
+    "swa": sec_sliding_window,
+    "monarch": sec_monarch,
+    "fft": sec_fft_conv,
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (< 1 min on CPU)")
+    ap.add_argument("--sections", default="check,la,swa,monarch,fft")
+    ap.add_argument("--sizes", default=None, help="comma list overriding each section's sizes")
+    ap.add_argument("--out-dir", default=None, help="also write JSON + log here (e.g. $OUT)")
+    args = ap.parse_args()
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch sees no GPU; run with --device cpu")
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else None
+    env = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    try:
+        import triton
+
+        env["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        env["triton"] = None
+    if device.startswith("cuda"):
+        p = torch.cuda.get_device_properties(0)
+        env.update(gpu=p.name, sms=p.multi_processor_count, mem_gb=p.total_memory / 2**30)
+    log(json.dumps(env))
+    t0 = time.time()
+    ceil = safe(ceilings, device)
+    log(f"ceilings: {ceil}")
+    result: dict[str, Any] = {"env": env, "ceilings": ceil, "quick": args.quick}
+    secs = args.sections.split(",")
+    if "check" in secs and device.startswith("cuda"):
+        from kernels.selfcheck import DTYPES, grid
+
+        checks = safe(grid, "gpu", list(DTYPES.values()), device)
+        result["checks"] = checks
+        if isinstance(checks, list):
+            bad = [c for c in checks if not c["ok"]]
+            log(f"correctness grid: {len(checks) - len(bad)}/{len(checks)} ok")
+            for c in bad:
+                log(f"  FAILED {json.dumps(c)}")
+        else:
+            log(f"correctness grid failed to run: {checks}")
+    for name in secs:
+        if name in SECTIONS:
+            log(f"== {name} ({time.time() - t0:.0f}s)")
+            result[name] = safe(SECTIONS[name], device, args.quick, ceil, sizes)
+            if isinstance(result[name], str):
+                log(result[name])
+    result["wall_s"] = time.time() - t0
+    # tables last, so they end the output
+    for name in secs:
+        rows = result.get(name)
+        if isinstance(rows, list) and rows:
+            print(f"\n## {name}")
+            print_table(
+                [{k: v for k, v in r.items() if k not in ("sweep", "best_config")} for r in rows]
+            )
+    RESULTS.mkdir(exist_ok=True)
+    dev = device_name(device)
+    suffix = "-quick" if args.quick else ""
+    path = RESULTS / f"kernels-{dev}{suffix}.json"
+    payload = {"benchmark": "kernels", "device": dev, **result}
+    path.write_text(json.dumps(payload, indent=1, default=str))
+    print(f"\nwrote {path}")
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"kernels-{dev}{suffix}.json").write_text(json.dumps(payload, indent=1, default=str))
+        (out / "kernels-log.txt").write_text("\n".join(LOG))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Kernel-vs-reference checks (forward and gradients) over a grid of shapes and dtypes.
+
+Used by the tests (in Triton's interpreter, tiny shapes) and by benchmarks/kernels.py on a
+GPU. Errors are ||out - ref|| / ||ref|| against a float64 reference on the same inputs.
+Run as `python -m kernels.selfcheck [--device cuda]`; prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from kernels._common import interpret_mode
+from kernels.fftconv import fft_conv
+from kernels.linear_attn import linear_attention
+from kernels.monarch import monarch_matmul
+from kernels.reference import (
+    fft_conv_reference,
+    linear_attention_reference,
+    monarch_matmul_reference,
+    sliding_window_attention_reference,
+)
+from kernels.sliding_window import sliding_window_attention
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def tolerance(dtype: torch.dtype) -> float:
+    """Relative-error bound: fp32 exact in the interpreter, tf32 dots on a GPU; 16-bit I/O."""
+    if dtype == torch.float32:
+        return 1e-5 if interpret_mode() else 5e-3
+    return 1e-2 if dtype == torch.float16 else 4e-2
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    if not torch.isfinite(a).all():
+        return math.inf
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _check(
+    name: str,
+    params: dict[str, Any],
+    dtype: torch.dtype,
+    fn: Callable[..., torch.Tensor],
+    ref: Callable[..., torch.Tensor],
+    inputs: list[torch.Tensor | None],
+) -> dict[str, Any]:
+    """Compare fn (kernel path, inputs in dtype) with ref on float64 copies: output and grads."""
+    ins = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    out = fn(*ins)
+    ref_ins = [t.detach().double().requires_grad_(True) if t is not None else None for t in inputs]
+    ref_out = ref(*ref_ins)
+    grad = torch.randn_like(ref_out)
+    out.backward(grad.to(out.dtype))
+    ref_out.backward(grad)
+    fwd = _rel(out, ref_out)
+    grads = [_rel(a.grad, b.grad) for a, b in zip(ins, ref_ins) if a is not None]
+    tol = tolerance(dtype)
+    return {
+        "kernel": name,
+        **params,
+        "dtype": str(dtype).replace("torch.", ""),
+        "fwd_rel_err": fwd,
+        "grad_rel_err": max(grads) if grads else 0.0,
+        "tol": tol,
+        "ok": bool(fwd <= tol and all(g <= 2 * tol for g in grads) and out.dtype == dtype),
+    }
+
+
+def check_linear_attention(B, H, N, D, E, fm, causal, dtype, device, F=12) -> dict[str, Any]:
+    q = torch.randn(B, H, N, D, device=device, dtype=dtype)
+    k = torch.randn(B, H, N, D, device=device, dtype=dtype)
+    v = torch.randn(B, H, N, E, device=device, dtype=dtype)
+    w = b = None
+    if fm == "hedgehog":
+        w = (torch.randn(H, D, F, device=device) / math.sqrt(D)).to(dtype)
+        b = torch.randn(H, F, device=device) * 0.1
+    return _check(
+        "linear_attention",
+        {"feature_map": fm, "causal": causal, "shape": [B, H, N, D, E]},
+        dtype,
+        lambda q, k, v, w, b: linear_attention(q, k, v, fm, causal, 1e-6, w, b, backend="triton"),
+        lambda q, k, v, w, b: linear_attention_reference(q, k, v, fm, causal, 1e-6, w, b),
+        [q, k, v, w, b],
+    )
+
+
+def check_sliding_window(B, H, N, D, window, causal, dtype, device) -> dict[str, Any]:
+    q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype) for _ in range(3))
+    return _check(
+        "sliding_window_attention",
+        {"window": window, "causal": causal, "shape": [B, H, N, D]},
+        dtype,
+        lambda q, k, v: sliding_window_attention(q, k, v, window, causal, backend="triton"),
+        lambda q, k, v: sliding_window_attention_reference(q, k, v, window, causal),
+        [q, k, v],
+    )
+
+
+def check_monarch(M, m, dtype, device) -> dict[str, Any]:
+    x = torch.randn(M, m * m, device=device, dtype=dtype)
+    w1 = (torch.randn(m, m, m, device=device) / math.sqrt(m)).to(dtype)
+    w2 = (torch.randn(m, m, m, device=device) / math.sqrt(m)).to(dtype)
+    return _check(
+        "monarch_matmul",
+        {"shape": [M, m * m], "nblocks": m},
+        dtype,
+        lambda x, a, b: monarch_matmul(x, a, b, backend="triton"),
+        monarch_matmul_reference,
+        [x, w1, w2],
+    )
+
+
+def check_fft_conv(B, H, L, Lk, gated, dtype, device) -> dict[str, Any]:
+    u = torch.randn(B, H, L, device=device, dtype=dtype)
+    k = torch.randn(H, Lk, device=device) / math.sqrt(Lk)
+    d = torch.randn(H, device=device)
+    g = torch.randn(B, H, L, device=device, dtype=dtype) if gated else None
+    pg = torch.randn(B, H, L, device=device, dtype=dtype) if gated else None
+    return _check(
+        "fft_conv",
+        {"shape": [B, H, L], "k_len": Lk, "gated": gated},
+        dtype,
+        lambda u, k, d, g, pg: fft_conv(u, k, d, g, pg, backend="triton"),
+        fft_conv_reference,
+        [u, k, d, g, pg],
+    )
+
+
+def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, Any]]:
+    """Run every check; size 'tiny' (interpreter) or 'gpu' (larger, odd shapes)."""
+    torch.manual_seed(0)
+    res = []
+    tiny = size == "tiny"
+    la_shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 16)] if tiny else [
+        (1, 3, 1000, 16, 64), (2, 12, 4097, 16, 64), (1, 2, 333, 16, 48)]  # fmt: skip
+    swa_shapes = [(1, 2, 37, 24, 5), (2, 1, 50, 16, 16)] if tiny else [
+        (2, 4, 1000, 64, 64), (1, 3, 4099, 64, 127), (1, 2, 77, 48, 200)]  # fmt: skip
+    mon_shapes = (
+        [(7, 4), (5, 16), (9, 5)] if tiny else [(1000, 16), (4097, 32), (333, 64), (100, 24)]
+    )
+    fft_shapes = [(2, 3, 7, 7), (1, 2, 33, 66), (2, 2, 20, 9)] if tiny else [
+        (2, 16, 1000, 1000), (1, 8, 4096, 8192), (3, 5, 777, 300)]  # fmt: skip
+    for dtype in dtypes:
+        for i, (B, H, N, D, E) in enumerate(la_shapes):
+            for fm in ("taylor", "hedgehog"):
+                for causal in (False, True):
+                    if tiny and i > 0 and (causal or dtype != torch.float32):
+                        continue
+                    res.append(check_linear_attention(B, H, N, D, E, fm, causal, dtype, device))
+        for B, H, N, D, W in swa_shapes:
+            for causal in (True, False):
+                res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
+        for M, m in mon_shapes:
+            res.append(check_monarch(M, m, dtype, device))
+        for B, H, L, Lk in fft_shapes:
+            res.append(check_fft_conv(B, H, L, Lk, True, dtype, device))
+        res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", default=None, help="tiny | gpu (default: tiny on cpu)")
+    ap.add_argument("--dtypes", default=None, help="comma list of fp32,fp16,bf16")
+    args = ap.parse_args()
+    size = args.size or ("gpu" if args.device.startswith("cuda") else "tiny")
+    # numpy (the interpreter) has no bfloat16: bf16 is checked on the GPU only
+    default = "fp32,fp16,bf16" if args.device.startswith("cuda") else "fp32,fp16"
+    dtypes = [DTYPES[d] for d in (args.dtypes or default).split(",")]
+    for row in grid(size, dtypes, args.device):
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
