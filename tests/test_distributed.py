@@ -1,0 +1,41 @@
+"""Dask paths equal the single-process path, on a LocalCluster with 2 workers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from toolkit.distributed import chunked, close_client, embed_series, get_client, parallel_map
+from toolkit.errors import LoomError
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = get_client(n_workers=2, threads_per_worker=1, processes=True)
+    yield c
+    close_client()
+
+
+def _square(chunk):
+    return [x * x for x in chunk]
+
+
+def test_parallel_map_keeps_order(client):
+    items = list(range(1000))
+    assert parallel_map(_square, items, client) == [x * x for x in items]
+    assert parallel_map(_square, [], client) == []
+    assert [len(c) for c in chunked(list(range(10)), 3)] == [3, 3, 4]
+
+
+def test_embed_series_equals_in_process(client, embedder, bbc_sample):
+    import dask.dataframe as dd
+
+    texts = bbc_sample["title"].head(48).tolist()
+    expected = embedder.encode(texts)
+    np.testing.assert_allclose(embed_series(texts, client=client), expected, atol=1e-5)
+    ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=3)
+    np.testing.assert_allclose(embed_series(ddf["text"], client=client), expected, atol=1e-5)
+
+
+def test_bad_scheduler_address():
+    with pytest.raises(LoomError, match="cannot connect to the Dask scheduler"):
+        get_client("tcp://127.0.0.1:9")
