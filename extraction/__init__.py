@@ -1,1 +1,27 @@
-"""loom: extraction."""
+"""loom: extraction. Turn a folder of semi-structured documents into a table (EVAPORATE).
+
+from extraction import Evaporate
+result = Evaporate().run("docs/", mode="code+")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Evaporate", "ExtractionResult", "load_folder", "Sandbox", "check_code"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: sandbox workers import this package and stay light
+    if name in ("Evaporate", "ExtractionResult"):
+        from extraction import evaporate
+
+        return getattr(evaporate, name)
+    if name == "load_folder":
+        from extraction.documents import load_folder
+
+        return load_folder
+    if name in ("Sandbox", "check_code"):
+        from extraction import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(name)

@@ -1,0 +1,151 @@
+"""Load a folder of semi-structured documents (HTML, text, Markdown, JSON, PDF) into a table.
+
+`documents.text` is what extraction functions read (HTML keeps its markup, JSON is the file,
+PDF is its text layer); `readable(text, fmt)` is the cleaned text shown to the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from toolkit.errors import LoomError
+
+FORMATS = {
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "text",
+    ".json": "json",
+    ".pdf": "pdf",
+    ".csv": "text",
+    ".tsv": "text",
+    ".xml": "html",
+}
+MAX_BYTES = 5_000_000
+
+
+def _decode(data: bytes) -> tuple[str, str]:
+    """Text and encoding: UTF-8 (with BOM), else cp1252, else latin-1 (never fails)."""
+    for enc in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(enc), enc
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1"), "latin-1"
+
+
+def _looks_binary(data: bytes) -> bool:
+    head = data[:4096]
+    if b"\x00" in head:
+        return True
+    ctrl = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return len(head) > 0 and ctrl / len(head) > 0.1
+
+
+def _pdf_text(path: Path) -> str:
+    from pypdf import PdfReader
+
+    reader = PdfReader(str(path))
+    return "\n".join((page.extract_text() or "") for page in reader.pages)
+
+
+def load_folder(
+    folder: str | Path, max_bytes: int = MAX_BYTES, show_progress: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All readable documents under `folder` (recursively) and the skipped files with reasons.
+
+    Returns (documents: doc_id, path, format, encoding, text; skipped: path, reason).
+    """
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise LoomError(f"document folder {folder} does not exist")
+    if not folder.is_dir():
+        raise LoomError(f"{folder} is not a folder: give a folder of documents")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    rows, skipped = [], []
+    for path in tqdm(files, desc="load documents", disable=not show_progress):
+        rel = str(path.relative_to(folder))
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            skipped.append((rel, f"unsupported file type {path.suffix or '(none)'}"))
+            continue
+        size = path.stat().st_size
+        if size > max_bytes:
+            skipped.append((rel, f"too large ({size} bytes > max_bytes={max_bytes})"))
+            continue
+        if size == 0:
+            skipped.append((rel, "empty file"))
+            continue
+        enc = "utf-8"
+        try:
+            if fmt == "pdf":
+                text = _pdf_text(path)
+                if not text.strip():
+                    skipped.append((rel, "PDF has no text layer"))
+                    continue
+            else:
+                data = path.read_bytes()
+                if _looks_binary(data):
+                    skipped.append((rel, "binary content in a text file"))
+                    continue
+                text, enc = _decode(data)
+                if fmt == "json":
+                    try:
+                        text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
+                    except json.JSONDecodeError as e:
+                        skipped.append((rel, f"invalid JSON: {e}"))
+                        continue
+        except Exception as e:  # noqa: BLE001 - corrupt files of any kind are reported, not fatal
+            skipped.append((rel, f"unreadable: {type(e).__name__}: {e}"[:200]))
+            continue
+        rows.append((rel, fmt, enc, text))
+    docs = pd.DataFrame(rows, columns=["path", "format", "encoding", "text"])
+    docs.insert(0, "doc_id", [f"d{i:06d}" for i in range(len(docs))])
+    return docs, pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+_BLOCK = re.compile(r"(?is)<(script|style)\b.*?</\1>")
+_BREAK = re.compile(r"(?i)<\s*(br|/p|/div|/tr|/li|/h\d|/dd|/dt|/title|/table|/dl)\b[^>]*>")
+_CELL = re.compile(r"(?i)<\s*/t[hd]\s*>")
+_TAG = re.compile(r"<[^>]+>")
+
+
+def readable(text: str, fmt: str) -> str:
+    """Text for the LLM: HTML without markup (rows and cells kept as lines and ' | ')."""
+    if fmt == "html":
+        import html
+
+        t = _BLOCK.sub(" ", text)
+        t = _CELL.sub(" | ", t)
+        t = _BREAK.sub("\n", t)
+        t = html.unescape(_TAG.sub(" ", t))
+        lines = [re.sub(r"[ \t]+", " ", ln).strip(" |") for ln in t.splitlines()]
+        return "\n".join(ln for ln in lines if ln)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def chunks(text: str, size: int = 1500, overlap: int = 200) -> list[tuple[int, str]]:
+    """Overlapping character chunks (start offset, text) cut at line breaks where possible."""
+    if len(text) <= size:
+        return [(0, text)]
+    out, start = [], 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            nl = text.rfind("\n", start + size // 2, end)
+            end = nl if nl > 0 else end
+        out.append((start, text[start:end]))
+        if end >= len(text):
+            break
+        start = max(end - overlap, start + 1)
+    return out
