@@ -8,10 +8,12 @@ honest: keyword LFs with a vote-count label model, regex extractors, string-simi
 from __future__ import annotations
 
 import difflib
+import json
 import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from toolkit.datasets import BBC_CLASSES, sample_corpus
 from toolkit.workspace import Workspace
@@ -333,3 +335,56 @@ def build(
         out["link"] = link_run(ws)
         out["dedup"] = dedup_run(ws)
     return out
+
+
+def demo_module(capability: str):
+    """The capability's demo module (apps/demo_<capability>.py), or None when not in the tree."""
+    import importlib
+
+    name = f"apps.demo_{capability}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name == name:
+            return None
+        raise
+
+
+def make_app_workspace(path) -> dict:
+    """A workspace for the app tests: each capability's demo (quick mode) where it exists,
+    else the schema-true builder above. Built once per path (reused when complete)."""
+    from pathlib import Path
+
+    path = Path(path)
+    marker = path / "sources.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    ws = Workspace(path)
+    sources = {}
+    for capability in ("labeling", "extraction", "linking"):
+        module = demo_module(capability)
+        if module is not None:
+            module.run(ws, quick=True)
+            sources[capability] = "demo"
+        else:
+            build(ws, (capability,))
+            sources[capability] = "schema fixture"
+    from apps.demo import demo_embedding
+
+    demo_embedding(ws, quick=True)
+    sources["embedding"] = "demo"
+    try:
+        from apps.demo import add_label_projections
+
+        add_label_projections(ws)
+    except ImportError:
+        pass
+    marker.write_text(json.dumps(sources))
+    return sources
+
+
+def build_app_workspace(tmp_path_factory: pytest.TempPathFactory):
+    """The shared app-test workspace (built once per test session, reused by every module)."""
+    path = tmp_path_factory.getbasetemp() / "app_workspace"
+    make_app_workspace(path)
+    return path
