@@ -3,6 +3,7 @@
 Votes are -1 (abstain) or 0..k-1 everywhere. Snorkel users switch by changing imports.
 """
 
+from labeling.embroid import Embroid
 from labeling.label_model import (
     ABSTAIN,
     BaseLabelModel,
@@ -13,12 +14,15 @@ from labeling.label_model import (
     TripletModel,
     get_label_model,
 )
+from labeling.liger import Liger
 
 __all__ = [
     "ABSTAIN",
     "BaseLabelModel",
     "DawidSkene",
+    "Embroid",
     "LabelModel",
+    "Liger",
     "MajorityLabelVoter",
     "MajorityVoter",
     "TripletModel",

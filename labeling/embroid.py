@@ -99,6 +99,19 @@ def neighbourhood_votes(
     return out
 
 
+def agreement_kappa(a: np.ndarray, b: np.ndarray, cardinality: int) -> float:
+    """Cohen's kappa of two vote vectors on the rows where both vote (nan if none)."""
+    both = (a >= 0) & (b >= 0)
+    if not both.any():
+        return float("nan")
+    a, b = a[both], b[both]
+    po = float((a == b).mean())
+    pa = np.bincount(a, minlength=cardinality) / len(a)
+    pb = np.bincount(b, minlength=cardinality) / len(b)
+    pe = float((pa * pb).sum())
+    return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
+
+
 class Embroid:
     """Prediction smoothing over one or more embedding spaces, combined by a label model.
 
@@ -106,7 +119,9 @@ class Embroid:
     `fit_predict(P, texts=...)` (names for `toolkit.embed.get_embedder`, "tfidf-svd", or
     callables); default [None (MiniLM), "tfidf-svd"]. base: label model name or factory.
     threshold: fraction of neighbours that must share a class (None: 0.5; a float or one
-    per embedding space).
+    per embedding space). min_kappa: a source's neighbourhood votes in a space are used only
+    where they agree with the source's own predictions beyond chance (Cohen's kappa >=
+    min_kappa): the smoothness that Embroid assumes, checked without gold (see `smoothness_`).
     """
 
     def __init__(
@@ -120,6 +135,7 @@ class Embroid:
         seed: int = 0,
         index_kind: str | None = None,
         fit_kwargs: dict[str, Any] | None = None,
+        min_kappa: float = 0.1,
     ) -> None:
         if not isinstance(k_neighbors, int | np.integer) or k_neighbors < 1:
             raise LoomError(f"k_neighbors must be a positive integer, got {k_neighbors!r}")
@@ -136,6 +152,7 @@ class Embroid:
         self.seed = seed
         self.index_kind = index_kind
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.min_kappa = float(min_kappa)
 
     def _thresholds(self, n_spaces: int) -> list[float]:
         t = 0.5 if self.threshold is None else self.threshold
@@ -218,6 +235,8 @@ class Embroid:
         dev = _resolve_device(self.device)
 
         blocks = [P]
+        source_names = list(self.lf_names)
+        smooth_rows: list[dict[str, Any]] = []
         self.neighbor_votes_: list[np.ndarray] = []
         for X, t, name in zip(spaces, ts, names, strict=True):
             index = build_index(X, dev, self.index_kind)
@@ -230,13 +249,30 @@ class Embroid:
                 desc=f"Embroid kNN ({name})",
             )
             V = neighbourhood_votes(P, ids, k_cls, t)
+            for j in range(m):
+                kappa = agreement_kappa(P[:, j], V[:, j], k_cls)
+                used = bool(kappa >= self.min_kappa)
+                smooth_rows.append(
+                    {"space": name, "lf": self.lf_names[j], "kappa": kappa, "used": used}
+                )
+                if used:
+                    blocks.append(V[:, j : j + 1])
+                    source_names.append(f"{self.lf_names[j]}@{name}")
+                else:
+                    V[:, j] = ABSTAIN
             self.neighbor_votes_.append(V)
-            blocks.append(V)
         self.space_names_ = names
+        self.smoothness_ = pd.DataFrame(smooth_rows)
+        dropped = self.smoothness_[~self.smoothness_["used"]]
+        if len(dropped):
+            warnings.warn(
+                f"Embroid: {len(dropped)} of {len(self.smoothness_)} neighbourhood sources are not "
+                f"smooth (kappa < min_kappa={self.min_kappa}) and were left out, e.g. "
+                f"{(dropped['lf'] + '@' + dropped['space']).tolist()[:4]}; see smoothness_",
+                stacklevel=2,
+            )
         self.L_aug_ = np.concatenate(blocks, axis=1)
-        self.source_names_ = list(self.lf_names) + [
-            f"{lf}@{s}" for s in names for lf in self.lf_names
-        ]
+        self.source_names_ = source_names
 
         fit_kw = {"seed": self.seed, "progress": progress, **self.fit_kwargs}
         if Y_dev is not None:
@@ -302,4 +338,10 @@ def _embedder_label(e: Any) -> str:
     return getattr(e, "__name__", type(e).__name__)
 
 
-__all__ = ["Embroid", "tfidf_svd_embeddings", "neighbourhood_votes", "embed_texts"]
+__all__ = [
+    "Embroid",
+    "agreement_kappa",
+    "embed_texts",
+    "neighbourhood_votes",
+    "tfidf_svd_embeddings",
+]
