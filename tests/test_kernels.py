@@ -1,0 +1,210 @@
+"""CPU path of the kernels: references against naive definitions, dispatch, input errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import (
+    blockdiag_matmul,
+    fft_conv,
+    fft_conv_reference,
+    linear_attention,
+    linear_attention_reference,
+    monarch_matmul,
+    monarch_matmul_bmm,
+    monarch_matmul_reference,
+    sliding_window_attention,
+    taylor_feature_map,
+)
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def naive_linear_attention(q, k, v, phi, causal, eps=1e-6):
+    a = phi(q) @ phi(k).transpose(-1, -2)
+    if causal:
+        a = a.tril()
+    return (a @ v) / (a.sum(-1, keepdim=True) + eps)
+
+
+def test_taylor_map_is_exp_taylor_series():
+    q, k = torch.randn(5, 16, dtype=torch.float64), torch.randn(7, 16, dtype=torch.float64)
+    s = q @ k.T / 4.0
+    got = taylor_feature_map(q) @ taylor_feature_map(k).T
+    assert taylor_feature_map(q).shape[-1] == 273
+    torch.testing.assert_close(got, 1 + s + s * s / 2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("fm", ["taylor", "hedgehog"])
+def test_linear_attention_cpu_matches_quadratic_form(fm, causal):
+    torch.manual_seed(0)
+    B, H, N, D, E = 2, 3, 70, 8, 5  # N not a multiple of the chunk size
+    q, k = torch.randn(B, H, N, D), torch.randn(B, H, N, D)
+    v = torch.randn(B, H, N, E)
+    w, b = torch.randn(H, D, 6) / 3, torch.randn(H, 6)
+    out = linear_attention(q, k, v, fm, causal, hedgehog_weight=w, hedgehog_bias=b)
+    assert out.shape == (B, H, N, E) and out.dtype == torch.float32
+    if fm == "taylor":
+
+        def phi(x):
+            return taylor_feature_map(x)
+    else:
+
+        def phi(x):
+            z = torch.einsum("bhnd,hdf->bhnf", x, w.double()) + b.double()[None, :, None]
+            return torch.cat([z.softmax(-1), (-z).softmax(-1)], -1)
+
+    want = naive_linear_attention(q.double(), k.double(), v.double(), lambda x: phi(x), causal)
+    assert _rel(out, want) < 1e-5
+
+
+def test_linear_attention_callable_feature_map_and_grads():
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 20, 4, requires_grad=True) for _ in range(3))
+    out = linear_attention(q, k, v, feature_map=F.elu, causal=True)  # elu+... any positive-ish map
+    out.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_linear_attention_bad_inputs():
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(ValueError, match="hedgehog_weight"):
+        linear_attention(q, q, q, "hedgehog")
+    with pytest.raises(ValueError, match="same shape"):
+        linear_attention(q, torch.randn(1, 2, 9, 4), q)
+    with pytest.raises(ValueError, match="feature_map"):
+        linear_attention(q, q, q, "cosine")
+    with pytest.raises(ValueError, match="project q, k"):
+        big = torch.randn(1, 1, 4, 128)
+        linear_attention(big, big, big)
+    with pytest.raises(TypeError, match="floating"):
+        linear_attention(q.long(), q.long(), q.long())
+    with pytest.raises(RuntimeError, match="backend='triton'"):
+        linear_attention(q, q, q, backend="triton")  # CPU tensors, no interpreter
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("window", [1, 6, 50])
+def test_sliding_window_cpu_matches_masked_softmax(window, causal):
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 2, 37, 8, dtype=torch.float64) for _ in range(3))
+    i, j = torch.arange(37)[:, None], torch.arange(37)[None, :]
+    ok = (i - j < window) & ((j <= i) if causal else (j - i < window))
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=ok)
+    got = sliding_window_attention(q, k, v, window, causal)
+    torch.testing.assert_close(got, want)
+
+
+def m2_version3(x, w1, w2):
+    """M2's dense reference (block_diag + explicit permutations)."""
+    l, s, _ = w2.shape  # noqa: E741
+    out1 = F.linear(x, torch.block_diag(*w1.unbind(0)))
+    out1 = out1.reshape(x.shape[0], -1, l).transpose(1, 2).reshape(x.shape[0], -1)
+    out2 = F.linear(out1, torch.block_diag(*w2.unbind(0)))
+    return out2.reshape(x.shape[0], l, s).transpose(1, 2).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 4, 4, 4, 4), (3, 6, 7, 6, 5, 3), (4, 8, 8, 4, 8, 8)])
+def test_monarch_cpu_matches_m2_dense_reference(shape):
+    k, q, p, l, s, r = shape  # noqa: E741
+    torch.manual_seed(3)
+    x = torch.randn(9, k * p, dtype=torch.float64)
+    w1, w2 = torch.randn(k, q, p, dtype=torch.float64), torch.randn(l, s, r, dtype=torch.float64)
+    want = m2_version3(x, w1, w2)
+    torch.testing.assert_close(monarch_matmul(x, w1, w2), want)
+    torch.testing.assert_close(monarch_matmul_reference(x, w1, w2), want)
+    torch.testing.assert_close(monarch_matmul_bmm(x, w1, w2), want)
+    # leading batch dims are kept
+    assert monarch_matmul(x.reshape(3, 3, -1), w1, w2).shape == (3, 3, l * s)
+
+
+def test_monarch_square_is_a_dense_linear_map_and_differentiable():
+    torch.manual_seed(4)
+    n, m = 16, 4
+    w1 = torch.randn(m, m, m, requires_grad=True)
+    w2 = torch.randn(m, m, m, requires_grad=True)
+    dense = monarch_matmul(torch.eye(n), w1, w2)  # rows: images of the unit vectors
+    x = torch.randn(5, n)
+    torch.testing.assert_close(monarch_matmul(x, w1, w2), x @ dense, rtol=1e-4, atol=1e-4)
+    monarch_matmul(x, w1, w2).square().sum().backward()
+    assert w1.grad.abs().sum() > 0 and w2.grad.abs().sum() > 0
+
+
+def test_monarch_and_blockdiag_bad_shapes():
+    with pytest.raises(ValueError, match="k\\*p"):
+        monarch_matmul(torch.randn(2, 15), torch.randn(4, 4, 4), torch.randn(4, 4, 4))
+    with pytest.raises(ValueError, match="l\\*r"):
+        monarch_matmul(torch.randn(2, 16), torch.randn(4, 4, 4), torch.randn(4, 4, 3))
+    with pytest.raises(ValueError, match="nblocks"):
+        blockdiag_matmul(torch.randn(2, 10), torch.randn(4, 3, 3))
+
+
+def test_blockdiag_matches_dense_block_diag():
+    x, w = torch.randn(3, 2, 12), torch.randn(4, 5, 3)
+    want = x @ torch.block_diag(*w.unbind(0)).T
+    torch.testing.assert_close(blockdiag_matmul(x, w), want, rtol=1e-5, atol=1e-5)
+
+
+def direct_conv(u, k, d, gate, pre):
+    """Definition: y[t] = sum_s k[(t - s) mod 2L] v[s] (zero beyond len(k)), then skip, gate."""
+    B, H, L = u.shape
+    v = u * pre
+    kk = F.pad(k, (0, 2 * L - k.shape[-1]))
+    idx = (torch.arange(L)[:, None] - torch.arange(L)[None, :]) % (2 * L)
+    T = kk[:, idx]  # (H, L, L) Toeplitz / circulant blocks
+    y = torch.einsum("hts,bhs->bht", T, v)
+    return (y + v * d[:, None]) * gate
+
+
+@pytest.mark.parametrize("L,Lk", [(1, 1), (9, 9), (33, 66), (20, 7)])
+def test_fft_conv_cpu_matches_direct_convolution(L, Lk):
+    torch.manual_seed(5)
+    u = torch.randn(2, 3, L, dtype=torch.float64)
+    k = torch.randn(3, Lk, dtype=torch.float64)
+    d = torch.randn(3, dtype=torch.float64)
+    g, pg = torch.randn_like(u), torch.randn_like(u)
+    torch.testing.assert_close(fft_conv(u, k, d, g, pg), direct_conv(u, k, d, g, pg))
+
+
+def test_fft_conv_matches_m2_fftconv_ref_semantics():
+    """M2: out = irfft(rfft(u,2L) * rfft(k,2L)/2L, norm='forward')[:L] + u * D[None,:,None]."""
+    torch.manual_seed(6)
+    u = torch.randn(2, 4, 50).to(torch.bfloat16)
+    k = torch.randn(4, 50)
+    D = torch.randn(1, 4, 1)
+    n = 100
+    y = torch.fft.irfft(
+        torch.fft.rfft(u.float(), n=n) * (torch.fft.rfft(k, n=n) / n), n=n, norm="forward"
+    )[..., :50]
+    want = (y + u * D).to(torch.bfloat16)
+    got = fft_conv(u, k, D)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(fft_conv_reference(u, k, D), want)
+
+
+def test_fft_conv_bad_inputs():
+    u = torch.randn(2, 3, 10)
+    with pytest.raises(ValueError, match="2L"):
+        fft_conv(u, torch.randn(3, 21))
+    with pytest.raises(ValueError, match="k must be"):
+        fft_conv(u, torch.randn(4, 10))
+    with pytest.raises(ValueError, match="gate"):
+        fft_conv(u, torch.randn(3, 10), gate=torch.randn(2, 3, 9))
+    with pytest.raises(ValueError, match="d_bias"):
+        fft_conv(u, torch.randn(3, 10), d_bias=torch.randn(5))
+
+
+def test_public_api():
+    for name in ("linear_attention", "sliding_window_attention", "monarch_matmul", "fft_conv"):
+        assert callable(getattr(kernels, name))
+        assert callable(getattr(kernels, name + "_reference"))
+    assert math.isfinite(float(linear_attention_reference(*(torch.randn(1, 1, 3, 2),) * 3).sum()))
