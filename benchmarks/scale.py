@@ -1,0 +1,168 @@
+"""Scale-out: throughput versus Dask workers, and large-index recall and queries/s.
+
+    python benchmarks/scale.py --quick                         # CPU, small
+    python benchmarks/scale.py --parts embed,label --workers 1,2,4 --n 4000
+    python benchmarks/scale.py --parts index --sizes 1000000,10000000 --device cuda
+
+Workers run on a LocalCluster on this machine (one process each); the ratio is to the
+single-process path on the same inputs. The index part uses clustered synthetic vectors
+(d=384) and reports recall@10 against exact search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import print_table, write_results  # noqa: E402
+
+
+def bench_embed(n: int, workers: list[int]) -> list[dict]:
+    from benchmarks.embed import make_texts
+    from toolkit.distributed import close_client, embed_series, get_client
+    from toolkit.embed import get_embedder
+
+    texts = make_texts(n, seed=1)
+    emb = get_embedder()
+    emb.encode(texts[:32])
+    start = time.perf_counter()
+    ref = emb.encode(texts)
+    single = time.perf_counter() - start
+    rows = [{"part": "embed", "workers": "1 process", "items/s": n / single, "ratio": 1.0}]
+    for w in workers:
+        client = get_client(n_workers=w, threads_per_worker=1)
+        embed_series(texts[: 8 * w], client=client)  # load the model on every worker
+        start = time.perf_counter()
+        out = embed_series(texts, client=client)
+        took = time.perf_counter() - start
+        assert np.allclose(out, ref, atol=1e-4), "dask embeddings differ from in-process ones"
+        rows.append({"part": "embed", "workers": w, "items/s": n / took, "ratio": single / took})
+        close_client()
+    return rows
+
+
+def bench_label(n: int, workers: list[int]) -> list[dict]:
+    import dask.dataframe as dd
+    import pandas as pd
+
+    try:
+        from labeling import DaskLFApplier, LFApplier, keyword_lf, regex_lf
+    except ImportError as e:
+        print(f"label part skipped: {e}")
+        return []
+    from toolkit.datasets import load_rotten_tomatoes
+    from toolkit.distributed import close_client, get_client
+
+    base = load_rotten_tomatoes()
+    df = pd.concat([base] * int(np.ceil(n / len(base))), ignore_index=True).head(n)
+    words = ["great", "bad", "boring", "fun", "best", "worst", "funny", "dull", "brilliant", "mess"]
+    lfs = [keyword_lf(f"kw_{w}", [w], i % 2, "text") for i, w in enumerate(words)]
+    lfs += [regex_lf(f"re_{w}", rf"\b{w}\w*", i % 2, "text") for i, w in enumerate(words)]
+    start = time.perf_counter()
+    ref = LFApplier(lfs).apply(df, progress=False)
+    single = time.perf_counter() - start
+    rows = [{"part": "label (20 LFs)", "workers": "1 process", "items/s": n / single, "ratio": 1.0}]
+    for w in workers:
+        client = get_client(n_workers=w, threads_per_worker=1)
+        ddf = dd.from_pandas(df, npartitions=4 * w)
+        start = time.perf_counter()
+        out = DaskLFApplier(lfs).apply(ddf)
+        took = time.perf_counter() - start
+        assert np.array_equal(np.asarray(out), ref), "dask label matrix differs"
+        rows.append(
+            {"part": "label (20 LFs)", "workers": w, "items/s": n / took, "ratio": single / took}
+        )
+        close_client()
+    return rows
+
+
+def clustered(n: int, d: int, seed: int, centers: int = 1000) -> np.ndarray:
+    """n unit vectors around `centers` random centres (a stand-in for real embeddings)."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d)).astype(np.float32)
+    out = np.empty((n, d), np.float32)
+    step = 1_000_000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        out[s : s + m] = c[rng.integers(0, centers, m)] + 0.7 * rng.normal(size=(m, d))
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def bench_index(sizes: list[int], device: str, kinds: list[str], nq: int = 1000) -> list[dict]:
+    from toolkit.index import VectorIndex
+
+    rows = []
+    d = 384
+    for n in sizes:
+        x = clustered(n, d, seed=0)
+        q = clustered(nq, d, seed=1)
+        truth = None
+        for kind in ["flat", *[k for k in kinds if k != "flat"]]:
+            params = {"nprobe": 32} if kind in ("ivf", "ivfpq") else {}
+            if kind in ("ivf", "ivfpq"):
+                params["nlist"] = int(min(16384, 4 * np.sqrt(n)))
+                params["train_size"] = min(n, 100 * params["nlist"])
+            dev = device if kind == "flat" else "cpu"
+            start = time.perf_counter()
+            index = VectorIndex(d, "cosine", kind=kind, device=dev, **params).add(x)
+            build = time.perf_counter() - start
+            index.search(q[:10], 10)
+            start = time.perf_counter()
+            _, ids = index.search(q, 10)
+            took = time.perf_counter() - start
+            if kind == "flat":
+                truth = ids
+            recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+            rows.append(
+                {
+                    "part": "index",
+                    "n": n,
+                    "kind": kind,
+                    "device": dev,
+                    "build_s": build,
+                    "queries/s": nq / took,
+                    "recall@10": recall,
+                }
+            )
+            print(rows[-1], flush=True)
+            del index
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--parts", default="embed,label,index")
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--n", type=int, default=4000, help="texts/rows for embed and label")
+    ap.add_argument("--n-label", type=int, default=200_000)
+    ap.add_argument("--sizes", default="100000", help="index sizes")
+    ap.add_argument("--kinds", default="flat,ivf,hnsw,ivfpq")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    parts = args.parts.split(",")
+    workers = [int(w) for w in args.workers.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.quick:
+        workers, args.n, args.n_label, sizes = [1, 2], 200, 20_000, [20_000]
+    rows: list[dict] = []
+    if "embed" in parts:
+        rows += bench_embed(args.n, workers)
+    if "label" in parts:
+        rows += bench_label(args.n_label, workers)
+    if "index" in parts:
+        rows += bench_index(sizes, args.device, args.kinds.split(","))
+    print_table(rows)
+    name = "scale" if not args.quick else "scale-quick"
+    print(f"wrote {write_results(name, args.device, {'rows': rows, 'args': vars(args)})}")
+
+
+if __name__ == "__main__":
+    main()
