@@ -1,0 +1,170 @@
+"""`loom link LEFT RIGHT --on name,city` and `loom dedup FILE --on name` into a workspace."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from toolkit.errors import LoomError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("link", help="link two tables on noisy key fields (nearest neighbours)")
+    p.add_argument("left", help="left table: CSV, TSV, Parquet or JSON(L)")
+    p.add_argument("right", help="right table")
+    p.add_argument("--on", default=None, help="key column(s) in both tables, comma separated")
+    p.add_argument("--left-on", default=None, help="key column(s) of the left table")
+    p.add_argument("--right-on", default=None, help="key column(s) of the right table")
+    p.add_argument("--blocking-on", default=None, help="only pair rows equal on these columns")
+    p.add_argument("--k", type=int, default=1, help="matches per left row (default: 1)")
+    p.add_argument("--threshold", type=float, default=None, help="minimum cosine score")
+    p.add_argument("--one-to-one", action="store_true", help="each right row matched once")
+    p.add_argument("--gold", default=None, help="gold pairs file (left_row,right_row) to score")
+    _common(p)
+    p.set_defaults(func=cmd_link)
+
+    d = sub.add_parser("dedup", help="find duplicate rows of one table")
+    d.add_argument("file", help="CSV, TSV, Parquet or JSON(L) file")
+    d.add_argument("--on", required=True, help="key column(s), comma separated")
+    d.add_argument("--blocking-on", default=None, help="only compare rows equal on these columns")
+    d.add_argument("--threshold", type=float, default=0.9, help="minimum cosine (default 0.9)")
+    d.add_argument(
+        "--method", default="connected", choices=["connected", "agglomerative", "hdbscan"]
+    )
+    d.add_argument("--gold", default=None, help="gold duplicate pairs file (row_a,row_b)")
+    _common(d)
+    d.set_defaults(func=cmd_dedup)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="workspace", help="workspace folder (default: ./workspace)")
+    p.add_argument("--model", default=None, help="model folder (e.g. from linking.train) or URL")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+
+
+def _read(path: str) -> pd.DataFrame:
+    from toolkit.io import read_table
+
+    return read_table(path)
+
+
+def _gold(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    from toolkit.io import read_table
+
+    return read_table(path, list(cols))
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    import linking
+    from linking.keys import as_columns, resolve_on
+    from toolkit.workspace import Workspace
+
+    left, right = _read(args.left), _read(args.right)
+    lcols, rcols = resolve_on(args.on, args.left_on, args.right_on)
+    out = linking.merge(
+        left,
+        right,
+        left_on=lcols,
+        right_on=rcols,
+        model=args.model,
+        k=args.k,
+        threshold=args.threshold,
+        blocking_on=as_columns(args.blocking_on, "--blocking-on"),
+        one_to_one=args.one_to_one,
+        device=args.device,
+        show_progress=True,
+    )
+    ws = Workspace(args.out)
+    params = {
+        "left": args.left,
+        "right": args.right,
+        "left_on": lcols,
+        "right_on": rcols,
+        "model": args.model,
+        "k": args.k,
+        "threshold": args.threshold,
+        "blocking_on": args.blocking_on,
+        "one_to_one": args.one_to_one,
+    }
+    from linking.store import save_link_run
+
+    run, summary = save_link_run(
+        ws, left, right, out, (lcols, rcols), params, _gold(args.gold, ("left_row", "right_row"))
+    )
+    matched = out["right_row"].notna().sum()
+    print(
+        f"linked {matched} of {len(left)} left rows to {len(right)} right rows "
+        f"({summary['pairs']} pairs)"
+    )
+    if "f1" in summary:
+        print(
+            f"against gold: precision {summary['precision']:.3f} recall {summary['recall']:.3f} "
+            f"F1 {summary['f1']:.3f}"
+        )
+    print(f"run {run} in {ws.path}: tables left, right, pairs")
+    return 0
+
+
+def cmd_dedup(args: argparse.Namespace) -> int:
+    import linking
+    from linking.keys import as_columns
+    from toolkit.workspace import Workspace
+
+    df = _read(args.file)
+    on = as_columns(args.on, "--on")
+    if args.threshold is None or not -1 <= args.threshold <= 1:
+        raise LoomError("--threshold must be a cosine similarity between -1 and 1")
+    if args.method == "connected":
+        clusters, pairs = linking.dedup(
+            df,
+            on,
+            threshold=args.threshold,
+            model=args.model,
+            blocking_on=as_columns(args.blocking_on, "--blocking-on"),
+            device=args.device,
+            return_pairs=True,
+            show_progress=True,
+        )
+    else:
+        clusters = linking.cluster(
+            df,
+            on,
+            method=args.method,
+            threshold=args.threshold,
+            model=args.model,
+            blocking_on=as_columns(args.blocking_on, "--blocking-on"),
+            device=args.device,
+            show_progress=True,
+        )
+        from linking.evaluate import pairs_from_clusters
+
+        pairs = pd.DataFrame(sorted(pairs_from_clusters(clusters)), columns=["row_a", "row_b"])
+        pairs["score"] = float("nan")
+    ws = Workspace(args.out)
+    params = {
+        "file": args.file,
+        "on": on,
+        "threshold": args.threshold,
+        "method": args.method,
+        "model": args.model,
+        "blocking_on": args.blocking_on,
+    }
+    from linking.store import save_dedup_run
+
+    run, summary = save_dedup_run(
+        ws, clusters, pairs, on, params, _gold(args.gold, ("row_a", "row_b"))
+    )
+    print(
+        f"{summary['rows']} rows -> {summary['clusters']} clusters; "
+        f"{summary['duplicate_rows']} duplicate rows in {summary['duplicate_groups']} groups"
+    )
+    if "f1" in summary:
+        print(
+            f"against gold: precision {summary['precision']:.3f} recall {summary['recall']:.3f} "
+            f"F1 {summary['f1']:.3f}"
+        )
+    print(f"run {run} in {ws.path}: tables clusters, pairs")
+    return 0
