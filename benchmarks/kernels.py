@@ -38,6 +38,8 @@ from kernels import (  # noqa: E402
     sliding_window_attention,
     sliding_window_attention_reference,
 )
+from kernels import fftconv as _fft_mod  # noqa: E402
+from kernels import linear_attn as _la_mod  # noqa: E402
 from kernels import monarch as _mon_mod  # noqa: E402
 
 LOG: list[str] = []
@@ -99,6 +101,65 @@ def roofline(flops: float, nbytes: float, ms: float, ceil: dict[str, float]) -> 
         return {}
     floor_ms = max(flops / ceil["bf16_flops_per_s"], nbytes / ceil["hbm_bytes_per_s"]) * 1e3
     return {"roofline_ms": floor_ms, "roofline_frac": floor_ms / ms}
+
+
+def sweep(config: dict, configs: list[dict], fn, ref, device: str, tol: float = 2e-2):
+    """Time fn under each config (updating `config` in place); keep the fastest correct one."""
+    default = dict(config)
+    rows, best = [], None
+    for cfg in configs:
+        config.update(cfg)
+        t = safe(bench, fn, device)
+        err = safe(lambda: rel_err(fn(), ref))
+        rows.append({**cfg, "ms": t, "rel_err": err})
+        if isinstance(t, float) and isinstance(err, float) and err < tol:
+            if best is None or t < best[0]:
+                best = (t, dict(cfg))
+    config.clear()
+    config.update(best[1] if best else default)
+    return rows, (best[1] if best else None)
+
+
+LA_STATE_CONFIGS = [
+    {"BLOCK": b, "num_warps": w} for b, w in [(64, 8), (32, 4), (128, 8), (64, 4), (32, 8)]
+]
+LA_OUT_CONFIGS = [
+    {"BLOCK": b, "num_warps": w} for b, w in [(64, 8), (32, 4), (128, 8), (64, 4), (32, 8)]
+]
+LA_CAUSAL_CONFIGS = [
+    {"BLOCK": b, "num_warps": w, "BLOCK_E": e}
+    for b, w, e in [(64, 8, 32), (32, 4, 32), (32, 4, 64), (16, 4, 32), (16, 4, 64), (64, 4, 32),
+                    (32, 8, 64), (16, 2, 16)]
+]  # fmt: skip
+
+
+def sec_la_tune(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    """Sweep the linear-attention launch settings at one size (B=8, H=12, N=16k, bf16)."""
+    if not device.startswith("cuda"):
+        return []
+    B, H, N, d, e = 8, 12, 16384, 16, 64
+    q = torch.randn(B, H, N, d, device=device, dtype=torch.bfloat16)
+    k = torch.randn(B, H, N, d, device=device, dtype=torch.bfloat16)
+    v = torch.randn(B, H, N, e, device=device, dtype=torch.bfloat16)
+    out = []
+    ref = linear_attention_reference(q, k, v, "taylor")
+    for part, configs in (("state", LA_STATE_CONFIGS), ("out", LA_OUT_CONFIGS)):
+        rows, best = sweep(
+            _la_mod.CONFIG[part], configs, lambda: linear_attention(q, k, v), ref, device
+        )
+        out.append({"kernel": f"la_{part}", "best": best, "sweep": rows})
+        log(json.dumps(out[-1]))
+    ref = linear_attention_reference(q, k, v, "taylor", causal=True)
+    rows, best = sweep(
+        _la_mod.CONFIG["causal"],
+        LA_CAUSAL_CONFIGS,
+        lambda: linear_attention(q, k, v, causal=True),
+        ref,
+        device,
+    )
+    out.append({"kernel": "la_causal", "best": best, "sweep": rows})
+    log(json.dumps(out[-1]))
+    return out
 
 
 # ----------------------------------------------------------------------------- sections
@@ -234,6 +295,11 @@ MONARCH_CONFIGS = [
     {"BM": 16, "BL": 32, "KC": 16, "num_warps": 8, "num_stages": 2},
     {"BM": 32, "BL": 16, "KC": 32, "num_warps": 8, "num_stages": 1},
     {"BM": 64, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 2},
+    {"BM": 32, "BL": 8, "KC": 16, "num_warps": 4, "num_stages": 2},
+    {"BM": 64, "BL": 8, "KC": 16, "num_warps": 8, "num_stages": 2},
+    {"BM": 32, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 1},
+    {"BM": 16, "BL": 16, "KC": 32, "num_warps": 8, "num_stages": 1},
+    {"BM": 64, "BL": 4, "KC": 16, "num_warps": 4, "num_stages": 2},
 ]
 
 
@@ -285,35 +351,63 @@ def sec_monarch(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     return rows
 
 
+FFT_CONFIGS = [
+    {"FC": 16, "num_warps": 4, "num_stages": 2},
+    {"FC": 16, "num_warps": 8, "num_stages": 2},
+    {"FC": 32, "num_warps": 4, "num_stages": 2},
+    {"FC": 32, "num_warps": 8, "num_stages": 2},
+    {"FC": 16, "num_warps": 4, "num_stages": 1},
+    {"FC": 64, "num_warps": 8, "num_stages": 1},
+]
+
+
 def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     rows = []
     cuda = device.startswith("cuda")
     dt = torch.bfloat16 if cuda else torch.float32
     B, H = (4, 768) if not quick else (1, 16)
-    for L in sizes or ([1024, 4096, 8192, 16384, 32768] if not quick else [1024, 4096]):
+    for L in sizes or ([1024, 2048, 4096, 8192, 16384, 32768] if not quick else [1024, 4096]):
         u = torch.randn(B, H, L, device=device, dtype=dt)
         g = torch.randn(B, H, L, device=device, dtype=dt)
         k = torch.randn(H, L, device=device) / math.sqrt(L)
         d = torch.randn(H, device=device)
         row: dict[str, Any] = {"B": B, "H": H, "L": L, "dtype": str(dt)[6:]}
+        ref = fft_conv_reference(u, k, d, g)
+        exact = fft_conv_reference(u[:1].double(), k.double(), d.double(), g[:1].double())
+        row["ref_rel_err_vs_fp64"] = rel_err(ref[:1], exact)
+        mono = _fft_mod.monarch_factors(L) is not None
+        if cuda and mono:
+            row["sweep"], row["best_config"] = sweep(
+                _fft_mod.MONARCH_FFT_CONFIG, FFT_CONFIGS, lambda: fft_conv(u, k, d, g), ref, device
+            )
         t = safe(bench, lambda: fft_conv(u, k, d, g), device)
+        row["method"] = ("monarch" if mono else "cufft") if cuda else "reference (cpu)"
         row["fft_conv_ms"] = t
+        row["rel_err_vs_fp64"] = safe(lambda: rel_err(fft_conv(u, k, d, g)[:1], exact))
+        if mono:
+            row["cufft_path_ms"] = safe(bench, lambda: fft_conv(u, k, d, g, method="cufft"), device)
+            if cuda:
+                row["monarch_ieee_ms"] = safe(
+                    bench, lambda: fft_conv(u, k, d, g, precision="ieee"), device
+                )
+                row["monarch_ieee_rel_err_vs_fp64"] = safe(
+                    lambda: rel_err(fft_conv(u, k, d, g, precision="ieee")[:1], exact)
+                )
         row["reference_ms"] = safe(bench, lambda: fft_conv_reference(u, k, d, g), device)
-        row["rel_err_vs_ref"] = safe(
-            lambda: rel_err(fft_conv(u, k, d, g), fft_conv_reference(u, k, d, g))
-        )
         nbytes = 3 * B * H * L * u.element_size() + H * L * 4
         flops = B * H * 3 * 5 * (2 * L) * math.log2(2 * L) / 2  # ~3 real FFTs of size 2L
         if isinstance(t, float):
             row.update(roofline(flops, nbytes, t, ceil))
-            if isinstance(row["reference_ms"], float):
-                row["speedup_vs_reference"] = row["reference_ms"] / t
+            for key in ("reference_ms", "cufft_path_ms"):
+                if isinstance(row.get(key), float):
+                    row[f"speedup_vs_{key[:-3]}"] = row[key] / t
         rows.append(row)
-        log(json.dumps(row))
+        log(json.dumps({k_: v_ for k_, v_ in row.items() if k_ != "sweep"}))
     return rows
 
 
 SECTIONS = {
+    "la_tune": sec_la_tune,
     "la": sec_linear_attention,
     "swa": sec_sliding_window,
     "monarch": sec_monarch,
@@ -325,7 +419,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (< 1 min on CPU)")
-    ap.add_argument("--sections", default="check,la,swa,monarch,fft")
+    ap.add_argument("--sections", default="check,la_tune,la,swa,monarch,fft")
     ap.add_argument("--sizes", default=None, help="comma list overriding each section's sizes")
     ap.add_argument("--out-dir", default=None, help="also write JSON + log here (e.g. $OUT)")
     args = ap.parse_args()

@@ -118,7 +118,7 @@ def check_monarch(M, m, dtype, device) -> dict[str, Any]:
     )
 
 
-def check_fft_conv(B, H, L, Lk, gated, dtype, device) -> dict[str, Any]:
+def check_fft_conv(B, H, L, Lk, gated, dtype, device, method="auto") -> dict[str, Any]:
     u = torch.randn(B, H, L, device=device, dtype=dtype)
     k = torch.randn(H, Lk, device=device) / math.sqrt(Lk)
     d = torch.randn(H, device=device)
@@ -126,9 +126,9 @@ def check_fft_conv(B, H, L, Lk, gated, dtype, device) -> dict[str, Any]:
     pg = torch.randn(B, H, L, device=device, dtype=dtype) if gated else None
     return _check(
         "fft_conv",
-        {"shape": [B, H, L], "k_len": Lk, "gated": gated},
+        {"shape": [B, H, L], "k_len": Lk, "gated": gated, "method": method},
         dtype,
-        lambda u, k, d, g, pg: fft_conv(u, k, d, g, pg, backend="triton"),
+        lambda u, k, d, g, pg: fft_conv(u, k, d, g, pg, backend="triton", method=method),
         fft_conv_reference,
         [u, k, d, g, pg],
     )
@@ -146,8 +146,14 @@ def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, An
     mon_shapes = (
         [(7, 4), (5, 16), (9, 5)] if tiny else [(1000, 16), (4097, 32), (333, 64), (100, 24)]
     )
-    fft_shapes = [(2, 3, 7, 7), (1, 2, 33, 66), (2, 2, 20, 9)] if tiny else [
-        (2, 16, 1000, 1000), (1, 8, 4096, 8192), (3, 5, 777, 300)]  # fmt: skip
+    fft_shapes = [
+        (2, 3, 7, 7, "cufft"), (1, 2, 33, 66, "cufft"), (2, 2, 20, 9, "cufft"),
+        (2, 3, 256, 256, "monarch"), (1, 2, 200, 150, "monarch"), (1, 2, 256, 512, "monarch"),
+    ] if tiny else [
+        (2, 16, 1000, 1000, "monarch"), (1, 8, 4096, 8192, "monarch"),
+        (3, 5, 777, 300, "monarch"), (2, 4, 8192, 8192, "monarch"), (1, 8, 4096, 8192, "cufft"),
+        (3, 5, 777, 300, "cufft"), (2, 2, 20000, 20000, "cufft"),
+    ]  # fmt: skip
     for dtype in dtypes:
         for i, (B, H, N, D, E) in enumerate(la_shapes):
             for fm in ("taylor", "hedgehog"):
@@ -160,8 +166,8 @@ def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, An
                 res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
         for M, m in mon_shapes:
             res.append(check_monarch(M, m, dtype, device))
-        for B, H, L, Lk in fft_shapes:
-            res.append(check_fft_conv(B, H, L, Lk, True, dtype, device))
+        for B, H, L, Lk, method in fft_shapes:
+            res.append(check_fft_conv(B, H, L, Lk, True, dtype, device, method))
         res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
     return res
 

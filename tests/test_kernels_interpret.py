@@ -58,3 +58,4 @@ def test_grid_covers_odd_shapes_and_both_modes(results):
     assert any(r["shape"][0] == 1 for r in la) and any(r["shape"][1] > 1 for r in la)
     fft = [r for r in results if r["kernel"] == "fft_conv"]
     assert any(r["k_len"] == 2 * r["shape"][2] for r in fft)  # M2 bidirectional layout
+    assert {r["method"] for r in fft} >= {"monarch", "cufft"}  # both Triton paths
