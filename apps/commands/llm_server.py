@@ -1,0 +1,20 @@
+"""`loom llm-server`: serve an LLM (default: the embedded one) over the OpenAI API."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("llm-server", help="serve an LLM over an OpenAI-compatible HTTP API")
+    p.add_argument("--llm", default=None, help="LLM spec (default: embedded SmolLM2-135M)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_llm_server)
+
+
+def cmd_llm_server(args: argparse.Namespace) -> int:
+    from toolkit.llm_server import serve
+
+    serve(args.llm, args.host, args.port)
+    return 0
