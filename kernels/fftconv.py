@@ -1,14 +1,14 @@
 """Long convolution by FFT (Hyena / M2 sequence mixer) with the skip term and gates fused.
 
 Two Triton paths:
-- "monarch" (FlashFFTConv-style, 256 <= L <= 8192): one kernel per row computes the whole
+- "monarch" (experimental, opt-in; FlashFFTConv-style, 256 <= L <= 8192): one kernel per row computes the whole
   convolution on chip. The FFT of size N = 2L = N1*N2 is written as matrix products
   (four-step / Monarch decomposition: DFT_N1 on the left, twiddles, DFT_N2 on the right) on
   tensor cores, the spectrum multiply, the inverse the same way, then skip term, gate and
   cast; u is read once and the output written once. The zero half of the padded input and the
   discarded half of the output are never computed. Products run in float32 storage with TF32
   tensor-core inputs by default (fft_conv(..., precision="ieee") for full fp32 dots).
-- "cufft" (any L): the transforms run through cuFFT (torch.fft, float32); a Triton prologue
+- "cufft" (any L, the default): the transforms run through cuFFT (torch.fft, float32); a Triton prologue
   reads u (and the pre-gate) once and writes the zero-padded float32 signal; a Triton
   epilogue adds the skip term, applies the gate and casts back, in one pass.
 """
@@ -218,7 +218,8 @@ def _use_monarch(u: torch.Tensor, k: torch.Tensor, method: str) -> bool:
             f"method='monarch' needs 256 <= L <= 8192 (L={L}) and, for L not a power of two, "
             f"a causal filter (len(k) <= L, got {k.shape[-1]}); use method='auto'"
         )
-    return method == "monarch" or (method == "auto" and fits)
+    # the fused kernel is slower than the cuFFT path on an H100 (see docs/kernels.md): opt-in only
+    return method == "monarch" and fits
 
 
 class _FFTConv(torch.autograd.Function):
@@ -259,9 +260,10 @@ def fft_conv(
     bidirectional layout, pad(k_fwd, (0, L)) + pad(k_rev.flip(-1), (L, 0))); d_bias: (H,)
     or (1, H, 1); gate, pre_gate: (B, H, L). Computes in float32, returns u's dtype. Matches
     M2's fftconv_ref(u, k, D, dropout_mask=None, gelu=False) when no gates are given.
-    method (Triton path): "monarch" (fused on-chip FFT, 256 <= L <= 8192), "cufft" (torch.fft
-    with fused prologue/epilogue) or "auto" (monarch where it applies). precision: dot inputs
-    of the monarch kernel, "tf32" (default) or "ieee" (full fp32, slower).
+    method (Triton path): "cufft" (torch.fft with fused prologue/epilogue; what "auto" picks)
+    or "monarch" (experimental fused on-chip FFT, 256 <= L <= 8192: correct but slower than
+    "cufft" on an H100 so far). precision: dot inputs of the monarch kernel, "tf32" (default)
+    or "ieee" (full fp32, much slower).
     """
     check_float("u", u)
     check_float("k", k)

@@ -74,8 +74,16 @@ def fused_supported(n: int, w1: torch.Tensor, w2: torch.Tensor) -> bool:
     return q == l and k == r and p <= 128 and s <= 128
 
 
-# Launch settings on CUDA; benchmarks/kernels.py sweeps them.
-CONFIG: dict[str, int] = {"BM": 16, "BL": 16, "KC": 16, "num_warps": 4, "num_stages": 2}
+# Launch settings on CUDA. Empty: pick by size (the fastest of benchmarks/kernels.py's sweep on
+# an H100: BM=64 rows for n <= 1024, 32 for n <= 4096, else 16); the benchmark sets them here.
+CONFIG: dict[str, int] = {}
+
+
+def _config(n: int) -> dict[str, int]:
+    if CONFIG:
+        return CONFIG
+    bm = 64 if n <= 1024 else 32 if n <= 4096 else 16
+    return {"BM": bm, "BL": 16, "KC": 16, "num_warps": 8, "num_stages": 2}
 
 
 def _monarch_forward_triton(x, w1, w2):
@@ -89,7 +97,7 @@ def _monarch_forward_triton(x, w1, w2):
     w1 = w1.to(x.dtype).contiguous()
     w2 = w2.to(x.dtype).contiguous()
     y = torch.empty(M, l * s, device=x.device, dtype=x.dtype)
-    c = CONFIG
+    c = _config(n)
     BM, num_warps, num_stages = c["BM"], c["num_warps"], c["num_stages"]
     BL = min(c["BL"], next_pow2(l))
     KC = min(c["KC"], next_pow2(k))
