@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import kernels
 from toolkit.embed import Embedder, _token_ids, resolve_device
 from toolkit.errors import LoomError
 
@@ -103,29 +104,21 @@ class M2BertConfig:
 # ---------------------------------------------------------------- building blocks
 
 
-def fft_long_conv(u: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """y = conv(u, k) + u * bias over the last axis, by FFT of size 2L, in float32.
+def fft_long_conv(
+    u: torch.Tensor,
+    k: torch.Tensor,
+    bias: torch.Tensor,
+    gate: torch.Tensor | None = None,
+    pre_gate: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """((u * pre_gate) conv k + (u * pre_gate) * bias) * gate, FFT size 2L, float32 inside.
 
     u: (B, H, L); k: (H, L) causal filter or (H, 2L) with the reversed half of a
-    bidirectional filter in the second half; bias: (H,). Same arithmetic as the
-    reference `fftconv_ref` (gelu off, no dropout).
+    bidirectional filter in the second half; bias: (H,). The reference's `fftconv_ref`
+    (gelu off, no dropout) with its gates fused: `kernels.fft_conv` (Triton on CUDA,
+    PyTorch on CPU).
     """
-    seqlen = u.shape[-1]
-    n = 2 * seqlen
-    uf = u.float()
-    k_f = torch.fft.rfft(k.float(), n=n) / n
-    u_f = torch.fft.rfft(uf, n=n)
-    y = torch.fft.irfft(u_f * k_f, n=n, norm="forward")[..., :seqlen]
-    return y + uf * bias.float()[None, :, None]
-
-
-def blockdiag_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x (..., nblocks * p) times block-diagonal weight (nblocks, q, p) -> (..., nblocks * q)."""
-    nblocks, q, p = weight.shape
-    lead = x.shape[:-1]
-    xb = x.reshape(-1, nblocks, p).transpose(0, 1)  # (nblocks, N, p)
-    out = torch.bmm(xb, weight.transpose(-1, -2))  # (nblocks, N, q)
-    return out.transpose(0, 1).reshape(*lead, nblocks * q)
+    return kernels.fft_conv(u, k.to(torch.float32), d_bias=bias, gate=gate, pre_gate=pre_gate)
 
 
 class BlockdiagLinear(nn.Module):
@@ -144,7 +137,7 @@ class BlockdiagLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] < self.in_ext:
             x = F.pad(x, (0, self.in_ext - x.shape[-1]))
-        out = blockdiag_matmul(x, self.weight)[..., : self.out_features]
+        out = kernels.blockdiag_matmul(x, self.weight.to(x.dtype))[..., : self.out_features]
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
 
@@ -228,8 +221,13 @@ class HyenaFilter(nn.Module):
             k_rev = self.modulation(t, self.implicit_filter_rev(z))[0].transpose(0, 1)
         return F.pad(k, (0, seqlen)) + F.pad(k_rev.flip(-1), (seqlen, 0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fft_long_conv(x, self.kernel(x.shape[-1]), self.bias)
+    def forward(
+        self,
+        x: torch.Tensor,
+        gate: torch.Tensor | None = None,
+        pre_gate: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return fft_long_conv(x, self.kernel(x.shape[-1]), self.bias, gate, pre_gate)
 
 
 class MonarchMixerSequenceMixing(nn.Module):
@@ -257,7 +255,7 @@ class MonarchMixerSequenceMixing(nn.Module):
         u_orig = u
         uc = self.short_filter(self.in_linear(u).transpose(1, 2))[..., :seqlen]
         x1, x2, v = uc.split(self.d_model, dim=1)
-        y = self.filter_fn(v * x1) * x2
+        y = self.filter_fn(v, gate=x2, pre_gate=x1)
         if self.residual_long_conv:
             y = y + self.filter_fn2(u_orig.transpose(1, 2))
         return self.out_linear(y.transpose(1, 2))
@@ -439,7 +437,7 @@ def load_tokenizer(path: Path) -> Any:
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(path))
     if (path / "vocab.txt").is_file():
-        return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+        return BertTokenizerFast.from_pretrained(str(path), do_lower_case=True)
     raise LoomError(
         f"{path} has no tokenizer: the released M2-BERT models use bert-base-uncased's "
         "tokenizer; copy its vocab.txt (or tokenizer.json) into the checkpoint folder "
