@@ -3,28 +3,63 @@
 Votes are -1 (abstain) or 0..k-1 everywhere. Snorkel users switch by changing imports.
 """
 
+from labeling.analysis import LFAnalysis
+from labeling.apply import ApplierMetadata, DaskLFApplier, LFApplier, LFError, PandasLFApplier
 from labeling.embroid import Embroid
 from labeling.label_model import (
     ABSTAIN,
     BaseLabelModel,
     DawidSkene,
+    LabelDtypeError,
+    LabelMatrixError,
     LabelModel,
     MajorityLabelVoter,
     MajorityVoter,
     TripletModel,
     get_label_model,
 )
+from labeling.lf import (
+    LabelingFunction,
+    Preprocessor,
+    keyword_lf,
+    labeling_function,
+    model_lf,
+    preprocessor,
+    prompt_lf,
+    regex_lf,
+    threshold_lf,
+)
 from labeling.liger import Liger
+from labeling.metrics import filter_unlabeled_dataframe, metric_score
 
 __all__ = [
     "ABSTAIN",
+    "ApplierMetadata",
     "BaseLabelModel",
+    "DaskLFApplier",
     "DawidSkene",
     "Embroid",
+    "LFAnalysis",
+    "LFApplier",
+    "LFError",
+    "LabelDtypeError",
+    "LabelMatrixError",
     "LabelModel",
+    "LabelingFunction",
     "Liger",
     "MajorityLabelVoter",
     "MajorityVoter",
+    "PandasLFApplier",
+    "Preprocessor",
     "TripletModel",
+    "filter_unlabeled_dataframe",
     "get_label_model",
+    "keyword_lf",
+    "labeling_function",
+    "metric_score",
+    "model_lf",
+    "preprocessor",
+    "prompt_lf",
+    "regex_lf",
+    "threshold_lf",
 ]

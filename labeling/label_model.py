@@ -379,30 +379,65 @@ def _onehot(Lc: Any, k: int, dtype: Any) -> Any:
     import torch
 
     b, m = Lc.shape
-    return (Lc.unsqueeze(2) == torch.arange(k, device=Lc.device)).reshape(b, m * k).to(dtype)
+    offs = torch.arange(0, m * k, k, device=Lc.device)
+    A = torch.zeros(b, m * k, dtype=dtype, device=Lc.device)
+    A.scatter_(1, Lc.clamp_min(0) + offs, (Lc >= 0).to(dtype))
+    return A
+
+
+def unique_rows(L: np.ndarray, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct vote patterns of L: (patterns, inverse, counts), L == patterns[inverse].
+
+    Rows are hashed by a product with random float64 weights, grouped with torch.unique
+    (on the GPU when asked), and the grouping is verified exactly; on a (never seen)
+    collision, L is returned as is.
+    """
+    import torch
+
+    n, m = L.shape
+    coef = np.random.default_rng(12345).random(m) + 0.5
+    Lt = torch.from_numpy(L).to(device)
+    h = (Lt + 2).to(torch.float64) @ torch.from_numpy(coef).to(device)
+    _, inverse, counts = torch.unique(h, return_inverse=True, return_counts=True)
+    first = torch.full((len(counts),), n, dtype=torch.int64, device=device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=device), reduce="amin")
+    U = Lt[first]
+    if not bool((U[inverse] == Lt).all()):
+        return L, np.arange(n), np.ones(n, dtype=np.int64)
+    return U.cpu().numpy(), inverse.cpu().numpy(), counts.cpu().numpy()
 
 
 class _Blocks:
-    """The one-hot vote matrix A (n, m*k) in row blocks, cached when it fits in memory."""
+    """The one-hot vote matrix A (n, m*k) with row weights, in blocks; cached if it fits."""
 
-    def __init__(self, L: np.ndarray, k: int, device: str, cache_bytes: int) -> None:
+    def __init__(
+        self,
+        L: np.ndarray,
+        k: int,
+        device: str,
+        cache_bytes: int,
+        weights: np.ndarray | None = None,
+    ) -> None:
         import torch
 
         self.n, self.m = L.shape
         self.k = k
         self.device = device
         self.L = torch.from_numpy(L)
+        w = np.ones(self.n) if weights is None else weights
+        self.w = torch.as_tensor(w, dtype=torch.float32)
+        self.total = float(w.sum())
+        self.weighted = weights is not None
         self.slices = _chunks(self.n, self.m * k)
-        self.cache = self.n * self.m * k * 4 <= cache_bytes
         self._blocks: list[Any] | None = None
-        if self.cache:
+        if self.n * self.m * k * 4 <= cache_bytes:
             self._blocks = [self._make(s) for s in self.slices]
 
-    def _make(self, s: slice) -> Any:
+    def _make(self, s: slice) -> tuple[Any, Any]:
         import torch
 
         Lc = self.L[s].to(self.device, non_blocking=True)
-        return _onehot(Lc, self.k, torch.float32)
+        return _onehot(Lc, self.k, torch.float32), self.w[s].to(self.device).unsqueeze(1)
 
     def __iter__(self):
         if self._blocks is not None:
@@ -412,8 +447,17 @@ class _Blocks:
                 yield s, self._make(s)
 
 
-def _log_posterior(A: Any, W: Any, base: Any) -> Any:
-    return A @ W + base
+def _compress(L: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Distinct rows with counts when that at least halves the work, else L itself."""
+    if len(L) < 2000:
+        return L, None
+    probe = L[: min(len(L), 20_000)]
+    if len(unique_rows(probe, device)[0]) > 0.7 * len(probe):
+        return L, None  # (nearly) all rows distinct: grouping would not pay
+    U, _, counts = unique_rows(L, device)
+    if len(U) * 2 <= len(L):
+        return U, counts
+    return L, None
 
 
 class _ConditionalModel(BaseLabelModel):
@@ -473,7 +517,7 @@ class _ConditionalModel(BaseLabelModel):
         Lt = torch.from_numpy(L)
         with torch.no_grad():
             for s in _chunks(len(L), L.shape[1] * k):
-                A = _onehot(Lt[s].to(dev), k, torch.float32)
+                A = _onehot(Lt[s].to(dev, non_blocking=True), k, torch.float32)
                 out[s] = torch.softmax(A @ W + base, 1).cpu().numpy()
         return out
 
@@ -494,63 +538,69 @@ class _ConditionalModel(BaseLabelModel):
         from tqdm.auto import tqdm
 
         m, k = blocks.m, self.cardinality
-        it = 0
+        dev = cond.device
+        eye = torch.eye(k, dtype=torch.float64, device=dev) * (smoothing / k)
+        done = 0
         bar = tqdm(total=n_iter, desc=desc, disable=not progress, leave=False)
-        prev_ll = None
-        for it in range(1, n_iter + 1):
+        for step in range(1, n_iter + 1):
+            done = step
             W, base = self._weights_torch(cond, p)
-            counts = torch.zeros(m * k, k, dtype=torch.float64, device=cond.device)
-            Ny = torch.zeros(k, dtype=torch.float64, device=cond.device)
-            ll = 0.0
-            for _, A in blocks:
-                logit = A @ W + base
-                lse = torch.logsumexp(logit, 1, keepdim=True)
-                Q = torch.exp(logit - lse)
-                ll += float(lse.sum())
+            counts = torch.zeros(m * k, k, dtype=torch.float64, device=dev)
+            Ny = torch.zeros(k, dtype=torch.float64, device=dev)
+            for _, (A, w) in blocks:
+                Q = torch.softmax(A @ W + base, 1) * w
                 counts += (A.T @ Q).double()
                 Ny += Q.sum(0).double()
-            votes = (
-                counts.reshape(m, k, k)
-                + smoothing * torch.eye(k, dtype=torch.float64, device=cond.device) / k
-            )
-            denom = Ny + smoothing
-            vote_p = votes / denom
+            vote_p = (counts.reshape(m, k, k) + eye) / (Ny + smoothing)
             abst = (1.0 - vote_p.sum(1, keepdim=True)).clamp_min(1e-9)
-            cond = torch.cat([abst, vote_p], 1)
-            cond = (cond / cond.sum(1, keepdim=True)).float()
-            if not fixed_balance:
-                p = ((Ny + 1.0) / (Ny.sum() + k)).float()
+            new = torch.cat([abst, vote_p], 1)
+            new = (new / new.sum(1, keepdim=True)).float()
+            new_p = p if fixed_balance else ((Ny + 1.0) / (Ny.sum() + k)).float()
+            delta = max(float((new - cond).abs().max()), float((new_p - p).abs().max()))
+            cond, p = new, new_p
             bar.update(1)
-            if prev_ll is not None and abs(ll - prev_ll) <= tol * max(1.0, abs(prev_ll)):
+            if delta < tol:
                 break
-            prev_ll = ll
         bar.close()
-        return cond, p, it
+        return cond, p, done
 
-    def _init_from_votes(self, blocks: _Blocks) -> tuple[Any, Any]:
-        """cond and p from soft majority vote (the start point for EM and matrix completion)."""
+    def _init_from_votes(self, blocks: _Blocks, overlap: Any = None) -> tuple[Any, Any]:
+        """cond and p from soft majority vote (the start point for EM and matrix completion).
+
+        With `overlap` (an (m*k, m*k) tensor), also accumulates sum_rows w * A^T A into it.
+        """
         import torch
 
         m, k = blocks.m, self.cardinality
         dev = blocks.device
         counts = torch.zeros(m * k, k, dtype=torch.float64, device=dev)
         Ny = torch.zeros(k, dtype=torch.float64, device=dev)
-        for _, A in blocks:
+        for _, (A, w) in blocks:
+            if overlap is not None:
+                overlap += A.T @ (A * w) if blocks.weighted else A.T @ A
             v = A.reshape(len(A), m, k).sum(1)
             has = v.sum(1, keepdim=True) > 0
             Q = torch.where(has, (v == v.max(1, keepdim=True).values).float(), torch.zeros_like(v))
-            Q = Q / Q.sum(1, keepdim=True).clamp_min(1.0)
+            Q = Q / Q.sum(1, keepdim=True).clamp_min(1.0) * w
             counts += (A.T @ Q).double()
             Ny += Q.sum(0).double()
         Ny = Ny + 1.0
-        vote_p = (counts.reshape(m, k, k) + 0.1 * torch.eye(k, dtype=torch.float64, device=dev)) / (
-            Ny + 0.1
-        )
+        eye = 0.1 * torch.eye(k, dtype=torch.float64, device=dev)
+        vote_p = (counts.reshape(m, k, k) + eye) / (Ny + 0.1)
         abst = (1.0 - vote_p.sum(1, keepdim=True)).clamp_min(1e-6)
         cond = torch.cat([abst, vote_p], 1)
         cond = cond / cond.sum(1, keepdim=True)
         p = Ny / Ny.sum()
         return cond.float(), p.float()
+
+    def _em_rows(self, L: np.ndarray, em_sample: int | None, seed: int) -> np.ndarray:
+        """The rows EM runs on: all of L, or a uniform sample of em_sample rows."""
+        if em_sample and len(L) > em_sample:
+            idx = np.sort(np.random.default_rng(seed).choice(len(L), em_sample, replace=False))
+            self.fit_info["em_rows"] = int(em_sample)
+            return L[idx]
+        self.fit_info["em_rows"] = len(L)
+        return L
 
     def _silent_fix(self, cond: np.ndarray, L: np.ndarray) -> np.ndarray:
         """LFs that never vote: abstain with probability 1 under every class."""
@@ -571,16 +621,17 @@ class DawidSkene(_ConditionalModel):
         lr: float = 0.0,
         seed: int = 0,
         progress: bool = False,
-        tol: float = 1e-7,
+        tol: float = 1e-4,
         smoothing: float = 1.0,
+        em_sample: int | None = None,
         **_: Any,
     ) -> None:
         import torch
 
         dev = self._torch_device()
-        torch.manual_seed(seed)
         with torch.no_grad():
-            blocks = _Blocks(L, self.cardinality, dev, self.cache_bytes)
+            Lu, w = _compress(self._em_rows(L, em_sample, seed), dev)
+            blocks = _Blocks(Lu, self.cardinality, dev, self.cache_bytes, w)
             cond, p = self._init_from_votes(blocks)
             if self._fixed_balance:
                 p = torch.as_tensor(self.class_balance, dtype=torch.float32, device=dev)
@@ -600,6 +651,42 @@ class DawidSkene(_ConditionalModel):
         self.fit_info["em_iterations"] = iters
 
 
+def _fit_mu(
+    overlap: np.ndarray,
+    mu0: np.ndarray,
+    p: np.ndarray,
+    k: int,
+    n_epochs: int,
+    lr: float,
+    l2: float,
+    progress: bool,
+) -> tuple[np.ndarray, float]:
+    """Matrix completion: Adam on ||mask*(O - mu P mu^T)||^2 + ||mu p - diag(O)||^2 (numpy, float64)."""
+    from tqdm.auto import tqdm
+
+    d = overlap.shape[0]
+    mask = np.ones((d, d))
+    for i in range(0, d, k):
+        mask[i : i + k, i : i + k] = 0.0
+    diag_o = np.diag(overlap)
+    mu = mu0.copy()
+    m1 = np.zeros_like(mu)
+    m2 = np.zeros_like(mu)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    loss = 0.0
+    for t in tqdm(range(1, n_epochs + 1), desc="LabelModel fit", disable=not progress, leave=False):
+        muP = mu * p
+        R = mask * (overlap - muP @ mu.T)
+        r2 = muP.sum(1) - diag_o
+        loss = float((R**2).sum() + (r2**2).sum() + l2 * ((mu - mu0) ** 2).sum())
+        grad = -4.0 * (R @ muP) + 2.0 * r2[:, None] * p[None, :] + 2.0 * l2 * (mu - mu0)
+        m1 = b1 * m1 + (1 - b1) * grad
+        m2 = b2 * m2 + (1 - b2) * grad**2
+        step = lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
+        mu = np.clip(mu - step, 1e-6, 1.0)
+    return mu, loss
+
+
 class LabelModel(_ConditionalModel):
     """Data-programming label model: matrix completion on the LF overlap matrix, then EM.
 
@@ -607,7 +694,8 @@ class LabelModel(_ConditionalModel):
     mu[i*k+a, y] = P(lf_i = a | Y = y), minimising ||mask * (O - mu P mu^T)||^2 +
     ||mu P 1 - diag(O)||^2 (mask hides each LF's own block), started from majority vote.
     Step 2 (`refine="em"`, default): maximum-likelihood EM from that estimate, which also
-    re-estimates the class balance unless it was given.
+    re-estimates the class balance unless it was given. EM runs on at most `em_sample`
+    rows (default 200,000, drawn uniformly): plenty for m*k*k parameters.
     """
 
     def __init__(
@@ -633,70 +721,52 @@ class LabelModel(_ConditionalModel):
         seed: int = 0,
         progress: bool = False,
         em_iters: int = 100,
-        tol: float = 1e-7,
+        tol: float = 1e-4,
         l2: float = 0.0,
         smoothing: float = 1.0,
+        em_sample: int | None = 200_000,
         **_: Any,
     ) -> None:
         import torch
-        from tqdm.auto import tqdm
 
         dev = self._torch_device()
-        torch.manual_seed(seed)
         n, m = L.shape
         k = self.cardinality
         with torch.no_grad():
-            blocks = _Blocks(L, k, dev, self.cache_bytes)
-            O = torch.zeros(m * k, m * k, dtype=torch.float32, device=dev)
-            for _, A in blocks:
-                O += A.T @ A
-            O /= n
-            cond0, p0 = self._init_from_votes(blocks)
-        p = (
-            torch.as_tensor(self.class_balance, dtype=torch.float32, device=dev)
-            if self._fixed_balance
-            else p0
+            Lu, w = _compress(L, dev)
+            sampled = bool(em_sample and n > em_sample and self.refine == "em")
+            cache = 0 if sampled else self.cache_bytes
+            blocks = _Blocks(Lu, k, dev, cache, w)
+            overlap = torch.zeros(m * k, m * k, dtype=torch.float32, device=dev)
+            cond0, p0 = self._init_from_votes(blocks, overlap)
+            overlap = overlap.double().cpu().numpy() / n
+        p = self.class_balance if self._fixed_balance else p0.double().cpu().numpy()
+        mu0 = cond0[:, 1:, :].reshape(m * k, k).double().cpu().numpy()
+        mu, loss = _fit_mu(overlap, mu0, p, k, n_epochs, lr, l2, progress)
+        votes = mu.reshape(m, k, k)
+        votes = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
+        abst = np.clip(1.0 - votes.sum(1, keepdims=True), 1e-6, None)
+        cond = np.concatenate([abst, votes], 1)
+        cond /= cond.sum(1, keepdims=True)
+        # guard against the label-swap solution: LFs are assumed better than chance on average
+        acc = (np.diagonal(votes, axis1=1, axis2=2) * p).sum(1) / np.maximum(
+            (votes.sum(1) * p).sum(1), 1e-9
         )
-        mask = torch.ones(m * k, m * k, dtype=torch.bool, device=dev)
-        for i in range(m):
-            mask[i * k : (i + 1) * k, i * k : (i + 1) * k] = False
-        mu_init = cond0[:, 1:, :].reshape(m * k, k).clone()
-        mu = torch.nn.Parameter(mu_init.clone())
-        opt = torch.optim.Adam([mu], lr=lr)
-        P = torch.diag(p)
-        diagO = torch.diag(O)
-        bar = tqdm(range(n_epochs), desc="LabelModel fit", disable=not progress, leave=False)
-        loss = torch.tensor(0.0)
-        for _ in bar:
-            opt.zero_grad()
-            R = (O - mu @ P @ mu.T)[mask]
-            loss = (R**2).sum() + ((mu @ P).sum(1) - diagO).pow(2).sum()
-            if l2:
-                loss = loss + l2 * (mu - mu_init).pow(2).sum()
-            loss.backward()
-            opt.step()
+        if float(acc.mean()) < 1.0 / k:
+            cond = cond0.double().cpu().numpy()
+        self.fit_info["mc_loss"] = loss
+        iters = 0
+        if self.refine == "em":
             with torch.no_grad():
-                mu.clamp_(1e-6, 1.0)
-        with torch.no_grad():
-            votes = mu.detach().reshape(m, k, k)
-            over = votes.sum(1, keepdim=True)
-            votes = votes / over.clamp_min(1.0)  # keep each column a distribution
-            abst = (1.0 - votes.sum(1, keepdim=True)).clamp_min(1e-6)
-            cond = torch.cat([abst, votes], 1)
-            cond = cond / cond.sum(1, keepdim=True)
-            # guard against the label-swap solution: LFs are assumed better than chance on average
-            acc = (torch.diagonal(votes, dim1=1, dim2=2) * p).sum(1) / (votes.sum(1) * p).sum(
-                1
-            ).clamp_min(1e-9)
-            if float(acc.mean()) < 1.0 / k:
-                cond = cond0
-            self.fit_info["mc_loss"] = float(loss.detach())
-            iters = 0
-            if self.refine == "em":
-                cond, p, iters = self._em(
+                if em_sample and n > em_sample:
+                    Lu, w = _compress(self._em_rows(L, em_sample, seed), dev)
+                    blocks = _Blocks(Lu, k, dev, self.cache_bytes, w)
+                else:
+                    self.fit_info["em_rows"] = n
+                ct, pt, iters = self._em(
                     blocks,
-                    cond,
-                    p,
+                    torch.as_tensor(cond, dtype=torch.float32, device=dev),
+                    torch.as_tensor(p, dtype=torch.float32, device=dev),
                     em_iters,
                     tol,
                     self._fixed_balance,
@@ -704,9 +774,10 @@ class LabelModel(_ConditionalModel):
                     progress,
                     "LabelModel EM",
                 )
-            self.fit_info["em_iterations"] = iters
-        self.cond = self._silent_fix(cond.cpu().numpy().astype(np.float64), L)
-        self.class_balance = p.cpu().numpy().astype(np.float64)
+            cond, p = ct.double().cpu().numpy(), pt.double().cpu().numpy()
+        self.fit_info["em_iterations"] = iters
+        self.cond = self._silent_fix(cond, L)
+        self.class_balance = np.asarray(p, dtype=np.float64)
 
 
 class TripletModel(_ConditionalModel):
@@ -734,13 +805,15 @@ class TripletModel(_ConditionalModel):
         n, m = L.shape
         k = self.cardinality
         with torch.no_grad():
-            blocks = _Blocks(L, k, dev, 0)
+            Lu, w = _compress(L, dev)
+            blocks = _Blocks(Lu, k, dev, 0, w)
             agree = torch.zeros(m, m, dtype=torch.float64, device=dev)
             both = torch.zeros(m, m, dtype=torch.float64, device=dev)
-            for s, A in blocks:
-                Vf = (blocks.L[s].to(dev) >= 0).double()
-                both += Vf.T @ Vf
-                agree += (A.T @ A).reshape(m, k, m, k).diagonal(dim1=1, dim2=3).sum(-1).double()
+            for s, (A, wc) in blocks:
+                Vf = (blocks.L[s].to(dev) >= 0).float()
+                both += (Vf.T @ (Vf * wc)).double()
+                AA = A.T @ (A * wc)
+                agree += AA.reshape(m, k, m, k).diagonal(dim1=1, dim2=3).sum(-1).double()
             cov = (both.diagonal() / n).cpu().numpy()
             both = both.cpu().numpy()
             agree = agree.cpu().numpy()
@@ -754,7 +827,7 @@ class TripletModel(_ConditionalModel):
             js = np.nonzero(ok[i])[0]
             if len(js) < 2:
                 continue
-            pairs = np.array([(j, l) for ji, j in enumerate(js) for l in js[ji + 1 :] if ok[j, l]])
+            pairs = np.array([(a, c) for ai, a in enumerate(js) for c in js[ai + 1 :] if ok[a, c]])
             if len(pairs) == 0:
                 continue
             if len(pairs) > max_triplets:

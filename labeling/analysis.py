@@ -1,0 +1,125 @@
+"""LF analysis: polarity, coverage, overlaps, conflicts and (with gold) empirical accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labeling.label_model import check_L, check_Y
+
+
+class LFAnalysis:
+    """Statistics of a label matrix L (n x m, -1 = abstain), per LF and overall."""
+
+    def __init__(self, L: Any, lfs: Sequence[Any] | None = None) -> None:
+        names = None
+        if isinstance(L, pd.DataFrame):
+            names = [str(c) for c in L.columns]
+        self.L = check_L(L)
+        if lfs is not None:
+            names = [lf if isinstance(lf, str) else lf.name for lf in lfs]
+            if len(names) != self.L.shape[1]:
+                raise ValueError(f"{len(names)} LFs given but L has {self.L.shape[1]} columns")
+        self.names = names or [f"lf_{j}" for j in range(self.L.shape[1])]
+        self._votes = self.L >= 0
+
+    # ---- whole-matrix ------------------------------------------------------------------
+    def label_coverage(self) -> float:
+        """Share of rows with at least one vote."""
+        return float(self._votes.any(1).mean())
+
+    def label_overlap(self) -> float:
+        """Share of rows with at least two votes."""
+        return float((self._votes.sum(1) >= 2).mean())
+
+    def label_conflict(self) -> float:
+        """Share of rows with at least two different votes."""
+        return float(self._row_conflict().mean())
+
+    def _row_conflict(self) -> np.ndarray:
+        L = np.where(self._votes, self.L, np.iinfo(np.int64).max)
+        lo = L.min(1)
+        hi = np.where(self._votes, self.L, -1).max(1)
+        return (hi >= 0) & (lo != hi)
+
+    # ---- per LF ------------------------------------------------------------------------
+    def lf_polarities(self) -> list[list[int]]:
+        """Sorted distinct votes of each LF."""
+        return [sorted(int(v) for v in np.unique(col[col >= 0])) for col in self.L.T]
+
+    def lf_coverages(self) -> np.ndarray:
+        """Share of rows each LF votes on."""
+        return self._votes.mean(0)
+
+    def lf_overlaps(self, normalize_by_coverage: bool = False) -> np.ndarray:
+        """Share of rows where an LF votes together with another LF."""
+        others = self._votes.sum(1, keepdims=True) >= 2
+        ov = (self._votes & others).mean(0)
+        return self._norm(ov, normalize_by_coverage)
+
+    def lf_conflicts(self, normalize_by_coverage: bool = False) -> np.ndarray:
+        """Share of rows where an LF votes and some other LF votes differently."""
+        conf = (self._votes & self._row_conflict()[:, None]).mean(0)
+        return self._norm(conf, normalize_by_coverage)
+
+    def _norm(self, x: np.ndarray, by_cov: bool) -> np.ndarray:
+        if not by_cov:
+            return x
+        cov = self.lf_coverages()
+        return np.where(cov > 0, x / np.maximum(cov, 1e-12), 0.0)
+
+    def lf_empirical_accuracies(self, Y: Any) -> np.ndarray:
+        """Accuracy of each LF on the rows where it votes (NaN for an LF that never votes)."""
+        y = check_Y(Y, len(self.L), int(max(self.L.max(), np.max(Y))) + 1)
+        known = (y >= 0)[:, None] & self._votes
+        hits = ((self.L == y[:, None]) & known).sum(0)
+        tot = known.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(tot > 0, hits / tot, np.nan)
+
+    def lf_summary(self, Y: Any = None, est_weights: Any = None) -> pd.DataFrame:
+        """One row per LF: j, polarity, coverage, overlaps, conflicts [, correct, incorrect, emp_acc] [, est_acc]."""
+        df = pd.DataFrame(
+            {
+                "j": np.arange(self.L.shape[1]),
+                "polarity": self.lf_polarities(),
+                "coverage": self.lf_coverages(),
+                "overlaps": self.lf_overlaps(),
+                "conflicts": self.lf_conflicts(),
+            },
+            index=pd.Index(self.names, name="lf"),
+        )
+        if Y is not None:
+            y = check_Y(Y, len(self.L), int(max(self.L.max(), np.max(Y))) + 1)
+            known = (y >= 0)[:, None] & self._votes
+            hits = ((self.L == y[:, None]) & known).sum(0)
+            df["correct"] = hits
+            df["incorrect"] = known.sum(0) - hits
+            with np.errstate(invalid="ignore", divide="ignore"):
+                df["emp_acc"] = np.where(
+                    known.sum(0) > 0, hits / np.maximum(known.sum(0), 1), np.nan
+                )
+        if est_weights is not None:
+            w = np.asarray(est_weights, dtype=float).reshape(-1)
+            if len(w) != len(df):
+                raise ValueError(f"est_weights has {len(w)} entries for {len(df)} LFs")
+            df["est_acc"] = w
+        return df
+
+    def _repr_html_(self) -> str:
+        s = self.lf_summary()
+        head = (
+            f"<p>{self.L.shape[0]} rows x {self.L.shape[1]} LFs: coverage {self.label_coverage():.3f}, "
+            f"overlap {self.label_overlap():.3f}, conflict {self.label_conflict():.3f}</p>"
+        )
+        return head + s.to_html(float_format=lambda v: f"{v:.3f}")
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """lf_summary as the workspace's `lf_summary` table (lf column, polarity as text)."""
+    out = summary.reset_index().drop(columns=["j"])
+    out["polarity"] = out["polarity"].map(lambda p: ",".join(str(v) for v in p))
+    return out

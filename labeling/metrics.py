@@ -1,0 +1,96 @@
+"""Metrics on labels (-1 = abstain) and the filter for rows no LF labeled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import LoomError
+
+METRICS = (
+    "accuracy",
+    "coverage",
+    "precision",
+    "recall",
+    "f1",
+    "f1_micro",
+    "f1_macro",
+    "fbeta",
+    "matthews_corrcoef",
+    "roc_auc",
+)
+
+
+def metric_score(
+    golds: Any,
+    preds: Any,
+    probs: Any = None,
+    metric: str = "accuracy",
+    filter_dict: Mapping[str, Sequence[int]] | None = None,
+    **kwargs: Any,
+) -> float:
+    """One metric of preds against golds (Snorkel's metric_score).
+
+    `filter_dict={"golds": [-1], "preds": [-1]}` drops rows whose gold/pred is in the list
+    before scoring (except for "coverage", the share of preds that are not -1).
+    """
+    golds = np.asarray(golds).reshape(-1)
+    preds = np.asarray(preds).reshape(-1)
+    if len(golds) != len(preds):
+        raise LoomError(f"golds ({len(golds)}) and preds ({len(preds)}) differ in length")
+    if metric not in METRICS:
+        raise LoomError(f"unknown metric {metric!r}: choose one of {METRICS}")
+    if metric == "coverage":
+        return float((preds != -1).mean()) if len(preds) else 0.0
+    keep = np.ones(len(golds), dtype=bool)
+    for key, values in (filter_dict or {}).items():
+        if key not in ("golds", "preds", "probs"):
+            raise LoomError(f"filter_dict keys must be 'golds' or 'preds', got {key!r}")
+        arr = golds if key == "golds" else preds
+        keep &= ~np.isin(arr, list(values))
+    g, p = golds[keep], preds[keep]
+    pr = None if probs is None else np.asarray(probs)[keep]
+    if len(g) == 0:
+        return float("nan")
+    from sklearn import metrics as skm
+
+    if metric == "accuracy":
+        return float((g == p).mean())
+    if metric in ("precision", "recall", "f1", "fbeta"):
+        pos = kwargs.get("pos_label", 1)
+        if metric == "precision":
+            return float(skm.precision_score(g, p, pos_label=pos, zero_division=0))
+        if metric == "recall":
+            return float(skm.recall_score(g, p, pos_label=pos, zero_division=0))
+        if metric == "f1":
+            return float(skm.f1_score(g, p, pos_label=pos, zero_division=0))
+        return float(
+            skm.fbeta_score(g, p, beta=kwargs.get("beta", 1.0), pos_label=pos, zero_division=0)
+        )
+    if metric == "f1_micro":
+        return float(skm.f1_score(g, p, average="micro", zero_division=0))
+    if metric == "f1_macro":
+        return float(skm.f1_score(g, p, average="macro", zero_division=0))
+    if metric == "matthews_corrcoef":
+        return float(skm.matthews_corrcoef(g, p))
+    if pr is None:
+        raise LoomError("roc_auc needs probs")
+    if pr.ndim == 2 and pr.shape[1] == 2:
+        return float(skm.roc_auc_score(g, pr[:, 1]))
+    return float(skm.roc_auc_score(g, pr, multi_class="ovr"))
+
+
+def filter_unlabeled_dataframe(
+    X: pd.DataFrame, y: np.ndarray, L: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Drop the rows of X (and of the labels/probs y) where every LF abstained."""
+    L = np.asarray(L)
+    if L.ndim != 2 or len(L) != len(X) or len(np.asarray(y)) != len(X):
+        raise LoomError(
+            f"X ({len(X)} rows), y ({len(np.asarray(y))}) and L {L.shape} must have the same rows"
+        )
+    keep = (L != -1).any(axis=1)
+    return X.iloc[keep], np.asarray(y)[keep]
