@@ -189,6 +189,10 @@ def _prepare_link(
 ) -> tuple[list[str], list[str], list[str] | None]:
     check_frame(left, "left")
     check_frame(right, "right")
+    for what, df in (("left", left), ("right", right)):
+        clash = [c for c in RESERVED if c in df.columns]
+        if clash:
+            raise LoomError(f"{what} has column(s) {clash} that the output uses: rename them first")
     lcols, rcols = resolve_on(on, left_on, right_on)
     check_has(left, lcols, "left")
     check_has(right, rcols, "right")
@@ -351,6 +355,8 @@ def merge(
     how="inner" keeps matches only. Rows whose key is empty are never matched (a warning
     says how many); `blocking_on` only pairs rows that agree exactly on those columns.
     """
+    if how not in HOWS:
+        raise LoomError(f"how={how!r}: use 'left' (every left row) or 'inner' (matches only)")
     pairs, report = link(
         left,
         right,
@@ -453,6 +459,8 @@ def components(n: int, pairs: pd.DataFrame) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     a, b = pairs["row_a"].to_numpy(np.int64), pairs["row_b"].to_numpy(np.int64)
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

@@ -79,7 +79,11 @@ class ClipEncoder:
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         device: str | None = None,
+        resize: str = "pad",
     ) -> None:
+        if resize not in ("pad", "crop"):
+            raise LoomError(f"resize={resize!r}: use 'pad' (keep the whole image) or 'crop'")
+        self.resize = resize
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -140,9 +144,12 @@ class ClipEncoder:
         return enc
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None) -> ClipEncoder:
+    def load(
+        cls, path: str | os.PathLike, device: str | None = None, resize: str | None = None
+    ) -> ClipEncoder:
         """A local CLIP checkpoint folder (transformers format: config.json, weights,
-        tokenizer files), or one saved by `save` / `train_multimodal`."""
+        tokenizer files), or one saved by `save` / `train_multimodal`. resize: "crop" (CLIP's
+        own preprocessing, the default for outside checkpoints) or "pad" (whole image)."""
         from transformers import CLIPModel
 
         path = Path(path).expanduser()
@@ -175,7 +182,8 @@ class ClipEncoder:
         if pre.exists():
             cfg = json.loads(pre.read_text())
             mean, std = cfg.get("image_mean", mean), cfg.get("image_std", std)
-        enc = cls(model, tok, kind, mean, std, device)
+        resize = resize or meta.get("resize", "crop")
+        enc = cls(model, tok, kind, mean, std, device, resize)
         enc.name = str(path)
         return enc
 
@@ -186,7 +194,9 @@ class ClipEncoder:
         self.model.save_pretrained(str(path))
         if self.tokenizer_kind == "hf":
             self.tokenizer.tok.save_pretrained(str(path))
-        (path / _META).write_text(json.dumps({"tokenizer": self.tokenizer_kind}))
+        (path / _META).write_text(
+            json.dumps({"tokenizer": self.tokenizer_kind, "resize": self.resize})
+        )
         (path / "preprocessor_config.json").write_text(
             json.dumps(
                 {
