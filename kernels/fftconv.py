@@ -29,7 +29,7 @@ if HAS_TRITON:
         u_ptr, pg_ptr, x_ptr, L,
         HAS_PRE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         pid = tl.program_id(1)
         r = pid * BLOCK + tl.arange(0, BLOCK)
         inside = r < L
@@ -43,7 +43,7 @@ if HAS_TRITON:
         y_ptr, u_ptr, pg_ptr, d_ptr, g_ptr, o_ptr, L, H,
         HAS_PRE: tl.constexpr, HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         pid = tl.program_id(1)
         r = pid * BLOCK + tl.arange(0, BLOCK)
         ok = r < L
@@ -69,7 +69,7 @@ if HAS_TRITON:
         # One row (b, h). Time index n = n1*N2 + n2 (n1 < N1/2 holds the signal, the rest is the
         # zero padding); frequency f = f1 + N1*f2. Forward: B = F1[:, :N1/2] A, B *= T,
         # C = B F2; Y = C * K; inverse: D = Y conj(F2), D *= conj(T), E = Re(conj(F1)[:N1/2] D).
-        row = tl.program_id(0)
+        row = tl.program_id(0).to(tl.int64)
         h = row % H
         kbase = (row if K_PER_ROW else h) * (N1 * N2)
         H1: tl.constexpr = N1 // 2

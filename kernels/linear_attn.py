@@ -52,14 +52,14 @@ if HAS_TRITON:
 
     @triton.jit
     def _la_state_kernel(
-        k_ptr, v_ptr, w_ptr, b_ptr,
+        k_ptr, v_ptr, w_ptr, b_ptr, m_ptr,
         s0_ptr, s1_ptr, s2_ptr, z0_ptr, z1_ptr, z2_ptr,
         N, H, D, E, FH, rows_per_split, d_real,
         skb, skh, skn, svb, svh, svn,
         TAYLOR: tl.constexpr, BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr,
-        F1: tl.constexpr, F2: tl.constexpr, NSPLIT: tl.constexpr,
+        F1: tl.constexpr, F2: tl.constexpr, NSPLIT: tl.constexpr, HAS_MASK: tl.constexpr,
     ):  # fmt: skip
-        pid_bh = tl.program_id(0)
+        pid_bh = tl.program_id(0).to(tl.int64)
         pid_s = tl.program_id(1)
         b = pid_bh // H
         h = pid_bh % H
@@ -83,6 +83,7 @@ if HAS_TRITON:
         s2 = tl.zeros((F2, EP), dtype=tl.float32)
         z1 = tl.zeros((F1,), dtype=tl.float32)
         z2 = tl.zeros((F2,), dtype=tl.float32)
+        cnt = tl.zeros((BLOCK,), dtype=tl.float32)
         start = pid_s * rows_per_split
         stop = tl.minimum(start + rows_per_split, N)
         kb = k_ptr + b * skb + h * skh
@@ -93,6 +94,10 @@ if HAS_TRITON:
             kt = tl.load(
                 kb + rn[:, None] * skn + rd[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0
             )
+            if HAS_MASK:  # padded keys (key_mask == 0) drop out of S and z
+                km = tl.load(m_ptr + b * N + rn, mask=n_ok, other=0.0)
+                n_ok = n_ok & (km != 0.0)
+                cnt += n_ok.to(tl.float32)
             vt = tl.load(
                 vb + rn[:, None] * svn + re[None, :], mask=n_ok[:, None] & e_ok[None, :], other=0.0
             )
@@ -107,7 +112,10 @@ if HAS_TRITON:
         tl.store(s0_ptr + base * EP + re, s0)
         tl.store(s1_ptr + base * F1 * EP + rf[:, None] * EP + re[None, :], s1)
         tl.store(s2_ptr + base * F2 * EP + rf2[:, None] * EP + re[None, :], s2)
-        tl.store(z0_ptr + base, (stop - start).to(tl.float32))
+        if HAS_MASK:
+            tl.store(z0_ptr + base, tl.sum(cnt, axis=0))
+        else:
+            tl.store(z0_ptr + base, (stop - start).to(tl.float32))
         tl.store(z1_ptr + base * F1 + rf, z1)
         tl.store(z2_ptr + base * F2 + rf2, z2)
 
@@ -120,8 +128,11 @@ if HAS_TRITON:
         TAYLOR: tl.constexpr, BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr,
         F1: tl.constexpr, F2: tl.constexpr,
     ):  # fmt: skip
-        pid_n = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+        # 1-D grid (no 65535 limit on B*H); consecutive programs share one (b, h) state
+        pid = tl.program_id(0).to(tl.int64)
+        n_blocks = tl.cdiv(N, BLOCK)
+        pid_n = (pid % n_blocks).to(tl.int32)
+        pid_bh = pid // n_blocks
         b = pid_bh // H
         h = pid_bh % H
         rd = tl.arange(0, DP)
@@ -174,7 +185,7 @@ if HAS_TRITON:
         TAYLOR: tl.constexpr, BLOCK: tl.constexpr, DP: tl.constexpr, BLOCK_E: tl.constexpr,
         F1: tl.constexpr, F2: tl.constexpr,
     ):  # fmt: skip
-        pid_bh = tl.program_id(0)
+        pid_bh = tl.program_id(0).to(tl.int64)
         pid_e = tl.program_id(1)
         b = pid_bh // H
         h = pid_bh % H
@@ -263,7 +274,7 @@ def _sizes(feature_map: str, d: int, fh: int) -> tuple[bool, int, int, int]:
     return False, dp, fp, fp
 
 
-def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
+def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None):
     B, H, N, D = q.shape
     E = v.shape[-1]
     taylor = feature_map == "taylor"
@@ -316,10 +327,12 @@ def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
     z0 = torch.empty(B * H, nsplit, **f32)
     z1 = torch.empty(B * H, nsplit, F1, **f32)
     z2 = torch.empty(B * H, nsplit, F2, **f32)
+    mask = key_mask.to(torch.float32).contiguous() if key_mask is not None else z0
     _la_state_kernel[(B * H, nsplit)](
-        k, v, w, bias, s0, s1, s2, z0, z1, z2, N, H, D, E, fh, rows, float(D),
+        k, v, w, bias, mask, s0, s1, s2, z0, z1, z2, N, H, D, E, fh, rows, float(D),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         TAYLOR=taylor, BLOCK=BLOCK, DP=DP, EP=EP, F1=F1, F2=F2, NSPLIT=nsplit,
+        HAS_MASK=key_mask is not None,
         num_warps=CONFIG["state"]["num_warps"],
     )  # fmt: skip
     sdt = torch.float32 if q.dtype == torch.float32 else q.dtype
@@ -327,7 +340,7 @@ def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
     s1, s2 = s1.sum(1).to(sdt).contiguous(), s2.sum(1).to(sdt).contiguous()
     z1, z2 = z1.sum(1).contiguous(), z2.sum(1).contiguous()
     BLOCK = CONFIG["out"]["BLOCK"] if cuda else 16
-    grid = (triton.cdiv(N, BLOCK), B * H)
+    grid = (triton.cdiv(N, BLOCK) * B * H,)
     _la_out_kernel[grid](
         q, w, bias, out, s0, s1, s2, z0, z1, z2, N, H, D, E, fh, float(D), eps,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -339,26 +352,27 @@ def _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias):
 
 class _LinearAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, w, bias, feature_map, causal, eps):
-        ctx.save_for_backward(q, k, v, w, bias)
+    def forward(ctx, q, k, v, w, bias, feature_map, causal, eps, key_mask):
+        ctx.save_for_backward(q, k, v, w, bias, key_mask)
         ctx.cfg = (feature_map, causal, eps)
-        return _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias)
+        return _la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask)
 
     @staticmethod
     def backward(ctx, grad_out):
         # Gradients by recomputing the float32 reference under autograd (correct, not fused).
-        q, k, v, w, bias = ctx.saved_tensors
+        q, k, v, w, bias, key_mask = ctx.saved_tensors
         feature_map, causal, eps = ctx.cfg
         with torch.enable_grad():
             ins = [t.detach().requires_grad_(t.requires_grad) if t is not None else None
                    for t in (q, k, v, w, bias)]  # fmt: skip
             out = linear_attention_reference(
-                ins[0], ins[1], ins[2], feature_map, causal, eps, ins[3], ins[4]
-            )
+                ins[0], ins[1], ins[2], feature_map, causal, eps, ins[3], ins[4],
+                key_mask=key_mask,
+            )  # fmt: skip
             wanted = [t for t in ins if t is not None and t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out) if wanted else [])
         res = [next(grads) if t is not None and t.requires_grad else None for t in ins]
-        return (*res, None, None, None)
+        return (*res, None, None, None, None)
 
 
 def linear_attention(
@@ -371,6 +385,7 @@ def linear_attention(
     hedgehog_weight: torch.Tensor | None = None,
     hedgehog_bias: torch.Tensor | None = None,
     backend: str = "auto",
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Linear attention out_i = phi(q_i) S / (phi(q_i).z + eps) with S = sum_j phi(k_j) v_j^T.
 
@@ -378,7 +393,9 @@ def linear_attention(
     "taylor" (BASED, 1 + d + d^2 features; keep d small, e.g. 16), "hedgehog" (needs
     hedgehog_weight (H, d, F), optional hedgehog_bias (H, F); 2F features) or a callable
     (runs the reference). causal=True sums over j <= i. backend: "auto" (Triton on CUDA or under
-    TRITON_INTERPRET=1, else the PyTorch reference), "triton" or "reference".
+    TRITON_INTERPRET=1, else the PyTorch reference), "triton" or "reference". key_mask: (B, N),
+    nonzero = real token; keys where it is 0 (padding) are left out of S and z (non-causal on
+    the Triton path; causal with a mask runs the reference).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t)
@@ -406,20 +423,25 @@ def linear_attention(
             f"Taylor feature map on d={q.shape[-1]} would need {1 + q.shape[-1] ** 2 + q.shape[-1]}"
             " features; project q, k to a small dim (BASED uses 16) first"
         )
+    if key_mask is not None and tuple(key_mask.shape) != (q.shape[0], q.shape[2]):
+        raise ValueError(
+            f"key_mask must be (B, N) = {(q.shape[0], q.shape[2])}, got {tuple(key_mask.shape)}"
+        )
     builtin = isinstance(feature_map, str) and feature_map in ("taylor", "hedgehog")
     if (
         builtin
+        and not (causal and key_mask is not None)
         and q.dtype != torch.float64
         and (feature_map != "taylor" or q.shape[-1] <= 32)
         and use_triton(backend, q, k, v)
     ):
         return _LinearAttention.apply(
-            q, k, v, hedgehog_weight, hedgehog_bias, feature_map, causal, float(eps)
+            q, k, v, hedgehog_weight, hedgehog_bias, feature_map, causal, float(eps), key_mask
         )
     if backend == "triton" and not builtin:
         raise ValueError("backend='triton' supports feature_map 'taylor' or 'hedgehog' only")
     return linear_attention_reference(
-        q, k, v, feature_map, causal, eps, hedgehog_weight, hedgehog_bias
+        q, k, v, feature_map, causal, eps, hedgehog_weight, hedgehog_bias, key_mask=key_mask
     )
 
 

@@ -23,10 +23,13 @@ if HAS_TRITON:
         M, K, P, Q, S, sxm, sym,
         BM: tl.constexpr, BL: tl.constexpr, KC: tl.constexpr, PP: tl.constexpr, SP: tl.constexpr,
     ):  # fmt: skip
-        # program (l-block, row-block): rows rm of y, output blocks ll in rl (q == l, k == r)
-        pid_l = tl.program_id(0)
-        pid_m = tl.program_id(1)
-        rm = pid_m * BM + tl.arange(0, BM)
+        # program (l-block, row-block): rows rm of y, output blocks ll in rl (q == l, k == r);
+        # 1-D grid, l-blocks fastest so the programs reading one x tile run together
+        pid = tl.program_id(0)
+        l_blocks = tl.cdiv(Q, BL)
+        pid_l = pid % l_blocks
+        pid_m = pid // l_blocks
+        rm = (pid_m * BM + tl.arange(0, BM)).to(tl.int64)
         rl = pid_l * BL + tl.arange(0, BL)
         rp = tl.arange(0, PP)
         rs = tl.arange(0, SP)
@@ -101,7 +104,7 @@ def _monarch_forward_triton(x, w1, w2):
     BM, num_warps, num_stages = c["BM"], c["num_warps"], c["num_stages"]
     BL = min(c["BL"], next_pow2(l))
     KC = min(c["KC"], next_pow2(k))
-    grid = (triton.cdiv(l, BL), triton.cdiv(M, BM))
+    grid = (triton.cdiv(l, BL) * triton.cdiv(M, BM),)
     _monarch_fwd_kernel[grid](
         x2, w1, w2, y, M, k, p, q, s, x2.stride(0), y.stride(0),
         BM=BM, BL=BL, KC=KC, PP=next_pow2(p), SP=next_pow2(s),

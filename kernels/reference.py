@@ -72,11 +72,13 @@ def linear_attention_reference(
     hedgehog_weight: torch.Tensor | None = None,
     hedgehog_bias: torch.Tensor | None = None,
     chunk_size: int = 64,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out_i = phi(q_i) S / (phi(q_i).z + eps), S = sum_j phi(k_j) v_j^T, z = sum_j phi(k_j).
 
     q, k: (B, H, N, d); v: (B, H, N, e). Causal sums run over j <= i (chunked: O(N) memory
-    in the feature dim, O(N * chunk) for the intra-chunk part).
+    in the feature dim, O(N * chunk) for the intra-chunk part). key_mask (B, N): keys where it
+    is 0 (padding) are left out of every sum.
     """
     acc = _acc_dtype(q)
     qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
@@ -84,6 +86,8 @@ def linear_attention_reference(
     b = hedgehog_bias.to(acc) if hedgehog_bias is not None else None
     pq = apply_feature_map(qf, feature_map, w, b)
     pk = apply_feature_map(kf, feature_map, w, b)
+    if key_mask is not None:
+        pk = pk * (key_mask != 0).to(acc)[:, None, :, None]
     if not causal:
         kv = torch.einsum("bhnf,bhne->bhfe", pk, vf)
         z = pk.sum(dim=2)
@@ -124,9 +128,11 @@ def sliding_window_attention_reference(
     window: int,
     causal: bool = True,
     scale: float | None = None,
+    key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exact softmax attention where query i sees keys j with i-window < j <= i (causal)
     or |i-j| < window (non-causal). Blocked: memory O(N * window), never N x N.
+    key_mask (B, N): keys where it is 0 get no weight (a query left with none gets 0).
     """
     B, H, N, D = q.shape
     W = int(window)
@@ -150,6 +156,10 @@ def sliding_window_attention_reference(
     ]
     ok = (j >= 0) & (j < N) & (i - j < W)
     ok = ok & ((j <= i) if causal else (j - i < W))
+    if key_mask is not None:
+        mp = F.pad((key_mask != 0).to(acc), (W, Np - N + right))
+        mw = mp.unfold(1, span, W)  # (B, nb, span)
+        ok = ok[None, None] & (mw[:, None, :, None, :] > 0)
     s = s.masked_fill(~ok, float("-inf"))
     p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows of padded queries are all -inf
     out = torch.einsum("bhcij,bhcjd->bhcid", p, vw).reshape(B, H, Np, D)[:, :, :N]

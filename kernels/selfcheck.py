@@ -74,7 +74,17 @@ def _check(
     }
 
 
-def check_linear_attention(B, H, N, D, E, fm, causal, dtype, device, F=12) -> dict[str, Any]:
+def _key_mask(B: int, N: int, device: str) -> torch.Tensor:
+    """Random padding pattern: about 30% of the keys masked, the last rows of batch 0 too."""
+    m = torch.rand(B, N, device=device) > 0.3
+    m[0, N // 2 :] = False
+    m[:, 0] = True
+    return m
+
+
+def check_linear_attention(
+    B, H, N, D, E, fm, causal, dtype, device, F=12, masked=False
+) -> dict[str, Any]:
     q = torch.randn(B, H, N, D, device=device, dtype=dtype)
     k = torch.randn(B, H, N, D, device=device, dtype=dtype)
     v = torch.randn(B, H, N, E, device=device, dtype=dtype)
@@ -82,24 +92,32 @@ def check_linear_attention(B, H, N, D, E, fm, causal, dtype, device, F=12) -> di
     if fm == "hedgehog":
         w = (torch.randn(H, D, F, device=device) / math.sqrt(D)).to(dtype)
         b = torch.randn(H, F, device=device) * 0.1
+    km = _key_mask(B, N, device) if masked else None
     return _check(
         "linear_attention",
-        {"feature_map": fm, "causal": causal, "shape": [B, H, N, D, E]},
+        {"feature_map": fm, "causal": causal, "shape": [B, H, N, D, E], "key_mask": masked},
         dtype,
-        lambda q, k, v, w, b: linear_attention(q, k, v, fm, causal, 1e-6, w, b, backend="triton"),
-        lambda q, k, v, w, b: linear_attention_reference(q, k, v, fm, causal, 1e-6, w, b),
+        lambda q, k, v, w, b: linear_attention(
+            q, k, v, fm, causal, 1e-6, w, b, backend="triton", key_mask=km
+        ),
+        lambda q, k, v, w, b: linear_attention_reference(
+            q, k, v, fm, causal, 1e-6, w, b, key_mask=km
+        ),
         [q, k, v, w, b],
     )
 
 
-def check_sliding_window(B, H, N, D, window, causal, dtype, device) -> dict[str, Any]:
+def check_sliding_window(B, H, N, D, window, causal, dtype, device, masked=False) -> dict[str, Any]:
     q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype) for _ in range(3))
+    km = _key_mask(B, N, device) if masked else None
     return _check(
         "sliding_window_attention",
-        {"window": window, "causal": causal, "shape": [B, H, N, D]},
+        {"window": window, "causal": causal, "shape": [B, H, N, D], "key_mask": masked},
         dtype,
-        lambda q, k, v: sliding_window_attention(q, k, v, window, causal, backend="triton"),
-        lambda q, k, v: sliding_window_attention_reference(q, k, v, window, causal),
+        lambda q, k, v: sliding_window_attention(
+            q, k, v, window, causal, backend="triton", key_mask=km
+        ),
+        lambda q, k, v: sliding_window_attention_reference(q, k, v, window, causal, None, km),
         [q, k, v],
     )
 
@@ -161,9 +179,14 @@ def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, An
                     if tiny and i > 0 and (causal or dtype != torch.float32):
                         continue
                     res.append(check_linear_attention(B, H, N, D, E, fm, causal, dtype, device))
+        B, H, N, D, E = la_shapes[0]
+        for fm in ("taylor", "hedgehog"):
+            res.append(check_linear_attention(2, H, N, D, E, fm, False, dtype, device, masked=True))
         for B, H, N, D, W in swa_shapes:
             for causal in (True, False):
                 res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
+        B, H, N, D, W = swa_shapes[0]
+        res.append(check_sliding_window(2, H, N, D, W, False, dtype, device, masked=True))
         for M, m in mon_shapes:
             res.append(check_monarch(M, m, dtype, device))
         for B, H, L, Lk, method in fft_shapes:

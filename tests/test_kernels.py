@@ -208,3 +208,22 @@ def test_public_api():
         assert callable(getattr(kernels, name))
         assert callable(getattr(kernels, name + "_reference"))
     assert math.isfinite(float(linear_attention_reference(*(torch.randn(1, 1, 3, 2),) * 3).sum()))
+
+
+@pytest.mark.parametrize("fm", ["taylor", "hedgehog"])
+def test_key_mask_equals_dropping_the_padding(fm):
+    """Padded keys (key_mask == 0) must not change the real tokens' outputs."""
+    torch.manual_seed(7)
+    B, H, N, n, D = 2, 2, 30, 19, 8
+    q, k, v = (torch.randn(B, H, N, D, dtype=torch.float64) for _ in range(3))
+    w = torch.randn(H, D, 6, dtype=torch.float64)
+    mask = torch.zeros(B, N, dtype=torch.bool)
+    mask[:, :n] = True
+    got = linear_attention(q, k, v, fm, hedgehog_weight=w, key_mask=mask)[:, :, :n]
+    want = linear_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], fm, hedgehog_weight=w)
+    torch.testing.assert_close(got, want)
+    got = sliding_window_attention(q, k, v, 7, causal=False, key_mask=mask)[:, :, :n]
+    want = sliding_window_attention(q[:, :, :n], k[:, :, :n], v[:, :, :n], 7, causal=False)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="key_mask"):
+        linear_attention(q, k, v, key_mask=mask[:, :5])

@@ -56,6 +56,7 @@ def test_grid_covers_odd_shapes_and_both_modes(results):
     }  # fmt: skip
     assert any(r["shape"][2] % 16 for r in la)  # sequence not a multiple of the block
     assert any(r["shape"][0] == 1 for r in la) and any(r["shape"][1] > 1 for r in la)
+    assert any(r["key_mask"] for r in la)  # padding masks on the Triton path
     fft = [r for r in results if r["kernel"] == "fft_conv"]
     assert any(r["k_len"] == 2 * r["shape"][2] for r in fft)  # M2 bidirectional layout
     assert {r["method"] for r in fft} >= {"monarch", "cufft"}  # both Triton paths
