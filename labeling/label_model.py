@@ -218,7 +218,7 @@ class BaseLabelModel:
         self.fit_info = {"n": n, "m": m, "rows_without_votes": empty}
         if empty:
             warnings.warn(
-                f"{empty} of {n} rows have no votes: they get the class prior from predict_proba "
+                f"{empty} of {n} rows have no votes: predict_proba gives them P(Y | every LF abstained) "
                 "and -1 from predict (drop them with filter_unlabeled_dataframe)",
                 stacklevel=2,
             )
@@ -229,7 +229,7 @@ class BaseLabelModel:
         return self
 
     def predict_proba(self, L: Any) -> np.ndarray:
-        """P(Y = y | votes) for each row, shape (n, k); rows without votes get the class prior."""
+        """P(Y = y | votes) for each row, shape (n, k) (abstaining is evidence too)."""
         self._check_fitted()
         return self._proba(check_L(L, self.cardinality, self.m))
 
