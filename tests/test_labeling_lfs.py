@@ -1,0 +1,245 @@
+"""LFs, appliers (pandas, forked processes, dask), LF analysis and metrics."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeling import (
+    DaskLFApplier,
+    LFAnalysis,
+    LFApplier,
+    LFError,
+    filter_unlabeled_dataframe,
+    keyword_lf,
+    labeling_function,
+    metric_score,
+    model_lf,
+    preprocessor,
+    prompt_lf,
+    regex_lf,
+    threshold_lf,
+)
+from toolkit.errors import LoomError
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    from toolkit.datasets import load_rotten_tomatoes
+
+    return load_rotten_tomatoes().sample(3000, random_state=0).reset_index(drop=True)
+
+
+@labeling_function()
+def lf_exclaim(x):
+    return 1 if "!" in x.text else -1
+
+
+@labeling_function()
+def lf_long(x):
+    return 0 if len(x["text"]) > 200 else -1
+
+
+def _vector_lfs():
+    return [
+        keyword_lf("kw_good", ["great", "best", "wonderful", "funny"], 1),
+        keyword_lf("kw_bad", ["dull", "boring", "worst", "mess"], 0),
+        regex_lf("rx_fail", r"\bfails?\b|\bdisappoint", 0),
+        threshold_lf("short", lambda df: df.text.str.len(), 60, label_above=-1, label_below=1),
+    ]
+
+
+def test_vectorized_and_row_lfs(reviews):
+    lfs = [*_vector_lfs(), lf_exclaim, lf_long]
+    L = LFApplier(lfs).apply(reviews, progress=False)
+    assert L.shape == (len(reviews), 6) and L.dtype == np.int64
+    text = reviews.text.str.lower()
+    assert np.array_equal(L[:, 0] == 1, text.str.contains(r"\b(?:wonderful|great|funny|best)\b").to_numpy())
+    assert np.array_equal(L[:, 4] == 1, reviews.text.str.contains("!", regex=False).to_numpy())
+    assert set(np.unique(L[:, 3])) <= {-1, 1}
+
+
+def test_snorkel_lfs_run_unchanged(reviews):
+    from snorkel.labeling import PandasLFApplier
+    from snorkel.labeling import labeling_function as snorkel_lf
+    from snorkel.preprocess import preprocessor as snorkel_pre
+
+    @snorkel_pre()
+    def add_words(x):
+        x.n_words = len(x.text.split())
+        return x
+
+    @snorkel_lf(pre=[add_words])
+    def wordy(x):
+        return 0 if x.n_words > 30 else -1
+
+    @snorkel_lf(resources={"good": {"great", "fun"}})
+    def good(x, good):
+        return 1 if good & set(x.text.lower().split()) else -1
+
+    df = reviews.head(400)
+    ours = LFApplier([wordy, good]).apply(df, progress=False)
+    ours_series = LFApplier([wordy, good], row_type="series").apply(df, progress=False)
+    theirs = PandasLFApplier([wordy, good]).apply(df, progress_bar=False)
+    assert np.array_equal(ours, theirs) and np.array_equal(ours_series, theirs)
+    assert (ours >= 0).any(0).all()
+
+
+def test_processes_match_serial(reviews):
+    lfs = [lf_exclaim, lf_long, *_vector_lfs()]
+    serial = LFApplier(lfs).apply(reviews, progress=False)
+    forked = LFApplier(lfs).apply(reviews, n_jobs=2, progress=False, min_rows_per_job=500)
+    assert np.array_equal(serial, forked)
+
+
+def test_lf_errors_name_lf_and_row(reviews):
+    @labeling_function()
+    def fragile(x):
+        if x.text.startswith("A"):
+            raise RuntimeError("boom")
+        return -1
+
+    df = reviews.head(300)
+    with pytest.raises(LFError, match=r"fragile.*row \d+"):
+        LFApplier([fragile]).apply(df, progress=False)
+    with pytest.warns(UserWarning, match="fragile"):
+        L, meta = LFApplier([fragile]).apply(df, progress=False, fault_tolerant=True, return_meta=True)
+    expected = int(df.text.str.startswith("A").sum())
+    assert meta.faults["fragile"] == expected > 0
+    assert (L == -1).all()
+
+    @labeling_function()
+    def bad_vote(x):
+        return "yes"
+
+    with pytest.raises(LFError, match="bad_vote"):
+        LFApplier([bad_vote]).apply(df, progress=False)
+    with pytest.raises(LFError, match="kw_good"):
+        LFApplier([keyword_lf("kw_good", ["great"], 5)], cardinality=2).apply(df, progress=False)
+    with pytest.raises(LoomError, match="unique"):
+        LFApplier([lf_exclaim, lf_exclaim])
+    with pytest.raises(LoomError, match="lacks"):
+        LFApplier([keyword_lf("k", ["a"], 1, column="body")]).apply(df, progress=False)
+
+
+def test_nan_text_warns_and_abstains():
+    df = pd.DataFrame({"text": ["great fun", None, np.nan, "boring"]})
+    with pytest.warns(UserWarning, match="2 missing values"):
+        L = LFApplier(_vector_lfs()[:2]).apply(df, progress=False)
+    assert L[1:3].tolist() == [[-1, -1], [-1, -1]]
+    assert L[0, 0] == 1 and L[3, 1] == 0
+
+
+def test_preprocessor_memoizes():
+    calls = []
+
+    @preprocessor(memoize=True)
+    def words(x):
+        calls.append(1)
+        x.words = x.text.split()
+        return x
+
+    @labeling_function(pre=[words])
+    def many(x):
+        return 1 if len(x.words) > 2 else 0
+
+    @labeling_function(pre=[words])
+    def few(x):
+        return 0 if len(x.words) < 2 else -1
+
+    df = pd.DataFrame({"text": ["a b c", "a", "a b c"]})
+    L = LFApplier([many, few]).apply(df, progress=False)
+    assert L.tolist() == [[1, -1], [0, 0], [1, -1]]
+    assert len(calls) == 2  # two distinct rows, each computed once for both LFs
+
+
+def test_dask_applier_matches_pandas(reviews):
+    import dask.dataframe as dd
+    from distributed import Client, LocalCluster
+
+    lfs = [lf_exclaim, lf_long, *_vector_lfs()]
+    df = reviews.head(1200)
+    expected = LFApplier(lfs).apply(df, progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster):
+            L = DaskLFApplier(lfs).apply(dd.from_pandas(df, npartitions=4))
+    assert np.array_equal(L, expected)
+    with pytest.raises(LoomError, match="dask DataFrame"):
+        DaskLFApplier(lfs).apply(df)
+
+
+def test_lf_analysis_matches_snorkel(reviews):
+    from snorkel.labeling import LFAnalysis as SnorkelAnalysis
+
+    lfs = [*_vector_lfs(), lf_exclaim, lf_long]
+    L = LFApplier(lfs).apply(reviews, progress=False)
+    Y = reviews.label.to_numpy()
+    ours = LFAnalysis(L, lfs).lf_summary(Y)
+    theirs = SnorkelAnalysis(L, lfs).lf_summary(Y)
+    assert np.allclose(ours.coverage, theirs.Coverage)
+    assert np.allclose(ours.overlaps, theirs.Overlaps)
+    assert np.allclose(ours.conflicts, theirs.Conflicts)
+    assert np.array_equal(ours.correct, theirs.Correct)
+    assert np.allclose(ours.emp_acc, theirs["Emp. Acc."])
+    a = LFAnalysis(L, lfs)
+    sa = SnorkelAnalysis(L, lfs)
+    assert a.label_coverage() == pytest.approx(sa.label_coverage())
+    assert a.label_overlap() == pytest.approx(sa.label_overlap())
+    assert a.label_conflict() == pytest.approx(sa.label_conflict())
+    assert "coverage" in a._repr_html_()
+
+
+def test_metrics_and_filter():
+    golds = np.array([0, 1, 1, 0, 1])
+    preds = np.array([0, 1, -1, 1, 1])
+    assert metric_score(golds, preds, metric="accuracy", filter_dict={"preds": [-1]}) == 0.75
+    assert metric_score(golds, preds, metric="coverage") == 0.8
+    assert metric_score(golds, preds, metric="f1", filter_dict={"preds": [-1]}) == pytest.approx(0.8)
+    X = pd.DataFrame({"a": range(3)})
+    L = np.array([[-1, -1], [0, -1], [1, 1]])
+    Xf, yf = filter_unlabeled_dataframe(X, np.eye(3), L)
+    assert Xf.a.tolist() == [1, 2] and yf.shape == (2, 3)
+
+
+def test_model_lf_sklearn_and_zero_shot(reviews):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train, test = reviews.iloc[:2000], reviews.iloc[2000:2200].reset_index(drop=True)
+    clf = make_pipeline(TfidfVectorizer(min_df=2), LogisticRegression(max_iter=200))
+    clf.fit(train.text, train.label)
+    lf = model_lf("tfidf", clf, threshold=0.7)
+    votes = LFApplier([lf]).apply(test, progress=False)[:, 0]
+    voted = votes >= 0
+    assert 0.1 < voted.mean() < 1.0
+    assert (votes[voted] == test.label.to_numpy()[voted]).mean() > 0.65
+
+    zs = model_lf(
+        "zero_shot",
+        class_descriptions={0: "a bad, boring, disappointing movie", 1: "a great, enjoyable, moving movie"},
+        margin=0.03,
+    )
+    small = test.head(60)
+    v = LFApplier([zs]).apply(small, progress=False)[:, 0]
+    assert (v >= 0).mean() > 0.2
+    assert (v[v >= 0] == small.label.to_numpy()[v >= 0]).mean() > 0.6
+    with pytest.raises(LoomError, match="exactly one"):
+        model_lf("x")
+
+
+def test_prompt_lf_maps_answers():
+    # a user-supplied answer function (the LLM client interface is any callable prompt -> text)
+    def answer(prompt: str) -> str:
+        return "Answer: Positive." if "love" in prompt else "I think it is negative"
+
+    lf = prompt_lf("ask", "Is this review positive or negative? {text}", {"positive": 1, "negative": 0}, llm=answer)
+    df = pd.DataFrame({"text": ["I love it", "meh"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert LFApplier([lf]).apply(df, progress=False)[:, 0].tolist() == [1, 0]
+    with pytest.raises(LoomError, match="body"):
+        LFApplier([prompt_lf("p", "{body}", {"yes": 1}, llm=answer)]).apply(df, progress=False)
