@@ -33,7 +33,8 @@ _ANSWER_PREFIX = re.compile(
 )
 _STOP = set(
     "the a an of in is are was for to and or this that document record above value its it "
-    "his her their with on at by as be which who".split()
+    "his her their with on at by as be which who contains contain reference letter not "
+    "mentioned provided given text information record field name there".split()
 )
 
 
@@ -73,6 +74,9 @@ def ground(answer: str, document: str, attribute: str) -> str:
     if not a or a.lower() in ("none", "null", "n/a", "unknown", "not found", "not available"):
         return ""
     low = document.lower()
+    tail = re.split(r"\b(?:is|are|was|:)\s+", a)[-1].strip().strip("\"'`").rstrip(".").strip()
+    if tail and tail != a and tail.lower() in low and not _trivial(tail, attribute):
+        return tail
     if len(a) <= 200 and a.lower() in low and not _trivial(a, attribute):
         return a
     words = re.findall(r"[\w@./'-]+", a)

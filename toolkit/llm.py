@@ -346,6 +346,7 @@ class TransformersLLM(LLM):
         path: str | os.PathLike,
         device: str | None = None,
         batch_size: int = 8,
+        threads: int | None = None,
         cache: str | os.PathLike | bool | None = None,
     ) -> None:
         super().__init__(cache)
@@ -364,6 +365,9 @@ class TransformersLLM(LLM):
         self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(self.device)
         self.model.eval()
         self.batch_size = batch_size
+        # CPU threads for generation: small decode matmuls slow down badly when OpenMP threads
+        # spin on a busy machine, so one thread is the default ($LOOM_LLM_THREADS overrides).
+        self.threads = threads or int(os.environ.get("LOOM_LLM_THREADS", "1"))
         self.name = f"transformers:{path.name}"
         self._lock = threading.Lock()
 
@@ -380,6 +384,18 @@ class TransformersLLM(LLM):
         texts = [self._format(p, chat) for p in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: dict[int, Completion] = {}
+        old_threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            self._batches(texts, order, out, max_tokens, temperature, seed)
+        finally:
+            torch.set_num_threads(old_threads)
+        return [out[i] for i in range(len(texts))]
+
+    def _batches(self, texts, order, out, max_tokens, temperature, seed) -> None:
+        import torch
+
         with self._lock, torch.inference_mode():
             for s in range(0, len(order), self.batch_size):
                 idx = order[s : s + self.batch_size]
@@ -411,7 +427,6 @@ class TransformersLLM(LLM):
                         int(enc["attention_mask"][row].sum()),
                         n,
                     )
-        return [out[i] for i in range(len(texts))]
 
 
 class LlamaCppLLM(LLM):

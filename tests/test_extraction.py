@@ -1,0 +1,185 @@
+"""Evaporate end to end on the embedded LLM (tiny token budgets), the workspace contract,
+resuming, bad LLM output, unreachable endpoints and the `loom extract` command."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from extraction import Evaporate, Sandbox
+from extraction.corpus import febrl_corpus
+from toolkit.errors import LoomError
+from toolkit.llm import LLM, Completion, get_llm
+from toolkit.workspace import Workspace
+
+ATTRS = ["surname", "postcode"]
+RUN = dict(attributes=ATTRS, sample_size=4, num_candidates=1, code_tokens=64, direct_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    folder = root / "docs"
+    gold = febrl_corpus(folder, n=25, seed=5, layouts=("kv", "html_table"))
+    (folder / "kv" / "notes.bin.txt").write_bytes(b"\x00\x01\x02binary")
+    return root, folder, gold
+
+
+@pytest.fixture(scope="module")
+def llm() -> LLM:
+    return get_llm(None)
+
+
+@pytest.fixture(scope="module")
+def first_run(corpus, llm):
+    root, folder, gold = corpus
+    ws = Workspace(root / "ws")
+    res = Evaporate(llm=llm, workspace=ws, show_progress=False).run(folder, gold=gold, **RUN)
+    return ws, res
+
+
+def test_code_plus_table_with_provenance(first_run, corpus) -> None:
+    ws, res = first_run
+    _, _, gold = corpus
+    assert list(res.table.columns) == ["doc_id", *ATTRS] and len(res.table) == 25
+    scores = res.evaluate(gold).set_index("attribute")
+    # induced functions seeded by the small model's sample answers carry the table
+    assert scores.loc["postcode", "f1"] >= 0.8, scores
+    prov = res.provenance
+    assert set(prov["attribute"]) <= set(ATTRS) and (prov["function_id"] != "").all()
+    docs = res.documents.set_index("doc_id")
+    for r in prov[prov["start"] >= 0].head(10).itertuples():
+        assert docs.loc[r.doc_id, "text"][r.start : r.end].lower() == r.value.lower()
+    funcs = res.functions
+    assert {"llm", "induced"} <= set(funcs["source"])
+    assert funcs["kept"].any() and (funcs.loc[~funcs["kept"], "reason"] != "").all()
+    assert res.report["skipped"] and "binary" in res.report["skipped"][0]["reason"]
+
+
+def test_workspace_contract(first_run) -> None:
+    ws, res = first_run
+    runs = ws.runs("extract")
+    row = runs[runs["run_id"] == res.run_id].iloc[0]
+    assert row["status"] == "complete" and row["summary"]["llm_tokens"] > 0
+    names = set(ws.tables(res.run_id)["name"])
+    assert {"documents", "table", "functions", "provenance", "tokens", "gold"} <= names
+    fcols = list(ws.load_table(res.run_id, "functions").columns)
+    assert fcols == [
+        "attribute",
+        "function_id",
+        "source",
+        "code",
+        "est_accuracy",
+        "coverage",
+        "sample_f1",
+        "kept",
+        "reason",
+    ]
+    tokens = ws.load_table(res.run_id, "tokens")
+    assert set(tokens["stage"]) == {"sample_direct", "codegen"}
+    assert (tokens["prompt_tokens"] > 0).all()
+
+
+class _Interrupt(Sandbox):
+    """Stops the run at the full application stage, like Ctrl-C would."""
+
+    def __init__(self) -> None:
+        super().__init__(n_workers=1)
+        self.calls = 0
+
+    def run(self, functions, texts, show_progress=False):
+        self.calls += 1
+        if self.calls == 2:
+            raise KeyboardInterrupt
+        return super().run(functions, texts, show_progress)
+
+
+def test_interrupted_run_resumes_from_cache(corpus, llm, first_run) -> None:
+    root, folder, gold = corpus
+    ws = Workspace(root / "ws")  # same workspace: its completion cache holds every answer
+    with pytest.raises(KeyboardInterrupt):
+        Evaporate(llm=llm, workspace=ws, sandbox=_Interrupt(), show_progress=False).run(
+            folder, **RUN
+        )
+    running = ws.runs("extract")
+    assert (running["status"] == "running").sum() == 1  # never marked complete
+    run_id = running[running["status"] == "running"]["run_id"].iloc[0]
+    assert "table" not in set(ws.tables(run_id)["name"])
+    res = Evaporate(llm=llm, workspace=ws, show_progress=False).run(folder, **RUN)
+    assert res.run_id == run_id
+    assert ws.runs("extract").set_index("run_id").loc[run_id, "status"] == "complete"
+    t = res.tokens
+    assert (t["calls"] == t["cached_calls"]).all()  # nothing was generated twice
+
+
+class GarbageLLM(LLM):
+    """An LLM endpoint that answers noise: no code, no values."""
+
+    name = "garbage"
+
+    def _generate(self, prompts, max_tokens, temperature, stop, seed, chat):
+        rng = random.Random(seed)
+        return [
+            Completion("".join(rng.choice("#@!? xyz{}") for _ in range(30)), 5, 5) for _ in prompts
+        ]
+
+
+def test_garbage_llm_gives_clear_report_not_a_fake_table(corpus, tmp_path) -> None:
+    _, folder, _ = corpus
+    ev = Evaporate(llm=GarbageLLM(cache=False), workspace=tmp_path / "ws", show_progress=False)
+    res = ev.run(folder, **RUN)
+    assert res.report["unextractable"] == ATTRS
+    assert "no function could extract" in res.report["message"]
+    assert res.table[ATTRS].isna().all().all()
+    assert (~res.functions["kept"]).all()
+    with pytest.raises(LoomError, match="no attributes could be identified"):
+        ev.run(folder, attributes=None, sample_size=3)
+
+
+def test_bad_inputs(tmp_path, llm) -> None:
+    ev = Evaporate(llm=llm, show_progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LoomError, match="no readable documents"):
+        ev.run(tmp_path / "empty")
+    with pytest.raises(LoomError, match="unknown mode"):
+        ev.run(tmp_path / "empty", mode="fast")
+    with pytest.raises(LoomError, match="not a usable name"):
+        ev.run(tmp_path / "empty", attributes=["", "ok"])
+    with pytest.raises(LoomError, match=r"127\.0\.0\.1:9.*failed after"):
+        Evaporate(llm="http://127.0.0.1:9/v1")
+
+
+def test_cli_extract(corpus, first_run, capsys) -> None:
+    from apps.cli import main
+
+    root, folder, gold = corpus
+    gold_csv = root / "gold.csv"
+    gold.to_csv(gold_csv, index=False)
+    code = main(
+        [
+            "extract",
+            str(folder),
+            "--out",
+            str(root / "ws"),
+            "--attributes",
+            ",".join(ATTRS),
+            "--sample-size",
+            "4",
+            "--num-candidates",
+            "1",
+            "--code-tokens",
+            "64",
+            "--direct-tokens",
+            "12",
+            "--gold",
+            str(gold_csv),
+            "--workers",
+            "1",
+            "--no-resume",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "extracted 25 documents x 2 attributes" in out and "(mean)" in out
+    assert main(["extract", str(root / "missing"), "--out", str(root / "ws")]) == 2
+    assert "does not exist" in capsys.readouterr().err
