@@ -21,14 +21,14 @@ PAGES = {
 
 def main() -> None:
     """Draw the sidebar and the chosen page; problems become messages, never stack traces."""
-    st.set_page_config(page_title="loom", page_icon="🧵", layout="wide")
+    st.set_page_config(page_title="loom", layout="wide")
     if "page" not in st.session_state:
         wanted = st.query_params.get("page", "Runs")
         st.session_state["page"] = wanted if wanted in PAGES else "Runs"
     if "workspace" not in st.session_state:
         st.session_state["workspace"] = default_workspace()
     with st.sidebar:
-        st.markdown("## 🧵 loom")
+        st.markdown("## loom")
         path = st.text_input("Workspace folder", key="workspace")
         page = st.radio("Page", list(PAGES), key="page")
         if st.button("Reload", help="re-read the workspace (after a job wrote new results)"):

@@ -40,6 +40,8 @@ def streamlit_command(workspace: str | Path, port: int, host: str = "127.0.0.1")
         "false",
         "--global.developmentMode",
         "false",
+        "--client.toolbarMode",
+        "viewer",
         "--",
         str(Path(workspace).expanduser().resolve()),
     ]
