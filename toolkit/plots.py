@@ -251,7 +251,6 @@ def project_2d(
         return PCA(n_components=2, random_state=seed).fit_transform(x), "pca"
     if method == "tsne":
         from sklearn.manifold import TSNE
-
         from threadpoolctl import threadpool_limits
 
         perplexity = float(min(30, max(2, (x.shape[0] - 1) // 3)))
