@@ -45,6 +45,39 @@ class ExtractionResult:
         """Per-attribute precision/recall/F1 against `gold` (by `path` or `doc_id`)."""
         return evaluate(self.table, gold, documents=self.documents)
 
+    def __repr__(self) -> str:
+        return (
+            f"ExtractionResult({len(self.table)} documents, attributes "
+            f"{self.report.get('attributes')}, mode {self.report.get('mode')!r}, "
+            f"{self.report.get('functions_kept', 0)}/{self.report.get('functions_total', 0)} "
+            f"functions kept, run {self.run_id!r})"
+        )
+
+    def _repr_html_(self, rows: int = 10) -> str:
+        """Notebook view: headline numbers, the first rows, functions and provenance."""
+        import html
+
+        tok = self.tokens
+        n_tok = int(tok["prompt_tokens"].sum() + tok["completion_tokens"].sum()) if len(tok) else 0
+        parts = [f"<b>{html.escape(repr(self))}</b>", f"<p>LLM tokens: {n_tok:,}</p>"]
+        if self.report.get("evaluation"):
+            ev = pd.DataFrame(self.report["evaluation"])
+            parts += ["<p>against gold:</p>", ev.to_html(index=False, float_format="{:.3f}".format)]
+        parts += [f"<p>table (first {rows} rows):</p>", self.table.head(rows).to_html(index=False)]
+        if len(self.functions):
+            cols = ["attribute", "function_id", "source", "sample_f1", "est_accuracy", "coverage"]
+            cols += ["kept", "reason"]
+            f = self.functions[[c for c in cols if c in self.functions.columns]]
+            parts += [
+                "<p>candidate functions:</p>",
+                f.to_html(index=False, float_format="{:.3f}".format),
+            ]
+        parts += [
+            f"<p>provenance (first {rows} rows):</p>",
+            self.provenance.head(rows).to_html(index=False),
+        ]
+        return "\n".join(parts)
+
 
 def evaluate(
     table: pd.DataFrame, gold: pd.DataFrame, documents: pd.DataFrame | None = None
