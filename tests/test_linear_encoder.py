@@ -23,16 +23,17 @@ def test_layer_output_equals_its_attention_weights(feature_map, window):
     if window:
         layer.gate.data = torch.tensor([-1.0, 0.0, 0.5, 2.0])
     q, k, v = (torch.randn(2, 4, 10, 8) for _ in range(3))
-    lengths = [10, 6]
     mask = torch.tensor([[1.0] * 10, [1.0] * 6 + [0.0] * 4])
     with torch.no_grad():
-        out = layer(q, k, v, lengths)
+        out = layer(q, k, v, mask)
         w = layer.attention_weights(q, k, mask)
+        explicit = layer(q, k, v, mask, explicit=True)
     np.testing.assert_allclose(w[0].sum(-1).numpy(), 1.0, rtol=1e-5)
     np.testing.assert_allclose(w[1, :, :6].sum(-1).numpy(), 1.0, rtol=1e-5)  # valid queries
     expected = torch.einsum("bhij,bhjd->bhid", w, v)
     torch.testing.assert_close(out[0], expected[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out[1, :, :6], expected[1, :, :6], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(explicit[1, :, :6], expected[1, :, :6], atol=1e-5, rtol=1e-5)
     assert torch.all(w[1, :, :, 6:] == 0)  # padded keys get no weight
 
 

@@ -18,6 +18,7 @@ The result is a folder (the original model files plus `linear_attention.json` an
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -46,6 +47,11 @@ from toolkit.errors import LoomError
 CONFIG_NAME = "linear_attention.json"
 WEIGHTS_NAME = "feature_maps.safetensors"
 FEATURE_MAPS = ("hedgehog", "taylor")
+# kernels that take key_mask leave padded keys out in one batched call
+_KEY_MASK = all(
+    "key_mask" in inspect.signature(f).parameters
+    for f in (kernels.linear_attention, kernels.sliding_window_attention)
+)
 
 
 class LinearAttentionLayer(nn.Module):
@@ -106,30 +112,54 @@ class LinearAttentionLayer(nn.Module):
         gate = torch.sigmoid(self.gate)[None, :, None, None]
         return gate * w + (1 - gate) * a
 
-    def _one(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _one(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if key_mask is None else {"key_mask": key_mask}
         if self.feature_map == "hedgehog":
             out = kernels.linear_attention(
-                q, k, v, "hedgehog", hedgehog_weight=self.weight, hedgehog_bias=self.bias
+                q, k, v, "hedgehog", hedgehog_weight=self.weight, hedgehog_bias=self.bias, **extra
             )
         else:
             w = self.weight.to(q.dtype)
             qp = torch.einsum("bhnd,hdf->bhnf", q, w)
             kp = torch.einsum("bhnd,hdf->bhnf", k, w)
-            out = kernels.linear_attention(qp, kp, v, "taylor")
+            out = kernels.linear_attention(qp, kp, v, "taylor", **extra)
         if self.window is None:
             return out
-        local = kernels.sliding_window_attention(q, k, v, self.window, causal=False)
+        local = kernels.sliding_window_attention(q, k, v, self.window, causal=False, **extra)
         gate = torch.sigmoid(self.gate).to(out.dtype)[None, :, None, None]
         return gate * local + (1 - gate) * out
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int] | None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        explicit: bool = False,
     ) -> torch.Tensor:
-        """q, k, v (B, H, N, d) -> (B, H, N, d); rows with padding run on their own length."""
-        if lengths is None or all(n == q.shape[2] for n in lengths):
+        """q, k, v (B, H, N, d) -> (B, H, N, d); mask (B, N) marks real tokens (None: all).
+
+        explicit=True multiplies the (B, H, N, N) weights by v: quadratic, for training on
+        short padded batches. Otherwise the kernels run in linear time; padded keys are left
+        out through their key_mask, or (older kernels) each padded row runs on its own length.
+        """
+        if explicit:
+            m = torch.ones(q.shape[0], q.shape[2], device=q.device) if mask is None else mask
+            w = self.attention_weights(q, k, m.float())
+            return torch.einsum("bhij,bhjd->bhid", w, v.float()).to(v.dtype)
+        if mask is None or bool(mask.all()):
             return self._one(q, k, v)
+        if _KEY_MASK:
+            return self._one(q, k, v, mask)
         out = torch.zeros_like(v)
-        for r, n in enumerate(lengths):
+        for r, n in enumerate(mask.sum(1).tolist()):
+            n = int(n)
             out[r : r + 1, :, :n] = self._one(
                 q[r : r + 1, :, :n], k[r : r + 1, :, :n], v[r : r + 1, :, :n]
             )
@@ -159,21 +189,22 @@ class LinearBert(nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
 
-    def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor, explicit: bool = False) -> torch.Tensor:
         """Last hidden states (B, N, hidden) with linear attention in every layer."""
-        lengths = mask.sum(1).tolist() if not bool(mask.all()) else None
         h = self.embed_tokens(ids)
         for layer, lin in zip(self.bert.encoder.layer, self.layers):
             q, k, v = self.qkv(layer, h)
-            ctx = lin(q, k, v, lengths).transpose(1, 2).reshape(h.shape)
+            ctx = lin(q, k, v, mask, explicit).transpose(1, 2).reshape(h.shape)
             att = layer.attention.output
             h = att.LayerNorm(att.dense(ctx.to(h.dtype)) + h)
             h = layer.output.LayerNorm(layer.output.dense(layer.intermediate(h)) + h)
         return h
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, explicit: bool = False
+    ) -> torch.Tensor:
         """Sentence embeddings (B, hidden), pooled as the original model pools (not normalised)."""
-        return pool(self.hidden(ids, mask), mask, self.pooling)
+        return pool(self.hidden(ids, mask, explicit), mask, self.pooling)
 
 
 def pool(h: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -319,7 +350,8 @@ def convert_to_linear(
                     target = pool(
                         bert(input_ids=ids, attention_mask=mask).last_hidden_state, mask, pooling
                     )
-                loss = (1 - F.cosine_similarity(student(ids, mask), target, dim=-1)).mean()
+                pred = student(ids, mask, explicit=True)
+                loss = (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
