@@ -351,6 +351,13 @@ def demo_module(capability: str):
         raise
 
 
+def fast_llm() -> bool:
+    """True when the embedded LLM runs on llama-cpp-python (the extraction demo is quick then)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
 def make_app_workspace(path) -> dict:
     """A workspace for the app tests: each capability's demo (quick mode) where it exists,
     else the schema-true builder above. Built once per path (reused when complete)."""
@@ -364,6 +371,8 @@ def make_app_workspace(path) -> dict:
     sources = {}
     for capability in ("labeling", "extraction", "linking"):
         module = demo_module(capability)
+        if capability == "extraction" and module is not None and not fast_llm():
+            module = None  # without llama-cpp the embedded LLM runs ~30x slower: minutes here
         if module is not None:
             module.run(ws, quick=True)
             sources[capability] = "demo"
