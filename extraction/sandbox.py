@@ -10,10 +10,12 @@ crashes, floods memory or tries to escape is dropped with a reason; the run goes
 from __future__ import annotations
 
 import ast
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
 
 ALLOWED_IMPORTS = frozenset(
@@ -221,24 +223,69 @@ def _worker(conn, memory_mb: int, cpu_seconds: int, timeout: float) -> None:
                 conn.send(("result", fid, None, "memory limit exceeded"))
 
 
+class _Pipes:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.r = Connection(rfd, writable=False)
+        self.w = Connection(wfd, readable=False)
+
+    def send(self, obj) -> None:
+        self.w.send(obj)
+
+    def recv(self):
+        return self.r.recv()
+
+
+def _worker_main(memory_mb: int, cpu_seconds: int, timeout: float) -> None:
+    """Entry point of a worker interpreter: messages come on stdin and go out on stdout."""
+    rfd, wfd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    _worker(_Pipes(rfd, wfd), memory_mb, cpu_seconds, timeout)
+
+
 # ----------------------------------------------------------------- parent side
 
 
 class _Proc:
-    def __init__(self, ctx, memory_mb: int, cpu_seconds: int, timeout: float) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=_worker, args=(child, memory_mb, cpu_seconds, timeout), daemon=True
+    """A fresh interpreter (`python -c`), so nothing of the parent leaks into the worker."""
+
+    def __init__(self, memory_mb: int, cpu_seconds: int, timeout: float) -> None:
+        cmd = (
+            "from extraction.sandbox import _worker_main; "
+            f"_worker_main({int(memory_mb)}, {int(cpu_seconds)}, {float(timeout)!r})"
         )
-        self.proc.start()
-        child.close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", cmd],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        self.rconn = Connection(os.dup(self.proc.stdout.fileno()), writable=False)
+        self.wconn = Connection(os.dup(self.proc.stdin.fileno()), readable=False)
+        self.proc.stdout.close()
+        self.proc.stdin.close()
         self.loaded: set[str] = set()
 
+    def send(self, obj) -> None:
+        self.wconn.send(obj)
+
+    def recv(self):
+        return self.rconn.recv()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
     def kill(self) -> None:
-        if self.proc.is_alive():
+        if self.alive():
             self.proc.kill()
-        self.proc.join(timeout=5)
-        self.conn.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.rconn.close()
+        self.wconn.close()
 
 
 class Sandbox:
@@ -255,7 +302,6 @@ class Sandbox:
         self.n_workers = max(1, n_workers or min(4, os.cpu_count() or 1))
         self.timeout, self.memory_mb, self.cpu_seconds = timeout, memory_mb, cpu_seconds
         self.chunk_size = chunk_size
-        self._ctx = mp.get_context("spawn")
 
     def run(
         self, functions: dict[str, str], texts: Sequence[str], show_progress: bool = False
@@ -299,19 +345,19 @@ class Sandbox:
                         pending.insert(0, start)
                         continue
                     fids = [f for f in fids if f not in failures]
-                    p.conn.send(("run", fids, texts[start : start + size]))
+                    p.send(("run", fids, texts[start : start + size]))
                     busy[w] = (start, fids, time.monotonic())
                 if not busy:
                     continue
-                ready = mp_wait([procs[w].conn for w in busy], timeout=0.2)
+                ready = mp_wait([procs[w].rconn for w in busy], timeout=0.2)
                 now = time.monotonic()
                 for w in list(busy):
                     p = procs[w]
                     start, fids, t0 = busy[w]
                     n = min(size, len(texts) - start)
-                    if p.conn in ready:
+                    if p.rconn in ready:
                         try:
-                            _, fid, out, err = p.conn.recv()
+                            _, fid, out, err = p.recv()
                         except (EOFError, OSError):
                             failures[fids[0]] = "crashed: the worker process died"
                             self._restart(procs, w, busy, pending, start, fids[1:])
@@ -326,10 +372,10 @@ class Sandbox:
                         else:
                             del busy[w]
                             bar.update(n)
-                    elif now - t0 > self.timeout * n + 5.0 or not p.proc.is_alive():
+                    elif now - t0 > self.timeout * n + 5.0 or not p.alive():
                         failures[fids[0]] = (
                             "crashed: the worker process died"
-                            if not p.proc.is_alive()
+                            if not p.alive()
                             else "timeout: the worker stopped answering"
                         )
                         self._restart(procs, w, busy, pending, start, fids[1:])
@@ -337,15 +383,14 @@ class Sandbox:
             bar.close()
             for p in procs:
                 try:
-                    p.conn.send(("stop",))
+                    p.send(("stop",))
                 except (OSError, BrokenPipeError):
                     pass
-                p.proc.join(timeout=1)
                 p.kill()
         return ({f: v for f, v in results.items() if f not in failures}, failures)
 
     def _spawn(self) -> _Proc:
-        return _Proc(self._ctx, self.memory_mb, self.cpu_seconds, self.timeout)
+        return _Proc(self.memory_mb, self.cpu_seconds, self.timeout)
 
     def _restart(self, procs, w, busy, pending, start, rest) -> None:
         procs[w].kill()
@@ -359,12 +404,12 @@ class Sandbox:
             if fid in p.loaded:
                 continue
             try:
-                p.conn.send(("load", fid, live[fid]))
-                if not p.conn.poll(max(self.timeout, 1.0) + 5.0):
+                p.send(("load", fid, live[fid]))
+                if not p.rconn.poll(max(self.timeout, 1.0) + 5.0):
                     failures[fid] = "timeout: defining the function did not finish"
                     p.kill()
                     return False
-                _, _, err = p.conn.recv()
+                _, _, err = p.recv()
             except (EOFError, OSError):
                 failures[fid] = "crashed while defining the function"
                 p.kill()

@@ -13,7 +13,9 @@ from toolkit.errors import LoomError
 from toolkit.llm import LLM, OpenAILLM, get_llm
 from toolkit.llm_server import make_server
 
-PROMPT = "name: John Smith\ncity: Leeds\n\nWhat is the city in this record? Answer with the value."
+PROMPT = (
+    "name: John Smith\ncity: Leeds\n\nWhat is the city in this record? Answer with the value only."
+)
 
 
 @pytest.fixture(scope="module")
