@@ -1,0 +1,240 @@
+"""`loom label`: apply LFs from a Python file to a table, fit a label model, store it all.
+
+    loom label --data reviews.csv --lfs lfs.py --out workspace [--label-model LabelModel]
+               [--text-column text] [--gold-column label] [--smooth none|liger|embroid]
+
+lfs.py defines labeling functions (loom's or Snorkel's) at module level, or a list `lfs`;
+an optional `cardinality = k` sets the number of classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.errors import LoomError
+
+MODEL_CHOICES = ("LabelModel", "DawidSkene", "TripletModel", "MajorityVoter")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "label", help="apply labeling functions and fit a label model into a workspace"
+    )
+    p.add_argument("--data", required=True, help="CSV, TSV, Parquet or JSON(L) file")
+    p.add_argument("--lfs", required=True, help="Python file defining labeling functions")
+    p.add_argument("--out", default="workspace", help="workspace folder (default: ./workspace)")
+    p.add_argument("--label-model", default="LabelModel", choices=MODEL_CHOICES)
+    p.add_argument(
+        "--text-column", default="text", help="text column shown in the app (default: text)"
+    )
+    p.add_argument(
+        "--gold-column", default=None, help="optional gold label column (ints, -1 unknown)"
+    )
+    p.add_argument(
+        "--cardinality",
+        type=int,
+        default=None,
+        help="number of classes (default: from lfs.py or the votes)",
+    )
+    p.add_argument("--smooth", default="none", choices=("none", "liger", "embroid"))
+    p.add_argument("--n-jobs", type=int, default=1, help="processes for row LFs (default: 1)")
+    p.add_argument(
+        "--device", default=None, help="cpu or cuda for the label model (default: cuda if present)"
+    )
+    p.set_defaults(func=cmd_label)
+
+
+def load_lfs(path: str | Path) -> tuple[list[Any], int | None]:
+    """LFs defined in a Python file (its `lfs` list, else every LF at module level) and its `cardinality`."""
+    path = Path(path)
+    if not path.exists():
+        raise LoomError(f"LF file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(
+        f"loom_user_lfs_{abs(hash(str(path.resolve())))}", path
+    )
+    if spec is None or spec.loader is None:
+        raise LoomError(f"cannot import {path}: give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # lets forked workers and pickling find the functions
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise LoomError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+    if hasattr(module, "lfs"):
+        lfs = list(module.lfs)
+    else:
+        lfs = [v for v in vars(module).values() if _is_lf(v)]
+    if not lfs:
+        raise LoomError(
+            f"{path} defines no labeling functions: decorate functions with @labeling_function() "
+            "or define a list `lfs`"
+        )
+    card = getattr(module, "cardinality", None)
+    return lfs, (int(card) if card is not None else None)
+
+
+def _is_lf(obj: Any) -> bool:
+    from labeling.lf import LabelingFunction
+
+    if isinstance(obj, LabelingFunction):
+        return True
+    cls = type(obj)
+    return cls.__name__ == "LabelingFunction" and cls.__module__.startswith("snorkel")
+
+
+def label_into_workspace(
+    ws: Any,
+    df: pd.DataFrame,
+    lfs: list[Any],
+    label_model: str = "LabelModel",
+    text_column: str = "text",
+    gold_column: str | None = None,
+    cardinality: int | None = None,
+    smooth: str = "none",
+    n_jobs: int = 1,
+    device: str | None = None,
+    params: dict | None = None,
+    progress: bool = True,
+) -> tuple[str, dict]:
+    """Apply `lfs` to `df`, fit the label model, write a `label` run; return (run_id, summary)."""
+    from labeling import LFAnalysis, LFApplier, MajorityVoter, get_label_model
+    from labeling.analysis import summary_table
+
+    if text_column not in df.columns:
+        raise LoomError(f"text column {text_column!r} not in the data; columns: {list(df.columns)}")
+    gold = None
+    if gold_column is not None:
+        if gold_column not in df.columns:
+            raise LoomError(
+                f"gold column {gold_column!r} not in the data; columns: {list(df.columns)}"
+            )
+        g = pd.to_numeric(df[gold_column], errors="coerce")
+        if g.isna().any() or (g != np.round(g)).any():
+            raise LoomError(
+                f"gold column {gold_column!r} must hold integer labels 0..k-1 (-1 = unknown)"
+            )
+        gold = g.to_numpy().astype(np.int64)
+    df = df.reset_index(drop=True)
+    L = LFApplier(lfs, cardinality=cardinality).apply(df, n_jobs=n_jobs, progress=progress)
+    names = [lf.name for lf in lfs]
+    k = cardinality or max(2, int(L.max()) + 1, int(gold.max()) + 1 if gold is not None else 0)
+    run = ws.start_run(
+        "label",
+        {
+            "label_model": label_model,
+            "n": len(df),
+            "m": len(lfs),
+            "cardinality": k,
+            "smooth": smooth,
+            **(params or {}),
+        },
+    )
+    data = pd.DataFrame({"row": np.arange(len(df)), "text": df[text_column].astype(str).to_numpy()})
+    if gold is not None:
+        data["gold"] = gold
+    ws.save_table(run, "data", data)
+    ws.save_table(run, "L", pd.DataFrame(L, columns=names))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = get_label_model(
+            label_model, k, **({"device": device} if label_model != "MajorityVoter" else {})
+        )
+        model.fit(L, lf_names=names, progress=progress)
+        probs = model.predict_proba(L)
+        pred = model.predict(L)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    smoother = None
+    if smooth != "none":
+        try:
+            from labeling.liger import smooth as run_smoothing
+        except ImportError as e:
+            raise LoomError(
+                f"--smooth {smooth} needs labeling.liger, which this build lacks"
+            ) from e
+        probs, pred, smoother = run_smoothing(
+            smooth,
+            L,
+            k,
+            texts=data["text"].tolist(),
+            lf_names=names,
+            ws=ws,
+            run=run,
+            progress=progress,
+        )
+        probs = np.asarray(probs)
+        pred = np.asarray(pred)
+    analysis = LFAnalysis(L, names)
+    summary_df = analysis.lf_summary(Y=gold, est_weights=model.get_weights())
+    ws.save_table(run, "lf_summary", summary_table(summary_df))
+    probs_df = pd.DataFrame({"row": np.arange(len(df))})
+    for c in range(k):
+        probs_df[f"prob_{c}"] = probs[:, c]
+    probs_df["pred"] = pred
+    ws.save_table(run, "probs", probs_df)
+    ws.save_table(run, "weights", model.weights_frame())
+    model.save(ws.run_dir(run) / "label_model.npz")
+    summary: dict[str, Any] = {
+        "n": len(df),
+        "m": len(lfs),
+        "cardinality": k,
+        "label_model": label_model,
+        "coverage": analysis.label_coverage(),
+        "overlap": analysis.label_overlap(),
+        "conflict": analysis.label_conflict(),
+        "labeled": float((pred >= 0).mean()),
+    }
+    if smoother is not None:
+        summary["smooth"] = smooth
+    if gold is not None:
+        known = gold >= 0
+        mv = MajorityVoter(k).predict(L, tie_break_policy="random")
+        summary["accuracy"] = (
+            float((pred == gold)[known & (pred >= 0)].mean())
+            if (known & (pred >= 0)).any()
+            else None
+        )
+        summary["accuracy_all"] = float((np.where(pred >= 0, pred, -2) == gold)[known].mean())
+        summary["mv_accuracy"] = (
+            float((mv == gold)[known & (mv >= 0)].mean()) if (known & (mv >= 0)).any() else None
+        )
+    ws.finish_run(run, summary=summary)
+    return run, summary
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from toolkit.io import read_table
+    from toolkit.workspace import Workspace
+
+    lfs, card = load_lfs(args.lfs)
+    cols = [args.text_column] + ([args.gold_column] if args.gold_column else [])
+    df = read_table(args.data, cols)
+    ws = Workspace(args.out)
+    run, summary = label_into_workspace(
+        ws,
+        df,
+        lfs,
+        label_model=args.label_model,
+        text_column=args.text_column,
+        gold_column=args.gold_column,
+        cardinality=args.cardinality or card,
+        smooth=args.smooth,
+        n_jobs=args.n_jobs,
+        device=args.device,
+        params={"data": str(args.data), "lfs": str(args.lfs)},
+    )
+    print(ws.load_table(run, "lf_summary").to_string(index=False, float_format="%.3f"))
+    line = ", ".join(
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+    )
+    print(f"label run {run} in {ws.path}: {line}")
+    return 0
