@@ -205,21 +205,23 @@ def extract_run(ws: Workspace, n: int = 40) -> str:
         "tokens",
         pd.DataFrame(
             [
-                {"mode": "code", "stage": "schema", "prompt_tokens": 900, "completion_tokens": 60},
                 {
-                    "mode": "code",
-                    "stage": "functions",
+                    "mode": "code+",
+                    "stage": "sample_direct",
+                    "prompt_tokens": 1500,
+                    "completion_tokens": 200,
+                },
+                {
+                    "mode": "code+",
+                    "stage": "codegen",
                     "prompt_tokens": 2400,
                     "completion_tokens": 700,
                 },
-                {
-                    "mode": "direct",
-                    "stage": "extract",
-                    "prompt_tokens": 150 * n,
-                    "completion_tokens": 20 * n,
-                },
             ]
         ),
+    )
+    ws.save_json(
+        run, "report", {"documents": n, "sample": [d["doc_id"] for d in docs[:10]], "mode": "code+"}
     )
     gold = recs[["rec_id", *FIELDS]].rename(columns={"rec_id": "doc_id"})
     ws.save_table(run, "gold", gold)

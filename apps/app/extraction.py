@@ -11,6 +11,7 @@ import streamlit as st
 from apps.app.common import metrics_row, paginate, pick_run, section
 from apps.app.data import WorkspaceReader, quote_ident
 from toolkit import plots
+from toolkit.errors import LoomError
 
 MAX_DOC_CHARS = 20_000
 COLOURS = ("#ffe08a", "#a6e3a1", "#9ecbff", "#f5a3c7", "#c3a6ff", "#ffb38a", "#8fe3d9")
@@ -201,6 +202,40 @@ def _documents(reader: WorkspaceReader, run_id: str) -> None:
     st.html(highlight(text, spans, attrs))
 
 
+def direct_estimate(reader: WorkspaceReader, run_id: str, tok: pd.DataFrame) -> dict | None:
+    """Tokens direct extraction would need for every document, from the sampled direct stage."""
+    sampled = tok[tok["stage"].astype(str) == "sample_direct"]
+    if sampled.empty:
+        return None
+    try:
+        report = reader_json(reader, run_id, "report")
+        n_docs, n_sample = int(report["documents"]), len(report["sample"])
+    except (LoomError, KeyError, TypeError, ValueError):
+        return None
+    if not n_sample:
+        return None
+    per_doc = float(sampled["total_tokens"].sum()) / n_sample
+    return {
+        "documents": n_docs,
+        "sampled": n_sample,
+        "per_doc": per_doc,
+        "tokens": per_doc * n_docs,
+    }
+
+
+def reader_json(reader: WorkspaceReader, run_id: str, name: str):
+    """A run's small JSON artefact (e.g. the extraction report)."""
+    import json
+
+    path = reader.path / "runs" / run_id / f"{name}.json"
+    if not path.exists():
+        raise LoomError(f"run {run_id!r} has no {name}.json")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise LoomError(f"{name}.json of run {run_id!r} is not valid JSON: {e}") from e
+
+
 def _tokens(reader: WorkspaceReader, run_id: str) -> None:
     if not reader.has_table(run_id, "tokens"):
         st.info("This run recorded no LLM token counts.")
@@ -213,10 +248,19 @@ def _tokens(reader: WorkspaceReader, run_id: str) -> None:
     for col, r in zip(cols, by_mode.itertuples(index=False)):
         col.metric(f"{r.mode} tokens", f"{int(r.total_tokens):,}")
     modes = dict(zip(by_mode["mode"], by_mode["total_tokens"]))
-    direct = next((v for k, v in modes.items() if "direct" in str(k)), None)
-    code = next((v for k, v in modes.items() if "code" in str(k)), None)
+    direct = next((v for k, v in modes.items() if str(k) == "direct"), None)
+    code = next((v for k, v in modes.items() if str(k).startswith("code")), None)
     if direct and code:
-        cols[-1].metric("direct / code", f"{direct / code:,.1f}x")
+        cols[-1].metric("direct / code tokens", f"{direct / code:,.1f}x")
+    est = direct_estimate(reader, run_id, tok)
+    if est is not None:
+        used = float(tok["total_tokens"].sum())
+        st.markdown(
+            f"Direct extraction of all **{est['documents']:,}** documents would take about "
+            f"**{est['tokens']:,.0f}** tokens ({est['per_doc']:,.0f} per document, measured on the "
+            f"{est['sampled']} sampled documents); this run used **{used:,.0f}**: "
+            f"**{est['tokens'] / max(used, 1):,.1f}x** fewer."
+        )
     st.altair_chart(
         plots.bar_chart(tok, "stage", "total_tokens", color="mode", title="LLM tokens by stage"),
         width="stretch",
