@@ -171,6 +171,35 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
     return rows
 
 
+def profile_m2(device: str, n: int = 2048, batch: int = 16) -> list[dict]:
+    """Where M2-BERT-80M's forward spends its time: the top kernels by self device time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model = _m2(n, device)
+    ids = torch.randint(1000, 30000, (batch, n), device=device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(ids)
+        torch.cuda.synchronize()
+        with profile(activities=acts) as prof:
+            model(ids)
+            torch.cuda.synchronize()
+    events = sorted(
+        prof.key_averages(), key=lambda e: getattr(e, "self_device_time_total", 0), reverse=True
+    )
+    total = sum(getattr(e, "self_device_time_total", 0) for e in events) or 1
+    return [
+        {
+            "op": e.key[:60],
+            "calls": e.count,
+            "ms": getattr(e, "self_device_time_total", 0) / 1000,
+            "share": getattr(e, "self_device_time_total", 0) / total,
+        }
+        for e in events[:12]
+    ]
+
+
 # ---------------------------------------------------------------- CPU/GPU agreement
 
 
@@ -380,6 +409,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/loom-encoders-bench")
     ap.add_argument("--export", help="write the MiniLM fp16 folder + BBC texts here, then exit")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--profile-m2", action="store_true", help="top kernels of M2-BERT (CUDA)")
+    ap.add_argument("--tag", default="", help="suffix for the result file name")
     args = ap.parse_args()
     if args.export:
         export(Path(args.export))
@@ -390,7 +421,7 @@ def main() -> None:
         args.lengths, args.reps = [128, 512], 1
         torch.set_num_threads(2)
     payload: dict[str, Any] = {"args": vars(args), "torch": torch.__version__}
-    name = "encoders-quick" if args.quick else "encoders"
+    name = ("encoders-quick" if args.quick else "encoders") + (f"-{args.tag}" if args.tag else "")
     sections = []
     if not args.skip_speed:
         sections.append(
@@ -401,6 +432,8 @@ def main() -> None:
         )
     if args.device.startswith("cuda"):
         sections.append(("agreement", lambda: bench_agreement(args.device)))
+        if args.profile_m2:
+            sections.append(("m2_profile", lambda: profile_m2(args.device)))
     if args.quality:
         sections.append(("quality", lambda: bench_quality(args)))
     if args.quick:

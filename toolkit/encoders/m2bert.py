@@ -230,6 +230,19 @@ class HyenaFilter(nn.Module):
         return fft_long_conv(x, self.kernel(x.shape[-1]), self.bias, gate, pre_gate)
 
 
+def short_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """The reference's causal depthwise conv (width 3, padding 2, first L outputs).
+
+    Written as shifted multiply-adds: the same sum as `conv(x)[..., :L]`, but elementwise
+    (a depthwise Conv1d over 3 x hidden channels is slow on GPUs).
+    """
+    w = conv.weight[:, 0].to(x.dtype)  # (C, 3)
+    y = x * w[:, 2:3] + conv.bias.to(x.dtype)[:, None]
+    y[..., 1:] += x[..., :-1] * w[:, 1:2]
+    y[..., 2:] += x[..., :-2] * w[:, 0:1]
+    return y
+
+
 class MonarchMixerSequenceMixing(nn.Module):
     """Gated long convolution: in-projection, short conv, v*x1 -> long conv -> *x2 (+ residual conv)."""
 
@@ -251,9 +264,8 @@ class MonarchMixerSequenceMixing(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.training_additions:
             u = self.layernorm(u)
-        seqlen = u.shape[-2]
         u_orig = u
-        uc = self.short_filter(self.in_linear(u).transpose(1, 2))[..., :seqlen]
+        uc = short_conv(self.in_linear(u).transpose(1, 2), self.short_filter)
         x1, x2, v = uc.split(self.d_model, dim=1)
         y = self.filter_fn(v, gate=x2, pre_gate=x1)
         if self.residual_long_conv:
