@@ -100,7 +100,10 @@ class _Wrapped:
 
     def __init__(self, st: Any) -> None:
         self.st = st
-        self.dim = int(st.get_sentence_embedding_dimension())
+        get_dim = getattr(st, "get_embedding_dimension", None) or (
+            st.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim())
 
     def encode(self, texts: list[str], **_: Any) -> np.ndarray:
         return self.st.encode(
@@ -110,6 +113,10 @@ class _Wrapped:
             normalize_embeddings=True,
             show_progress_bar=False,
         ).astype(np.float32)
+
+
+def _to(features: dict, device: str) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
 
 
 def _batches(groups: list[Any], texts: list[str], batch_size: int, rng: random.Random) -> list:
@@ -228,8 +235,8 @@ def train(
             batches, desc=f"train epoch {epoch + 1}/{epochs}", unit="batch", disable=not verbose
         )
         for idx in bar:
-            fa = {k: v.to(dev) for k, v in st.tokenize([ta[i] for i in idx]).items()}
-            fb = {k: v.to(dev) for k, v in st.tokenize([tb[i] for i in idx]).items()}
+            fa = _to(st.tokenize([ta[i] for i in idx]), dev)
+            fb = _to(st.tokenize([tb[i] for i in idx]), dev)
             loss = loss_fn([fa, fb], None)
             opt.zero_grad()
             loss.backward()
