@@ -219,7 +219,10 @@ def regex_lf(
         raise LoomError(f"LF {name!r}: bad regular expression {pattern!r}: {e}") from e
 
     def f(df: pd.DataFrame) -> np.ndarray:
-        hit = _text_column(df, column, name).str.contains(rx, regex=True).to_numpy(dtype=bool)
+        text = _text_column(df, column, name)
+        with warnings.catch_warnings():  # pandas warns about match groups; we only test for a match
+            warnings.filterwarnings("ignore", "This pattern is interpreted")
+            hit = text.str.contains(rx, regex=True).to_numpy(dtype=bool)
         return np.where(hit, label, ABSTAIN)
 
     return LabelingFunction(name, f, vectorized=True)
