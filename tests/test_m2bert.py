@@ -159,3 +159,23 @@ def test_gpu_matches_cpu(checkpoint):
     np.testing.assert_allclose(gpu, cpu, atol=2e-3)
     half = M2BertEmbedder(checkpoint, device="cuda").encode(texts)
     assert (half * cpu).sum(1).min() > 0.99
+
+
+def test_filter_cache_follows_the_weights():
+    """Filters are reused between inference calls and recomputed when weights change."""
+    model = load_m2bert(FIXTURE)
+    ids = load_file(str(FIXTURE / "io.safetensors"))["input_ids"]
+    with torch.inference_mode():
+        first = model(ids)[1]
+        assert model.encoder.layer[0].attention.filter_fn._cache  # kept
+        again = model(ids)[1]
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+    with torch.no_grad():
+        model.encoder.layer[0].attention.filter_fn.implicit_filter[0].weight.mul_(1.5)
+        changed = model(ids)[1]
+    fresh = M2BertModel(model.config)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = fresh.eval()(ids)[1]
+    assert (changed - first).abs().max() > 1e-4
+    torch.testing.assert_close(changed, expected, atol=1e-6, rtol=1e-5)

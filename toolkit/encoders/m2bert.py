@@ -35,6 +35,7 @@ from toolkit.errors import LoomError
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 # Keys a checkpoint may hold that the encoder does not use (training heads, bookkeeping).
+CACHE_BYTES = 64 * 2**20  # per filter: 768 channels x 2L float32 fits up to L = 8192
 _IGNORED_PREFIXES = ("classifier.", "cls.", "dropout.", "pooler.Wqkv", "pooler.dense1")
 
 
@@ -189,6 +190,7 @@ class HyenaFilter(nn.Module):
         if self.bidirectional:
             self.implicit_filter_rev = self._mlp(emb, order, d, cfg)
         self.modulation = _ExponentialModulation(d)
+        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
 
     @staticmethod
     def _mlp(emb: int, order: int, d: int, cfg: M2BertConfig) -> nn.Sequential:
@@ -206,7 +208,27 @@ class HyenaFilter(nn.Module):
         )
 
     def kernel(self, seqlen: int) -> torch.Tensor:
-        """(H, L) causal filter, or (H, 2L) forward half + flipped reverse half."""
+        """(H, L) causal filter, or (H, 2L) forward half + flipped reverse half.
+
+        The filter depends on the weights only, not on the input: without autograd it is
+        kept between calls (for filters up to CACHE_BYTES; the 32k models recompute it),
+        keyed by the length and every tensor's storage and version, so any change to the
+        weights (loading, in-place updates, moving, casting) recomputes it.
+        """
+        if torch.is_grad_enabled() or self.training:
+            return self._kernel(seqlen)
+        tensors = [*self.parameters(), *self.buffers()]
+        key = (seqlen, *((p.data_ptr(), p._version, p.dtype) for p in tensors))
+        hit = self._cache.get("k")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        k = self._kernel(seqlen)
+        self._cache.clear()
+        if k.numel() * k.element_size() <= CACHE_BYTES:
+            self._cache["k"] = (key, k)
+        return k
+
+    def _kernel(self, seqlen: int) -> torch.Tensor:
         if seqlen > self.pos_emb.z.shape[1]:
             raise LoomError(
                 f"sequence of {seqlen} tokens is longer than the model's long_conv_l_max "
