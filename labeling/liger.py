@@ -490,7 +490,8 @@ def smooth(
     """Smooth a label matrix with "liger" or "embroid": (probs (n, k), preds (n,), fitted model).
 
     Embeddings come from `embeddings` or are computed from `texts` with the shared embedder
-    (`embedder` name, default MiniLM). With `ws` and `run`, the `coverage` and
+    (`embedder` name, default MiniLM); Embroid also gets a TF-IDF/SVD space when texts are
+    given (50 or more). With `ws` and `run`, the `coverage` and
     `partition_accuracy` tables are written to that run (for `loom label --smooth`).
     """
     method = str(method).lower()
@@ -512,11 +513,15 @@ def smooth(
         )
         preds, probs = model.predict(L, embeddings, return_probs=True)
     else:
-        from labeling.embroid import Embroid
+        from labeling.embroid import Embroid, tfidf_svd_embeddings
 
+        spaces, names = [embeddings], [embedder or "minilm"]
+        if texts is not None and len(texts) >= 50:
+            spaces.append(tfidf_svd_embeddings(list(texts), 256))
+            names.append("tfidf-svd")
         model = Embroid(cardinality=cardinality, **kwargs)
         probs, preds = model.fit_predict(
-            L, [embeddings], Y_dev=Y_dev, lf_names=lf_names, progress=progress
+            L, spaces, Y_dev=Y_dev, lf_names=lf_names, space_names=names, progress=progress
         )
     if ws is not None and run is not None:
         save_smoothing(ws, run, model)

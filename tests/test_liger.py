@@ -177,3 +177,54 @@ def test_smooth_writes_workspace_tables(tmp_path, data):
     assert accuracy(probs, Y) > 0.75
     with pytest.raises(LoomError, match="liger"):
         smooth("bogus", L, 2, embeddings=X)
+
+
+LFS_PY = """
+from labeling.lf import labeling_function
+
+cardinality = 5
+WORDS = {0: ["shares", "profit", "bank", "economy", "firm", "sales"],
+         1: ["film", "music", "star", "award", "band", "show"],
+         2: ["labour", "minister", "election", "party", "blair", "tory"],
+         3: ["match", "cup", "coach", "win", "england", "champion"],
+         4: ["mobile", "software", "net", "computer", "phone", "games"]}
+
+
+def make(c):
+    @labeling_function(name=f"kw_{c}")
+    def lf(x):
+        words = set(x.text.lower().replace(",", " ").split())
+        return c if words & set(WORDS[c]) else -1
+    return lf
+
+
+lfs = [make(c) for c in range(5)]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["liger", "embroid"])
+def test_cli_label_smooth(tmp_path, method):
+    """`loom label --smooth` end to end on the bundled BBC sample (MiniLM embeddings)."""
+    from apps.cli import main
+    from toolkit.datasets import sample_corpus
+    from toolkit.workspace import Workspace
+
+    df = sample_corpus()
+    data = tmp_path / "bbc.csv"
+    df.assign(text=df["title"] + ". " + df["summary"], label=df["category"].map(sorted(df["category"].unique()).index))[
+        ["text", "label"]
+    ].to_csv(data, index=False)
+    (tmp_path / "lfs.py").write_text(LFS_PY)
+    out = tmp_path / "ws"
+    argv = ["label", "--data", str(data), "--lfs", str(tmp_path / "lfs.py"), "--out", str(out)]
+    assert main([*argv, "--gold-column", "label", "--smooth", method]) == 0
+    ws = Workspace(out)
+    run = ws.runs()["run_id"].iloc[-1]
+    cov = ws.load_table(run, "coverage")
+    assert len(cov) == 5 and (cov["after"] >= cov["before"]).all()
+    assert (cov["after"] > cov["before"]).any()
+    pa = ws.load_table(run, "partition_accuracy")
+    assert pa["accuracy"].dropna().between(0, 1).all()
+    probs = ws.load_table(run, "probs")
+    assert len(probs) == len(df) and (probs["pred"] >= -1).all()
