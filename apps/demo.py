@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 import traceback
 from pathlib import Path
@@ -31,6 +32,32 @@ def demo_embedding(ws: Workspace, quick: bool = False) -> dict:
         top = hits[hits["query"] == q].iloc[0]
         print(f"  {q!r} -> {top['text'][:70]!r} (cosine {top['score']:.2f})")
     return {"run": run, "texts": len(texts)}
+
+
+def demo_liger(ws: Workspace, quick: bool = False) -> dict:
+    """The labeling demo's LFs and data again, smoothed with Liger (vote extension within a
+    radius in embedding space, per-partition LF accuracies), as a second `label` run."""
+    from apps.commands.label import label_into_workspace
+    from apps.demo_labeling import rotten_tomatoes_lfs
+    from toolkit.datasets import load_rotten_tomatoes
+
+    df = load_rotten_tomatoes().sample(300 if quick else 1500, random_state=0)
+    run_id, summary = label_into_workspace(
+        ws,
+        df.reset_index(drop=True),
+        rotten_tomatoes_lfs(),
+        gold_column="label",
+        smooth="liger",
+        params={"data": "rotten_tomatoes", "sample": len(df)},
+        progress=False,
+    )
+    acc = summary.get("accuracy")
+    print(
+        f"  Liger on {summary['n']} reviews: coverage {summary['coverage']:.2f} before smoothing, "
+        f"labeled {summary['labeled']:.2f} after"
+        + (f", accuracy {acc:.3f}" if isinstance(acc, float) else "")
+    )
+    return {"run": run_id, **summary}
 
 
 def add_label_projections(
@@ -83,6 +110,8 @@ def demo_parts() -> list[tuple[str, object]]:
                 continue
             raise
         parts.append((name.rsplit("_", 1)[-1], module.run))
+        if name == "apps.demo_labeling" and importlib.util.find_spec("labeling.liger"):
+            parts.append(("liger", demo_liger))
     return parts
 
 

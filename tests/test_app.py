@@ -134,6 +134,21 @@ def test_labeling_text_search_and_unsure_filter(app_workspace):
     assert (shown["confidence"] < 0.6).all()
 
 
+def test_labeling_smoothing_tab_shows_liger_tables(app_workspace):
+    ws = Workspace(app_workspace)
+    runs = [r for r in run_ids(app_workspace, "label") if "coverage" in set(ws.tables(r)["name"])]
+    assert runs, "the Liger demo part (or the fixture) writes a smoothing run"
+    at = open_page("Labeling", app_workspace, selected_run=runs[0])
+    heads = [h.value for h in at.subheader]
+    assert "Coverage before / after smoothing" in heads and "Per-partition LF accuracy" in heads
+    shown = frame_with(at, "lf", "before", "after")
+    stored = ws.load_table(runs[0], "coverage")
+    assert shown["after"].tolist() == pytest.approx(stored["after"].tolist())
+    assert len(frame_with(at, "partition", "lf", "accuracy")) == ws.count_rows(
+        runs[0], "partition_accuracy"
+    )
+
+
 # Extraction --------------------------------------------------------------------------------
 def test_extraction_page_search_functions_and_documents(app_workspace):
     at = open_page("Extraction", app_workspace)

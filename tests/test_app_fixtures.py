@@ -371,26 +371,27 @@ def make_app_workspace(path) -> dict:
         return json.loads(marker.read_text())
     ws = Workspace(path)
     sources = {}
+    from apps import demo
+
     for capability in ("labeling", "extraction", "linking"):
         module = demo_module(capability)
         if capability == "extraction" and module is not None and not fast_llm():
             module = None  # without llama-cpp the embedded LLM runs ~30x slower: minutes here
-        if module is not None:
+        parts = dict(demo.demo_parts())
+        if capability == "labeling" and "liger" in parts:
+            # the Liger part is the labeling demo's LFs and data plus smoothing: one run
+            # that has every label table the app reads (coverage, partition_accuracy too)
+            parts["liger"](ws, quick=True)
+            sources[capability] = "demo (liger part)"
+        elif module is not None:
             module.run(ws, quick=True)
             sources[capability] = "demo"
         else:
             build(ws, (capability,))
             sources[capability] = "schema fixture"
-    from apps.demo import demo_embedding
-
-    demo_embedding(ws, quick=True)
+    demo.demo_embedding(ws, quick=True)
     sources["embedding"] = "demo"
-    try:
-        from apps.demo import add_label_projections
-
-        add_label_projections(ws)
-    except ImportError:
-        pass
+    demo.add_label_projections(ws, max_rows=300)
     marker.write_text(json.dumps(sources))
     return sources
 
