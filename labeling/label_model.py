@@ -369,7 +369,8 @@ class BaseLabelModel:
 # torch helpers
 
 
-def _chunks(n: int, width: int, budget: int = 1 << 24) -> list[slice]:
+def _chunks(n: int, width: int, device: str = "cpu") -> list[slice]:
+    budget = 1 << 27 if str(device).startswith("cuda") else 1 << 24  # elements per block
     step = max(1024, budget // max(1, width))
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
 
@@ -428,7 +429,7 @@ class _Blocks:
         self.w = torch.as_tensor(w, dtype=torch.float32)
         self.total = float(w.sum())
         self.weighted = weights is not None
-        self.slices = _chunks(self.n, self.m * k)
+        self.slices = _chunks(self.n, self.m * k, device)
         self._blocks: list[Any] | None = None
         if self.n * self.m * k * 4 <= cache_bytes:
             self._blocks = [self._make(s) for s in self.slices]
@@ -516,7 +517,7 @@ class _ConditionalModel(BaseLabelModel):
         out = np.empty((len(L), k), dtype=np.float32)
         Lt = torch.from_numpy(L)
         with torch.no_grad():
-            for s in _chunks(len(L), L.shape[1] * k):
+            for s in _chunks(len(L), L.shape[1] * k, dev):
                 A = _onehot(Lt[s].to(dev, non_blocking=True), k, torch.float32)
                 out[s] = torch.softmax(A @ W + base, 1).cpu().numpy()
         return out

@@ -202,3 +202,13 @@ def test_silent_lf_and_empty_rows_warn():
     probs = model.predict_proba(L[:10])
     assert np.allclose(probs, probs[0]) and np.allclose(probs.sum(1), 1.0)
     assert np.allclose(MajorityVoter(2).predict_proba(L[:10]), 0.5)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu(binary):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = LabelModel(2, device="cpu").fit(binary["L"])
+        gpu = LabelModel(2, device="cuda").fit(binary["L"])
+    assert np.abs(cpu.get_weights() - gpu.get_weights()).max() < 1e-3
+    assert np.abs(cpu.predict_proba(binary["L"]) - gpu.predict_proba(binary["L"])).max() < 1e-3
