@@ -169,6 +169,7 @@ def _worker(conn, memory_mb: int, cpu_seconds: int, timeout: float) -> None:
         raise _Timeout()
 
     signal.signal(signal.SIGALRM, _alarm)
+    conn.send(("ready",))
     funcs: dict[str, object] = {}
     while True:
         try:
@@ -267,6 +268,7 @@ class _Proc:
         self.proc.stdout.close()
         self.proc.stdin.close()
         self.loaded: set[str] = set()
+        self.ready = False
 
     def send(self, obj) -> None:
         self.wconn.send(obj)
@@ -298,10 +300,12 @@ class Sandbox:
         memory_mb: int = 512,
         cpu_seconds: int = 3600,
         chunk_size: int = 128,
+        startup_timeout: float = 120.0,
     ) -> None:
         self.n_workers = max(1, n_workers or min(4, os.cpu_count() or 1))
         self.timeout, self.memory_mb, self.cpu_seconds = timeout, memory_mb, cpu_seconds
         self.chunk_size = chunk_size
+        self.startup_timeout = startup_timeout
 
     def run(
         self, functions: dict[str, str], texts: Sequence[str], show_progress: bool = False
@@ -400,6 +404,12 @@ class Sandbox:
             pending.insert(0, start)  # rerun the chunk for the functions that did not finish
 
     def _load(self, p: _Proc, fids: list[str], live: dict[str, str], failures: dict) -> bool:
+        if not p.ready:  # interpreter start-up can take long on a busy machine
+            if not p.rconn.poll(self.startup_timeout):
+                p.kill()
+                raise RuntimeError(f"a sandbox worker did not start within {self.startup_timeout}s")
+            p.recv()
+            p.ready = True
         for fid in fids:
             if fid in p.loaded:
                 continue

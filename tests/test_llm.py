@@ -68,7 +68,10 @@ def test_openai_server_round_trip(llm: LLM, server: str) -> None:
 
 def test_unreachable_endpoint_retries_then_names_url() -> None:
     with pytest.raises(LoomError, match=r"127\.0\.0\.1:9/v1.*after 3 attempts"):
-        OpenAILLM("http://127.0.0.1:9/v1", model="m", retries=3, backoff=0.01, cache=False)
+        OpenAILLM("http://127.0.0.1:9/v1", retries=3, backoff=0.01, cache=False)
+    client = OpenAILLM("http://127.0.0.1:9/v1", model="m", retries=2, backoff=0.01, cache=False)
+    with pytest.raises(LoomError, match=r"127\.0\.0\.1:9/v1/chat/completions failed after 2"):
+        client.complete(["hello"], max_tokens=1)
 
 
 def test_flaky_endpoint_recovers_with_backoff(server: str) -> None:
