@@ -250,7 +250,11 @@ def main() -> None:
 
     if args.llm is None and args.device.startswith("cuda"):
         args.llm = "default:transformers"  # the embedded model on the GPU
-    kwargs = {"device": args.device} if args.llm and not args.llm.startswith("http") else {}
+    kwargs: dict = {}
+    if args.llm and not args.llm.startswith("http"):
+        kwargs["device"] = args.device
+        if args.device.startswith("cuda"):
+            kwargs["batch_size"] = 64
     llm = get_llm(args.llm, **kwargs)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="loom-extract-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -438,6 +438,8 @@ class LlamaCppLLM(LLM):
         n_ctx: int = 4096,
         n_threads: int | None = None,
         cache: str | os.PathLike | bool | None = None,
+        device: str | None = None,
+        **_: Any,
     ) -> None:
         super().__init__(cache)
         from llama_cpp import Llama
@@ -447,7 +449,7 @@ class LlamaCppLLM(LLM):
             model_path=str(self.path),
             n_ctx=n_ctx,
             n_threads=n_threads or min(4, os.cpu_count() or 2),
-            n_gpu_layers=-1,
+            n_gpu_layers=0 if device == "cpu" else -1,
             verbose=False,
         )
         self.name = f"gguf:{self.path.name}"
