@@ -50,6 +50,7 @@ def converted(tmp_path_factory):
         feature_map="hedgehog",
         texts=_texts(64),
         steps=8,
+        finetune_steps=4,
         batch_size=4,
         train_length=32,
         lr=3e-2,
@@ -66,6 +67,7 @@ def test_conversion_writes_a_loadable_folder(converted):
     train = meta["train"]
     # distillation lowers the attention cross-entropy on real text
     assert train["distill_loss_last"] < train["distill_loss_first"][0]
+    assert train["finetune_steps"] == 4 and 0 <= train["finetune_loss_last"] < 1
     assert (converted / "feature_maps.safetensors").is_file()
     emb = get_embedder(f"linear:{converted}", device="cpu")
     assert isinstance(emb, LinearAttentionEmbedder)
@@ -103,6 +105,7 @@ def test_taylor_with_window_converts_and_loads(tmp_path):
         feature_map="taylor",
         texts=_texts(16),
         steps=2,
+        finetune_steps=0,
         batch_size=4,
         train_length=24,
         window=4,
@@ -121,7 +124,7 @@ def test_bad_input_raises(tmp_path, converted):
     with pytest.raises(LoomError, match="feature_map"):
         convert_to_linear(None, feature_map="relu", texts=_texts(8), out=tmp_path / "x")
     with pytest.raises(LoomError, match="not empty"):
-        convert_to_linear(None, texts=_texts(8), steps=1, out=converted)
+        convert_to_linear(None, texts=_texts(8), steps=1, finetune_steps=0, out=converted)
     with pytest.raises(LoomError, match="linear_attention.json"):
         get_embedder(f"linear:{tmp_path}")
 

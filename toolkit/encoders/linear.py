@@ -257,7 +257,7 @@ def convert_to_linear(
     window: int | None = None,
     out: str | os.PathLike | None = None,
     feature_dim: int | None = None,
-    finetune_steps: int = 0,
+    finetune_steps: int = 300,
     batch_size: int = 16,
     train_length: int = 128,
     lr: float = 1e-2,
