@@ -360,6 +360,10 @@ def main() -> int:
     base_path = str(default_model_path())
     rows: list[dict] = []
     tmp = tempfile.mkdtemp(prefix="loom-linking-bench-")
+    # the shared embedding service keeps its model loaded: time linking, not the one-time load
+    from toolkit.embed import get_embedder
+
+    get_embedder(None, device).encode(["warm up"])
 
     if "link" not in skip:
         d = febrl4_split(args.train_n, args.test_n)
@@ -452,7 +456,7 @@ def main() -> int:
         if "error" in r:
             print(f"{r['task']} / {r['method']}: {r['error']}")
     path = write_results(
-        "linking",
+        "linking-quick" if args.quick else "linking",
         device,
         {
             "quick": args.quick,
