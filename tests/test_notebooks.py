@@ -174,8 +174,12 @@ def test_linking_notebook(tmp_path):
     res, secs, nb = run_notebook(NB_DIR / "linking.ipynb", tmp_path)
     print(f"linking.ipynb ran in {secs:.0f} s: {res}")
     assert res["f1"] > 0.5
-    assert res["f1_tuned"] >= res["f1"] - 0.02
-    assert res["f1_finetuned"] >= res["f1_before_finetune"] - 0.05
+    assert res["f1_tuned"] > res["f1"]
+    assert res["f1_finetuned"] > res["f1_before_finetune"] + 0.05
+    assert res["f1_finetuned"] > 0.85
+    html = html_outputs(nb)
+    for key in ("f1", "f1_tuned", "f1_finetuned"):
+        assert shown(res[key], html), key
 
 
 @pytest.mark.slow
