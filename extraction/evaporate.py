@@ -267,8 +267,12 @@ class Evaporate:
             raise
         result.run_id = run
         if gold is not None:
-            scores = result.evaluate(gold)
-            result.report["evaluation"] = scores.to_dict(orient="records")
+            try:
+                scores = result.evaluate(gold)
+                result.report["evaluation"] = scores.to_dict(orient="records")
+            except (LoomError, KeyError) as e:  # a gold table that does not fit is reported
+                result.report["evaluation_error"] = f"gold table not usable: {e}"
+                gold = None
         if ws is not None and run is not None:
             self._save(ws, run, result, gold, docs)
         return result
