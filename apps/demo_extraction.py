@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from toolkit.workspace import Workspace
 
-ATTRIBUTES = ["given_name", "surname", "postcode", "state", "date_of_birth"]
+ATTRIBUTES = ["surname", "postcode", "given_name", "state", "date_of_birth"]
 
 
 def run(ws: Workspace, quick: bool = False) -> dict:
@@ -18,10 +18,11 @@ def run(ws: Workspace, quick: bool = False) -> dict:
     ev = Evaporate(workspace=ws)
     res = ev.run(
         folder,
-        attributes=ATTRIBUTES[:3] if quick else ATTRIBUTES,
+        attributes=ATTRIBUTES[:2] if quick else ATTRIBUTES,
         mode="code+",
-        sample_size=6 if quick else 10,
-        num_candidates=2 if quick else 4,
+        sample_size=4 if quick else 8,
+        num_candidates=1 if quick else 2,
+        code_tokens=96 if quick else 160,
         gold=gold,
     )
     scores = res.evaluate(gold)
