@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,14 +173,15 @@ class Chromium:
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def served_app(app_workspace):
+@contextmanager
+def serve(workspace: Path) -> Iterator[str]:
+    """`loom app`'s streamlit command on an ephemeral 127.0.0.1 port; yields the base URL."""
     from apps.commands.app import streamlit_command
 
     port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
-        streamlit_command(app_workspace, port),
+        streamlit_command(workspace, port),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[1],
@@ -196,6 +199,12 @@ def served_app(app_workspace):
         out = log.read().decode(errors="replace")
         log.close()
         assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.fixture(scope="module")
+def served_app(app_workspace):
+    with serve(app_workspace) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -225,7 +234,18 @@ def test_every_page_renders_in_chromium(served_app, tmp_path):
         browser.close()
 
 
-if (
-    __name__ == "__main__"
-):  # serve a workspace and save screenshots: python tests/test_app_browser.py WS OUT
-    sys.exit(pytest.main([__file__, "-x", "-q"]))
+def screenshots(workspace: Path, out: Path, height: int = 1000) -> None:
+    """Save a screenshot of every page of the app over `workspace` into `out` (for docs/img)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with serve(workspace) as url:
+        browser = Chromium(height=height)
+        try:
+            for page in PAGES:
+                browser.load(f"{url}/?page={page}", heading=page)
+                browser.screenshot(out / f"app-{page.lower()}.png")
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":  # python tests/test_app_browser.py WORKSPACE OUT_FOLDER
+    screenshots(Path(sys.argv[1]), Path(sys.argv[2]))

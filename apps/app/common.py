@@ -110,8 +110,12 @@ def pick_run(reader: WorkspaceReader, kinds: tuple[str, ...], key: str) -> str |
     else:
         complete = runs.index[runs["status"] == "complete"]
         index = int(complete[0]) if len(complete) else 0
-    if st.session_state.get(key) not in options:
-        st.session_state.pop(key, None)
+    followed = f"{key}_follows"
+    if st.session_state.get(key) not in options or (
+        chosen in options and st.session_state.get(followed) != chosen
+    ):
+        st.session_state.pop(key, None)  # a new pick on the Runs page wins
+    st.session_state[followed] = chosen
     run_id = st.selectbox(
         "Run", options, index=index, key=key, format_func=lambda r: run_label(reader, r)
     )
