@@ -41,9 +41,9 @@ def save_link_run(
         )
         lrows, rrows = pairs["left_row"].to_numpy(), pairs["right_row"].to_numpy()
         for c in lcols:
-            pairs[f"left_{c}"] = left[c].iloc[lrows].astype(str).to_numpy()
+            pairs[f"left_{c}"] = left[c].iloc[lrows].fillna("").astype(str).to_numpy()
         for c in rcols:
-            pairs[f"right_{c}"] = right[c].iloc[rrows].astype(str).to_numpy()
+            pairs[f"right_{c}"] = right[c].iloc[rrows].fillna("").astype(str).to_numpy()
         ws.save_table(run, "pairs", pairs)
         summary = {"pairs": len(pairs), **out.attrs.get("linking", {})}
         if gold is not None:

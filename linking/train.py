@@ -77,19 +77,29 @@ def _pairs_from_input(
 
 
 def retrieval_eval(
-    embedder: Any, anchors: list[str], positives: list[str], device: str | None = None
+    embedder: Any,
+    anchors: list[str],
+    positives: list[str],
+    groups: list[Any] | None = None,
+    device: str | None = None,
 ) -> dict[str, float]:
-    """Top-1 accuracy and MRR of finding each anchor's positive among all positives."""
+    """Top-1 accuracy and MRR of retrieving, for each anchor, a text of its own group
+    (its positive, or any member of its cluster) among all positives."""
     if not anchors:
         return {"top1": float("nan"), "mrr": float("nan"), "n": 0}
+    groups = list(range(len(anchors))) if groups is None else list(groups)
     qa = embedder.encode(anchors)
     distinct = list(dict.fromkeys(positives))
-    pos = {t: i for i, t in enumerate(distinct)}
+    first_group: dict[str, Any] = {}
+    for p, g in zip(positives, groups):
+        first_group.setdefault(p, g)
+    codes = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    dgroup = np.array([codes[first_group[p]] for p in distinct])
     vi = VectorIndex(embedder.dim, "cosine", device=device).add(embedder.encode(distinct))
     k = min(10, len(distinct))
     _, ids = vi.search(qa, k)
-    target = np.array([pos[p] for p in positives])[:, None]
-    hit = ids == target
+    target = np.array([codes[g] for g in groups])[:, None]
+    hit = (ids >= 0) & (dgroup[np.maximum(ids, 0)] == target)
     rank = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
     mrr = np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
     return {"top1": float((rank == 1).mean()), "mrr": float(mrr.mean()), "n": len(anchors)}
@@ -185,7 +195,7 @@ def train(
         raise LoomError(f"train needs at least 2 matching pairs, got {len(a)}")
     rng = random.Random(seed)
     if eval_pairs is not None:
-        ea, eb, _ = _pairs_from_input(eval_pairs, columns, cluster_col, on)
+        ea, eb, eg = _pairs_from_input(eval_pairs, columns, cluster_col, on)
         ta, tb, tg = a, b, gid
     else:
         groups = list(dict.fromkeys(gid))
@@ -194,6 +204,7 @@ def train(
         held = set(groups[:n_eval])
         ea = [x for x, g in zip(a, gid) if g in held]
         eb = [x for x, g in zip(b, gid) if g in held]
+        eg = [g for g in gid if g in held]
         ta = [x for x, g in zip(a, gid) if g not in held]
         tb = [x for x, g in zip(b, gid) if g not in held]
         tg = [g for g in gid if g not in held]
@@ -218,7 +229,7 @@ def train(
     st.to(dev)
     wrapped = _Wrapped(st)
     st.eval()
-    before = retrieval_eval(wrapped, ea, eb, device=None)
+    before = retrieval_eval(wrapped, ea, eb, eg)
     if verbose and before["n"]:
         print(
             f"[linking.train] held-out ({before['n']} pairs) before: top1 {before['top1']:.3f} "
@@ -249,7 +260,7 @@ def train(
         if max_steps is not None and step >= max_steps:
             break
     st.eval()
-    after = retrieval_eval(wrapped, ea, eb, device=None)
+    after = retrieval_eval(wrapped, ea, eb, eg)
     if verbose and after["n"]:
         print(
             f"[linking.train] held-out ({after['n']} pairs) after:  top1 {after['top1']:.3f} "
