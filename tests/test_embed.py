@@ -92,3 +92,17 @@ def test_bad_inputs(embedder):
         get_embedder("no-such-model-anywhere")
     with pytest.raises(LoomError, match="does not exist"):
         get_embedder("m2-bert:/no/such/dir")
+
+
+def test_default_model_from_environment(monkeypatch, embedder):
+    from toolkit.embed import default_model_path
+
+    monkeypatch.setenv("LOOM_EMBED_MODEL", str(default_model_path()))
+    other = get_embedder()
+    assert other is not embedder and other.name == str(default_model_path())
+    np.testing.assert_allclose(
+        other.encode(["same model"]), embedder.encode(["same model"]), atol=1e-6
+    )
+    monkeypatch.setenv("LOOM_EMBED_MODEL", "/no/such/folder")
+    with pytest.raises(LoomError, match="unknown embedding model"):
+        get_embedder()

@@ -348,7 +348,11 @@ def get_embedder(name: str | None = None, device: str | None = None, **kwargs: A
     name: None for the default MiniLM encoder; a local sentence-transformers folder;
     "http://host:port/v1" for an OpenAI-compatible embeddings server (model= picks the model);
     "m2-bert:/path" for an M2-BERT checkpoint; "linear:/path" for a converted linear encoder.
+    The environment variable LOOM_EMBED_MODEL, when set, replaces the default for name=None
+    (e.g. a fine-tuned model or a server URL for every module of a process or cluster).
     """
+    if name is None and os.environ.get("LOOM_EMBED_MODEL"):
+        name = os.environ["LOOM_EMBED_MODEL"]
     if name is not None and not isinstance(name, str | os.PathLike):
         raise LoomError(f"model name must be a string or path, got {type(name).__name__}")
     name = None if name is None else os.fspath(name)
