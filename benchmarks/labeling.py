@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-applier", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="only the quality table")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--job", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -269,7 +270,7 @@ def main() -> None:
         results["applier_speed"] = applier_speed(args)
     name = "labeling" + ("-quick" if args.quick else "")
     name += "-quality" if args.skip_speed else "-speed" if args.skip_quality else ""
-    path = write_results(name, args.device, results)
+    path = write_results(name + (f"-{args.tag}" if args.tag else ""), args.device, results)
     print(f"\nwrote {path}")
 
 

@@ -513,13 +513,32 @@ class _ConditionalModel(BaseLabelModel):
         k = self.cardinality
         cond = torch.as_tensor(self.cond, dtype=torch.float32, device=dev)
         p = torch.as_tensor(self.class_balance, dtype=torch.float32, device=dev)
-        W, base = self._weights_torch(cond, p)
+        logc = torch.log(cond.clamp_min(1e-12))
+        T = logc - logc[:, :1, :]  # (m, k+1, k): log-odds of each vote vs abstaining
+        base = torch.log(p.clamp_min(1e-12)) + logc[:, 0, :].sum(0)
+        m = L.shape[1]
+        T = (T - T[:, :, :1]).reshape(m * (k + 1), k)[:, 1:].contiguous()  # relative to class 0
+        base = base - base[0]
+        offs = torch.arange(0, m * (k + 1), k + 1, device=dev)
         out = np.empty((len(L), k), dtype=np.float32)
+        if dev == "cpu":  # numpy's take is the fastest gather on the CPU
+            Tn = T.numpy()
+            shift = (1 + offs).numpy()
+            for s in _chunks(len(L), m * k, dev):
+                idx = L[s] + shift
+                logit = np.zeros((len(idx), k), dtype=np.float32)
+                for c in range(k - 1):
+                    logit[:, c + 1] = np.take(Tn[:, c], idx).sum(1)
+                out[s] = torch.softmax(torch.from_numpy(logit) + base, 1).numpy()
+            return out
         Lt = torch.from_numpy(L)
         with torch.no_grad():
-            for s in _chunks(len(L), L.shape[1] * k, dev):
-                A = _onehot(Lt[s].to(dev, non_blocking=True), k, torch.float32)
-                out[s] = torch.softmax(A @ W + base, 1).cpu().numpy()
+            for s in _chunks(len(L), m * k, dev):
+                idx = Lt[s].to(dev, non_blocking=True) + 1 + offs
+                logit = torch.zeros(len(idx), k, dtype=torch.float32, device=dev)
+                for c in range(k - 1):
+                    logit[:, c + 1] = T[:, c][idx].sum(1)
+                out[s] = torch.softmax(logit + base, 1).cpu().numpy()
         return out
 
     def _em(
@@ -695,8 +714,9 @@ class LabelModel(_ConditionalModel):
     mu[i*k+a, y] = P(lf_i = a | Y = y), minimising ||mask * (O - mu P mu^T)||^2 +
     ||mu P 1 - diag(O)||^2 (mask hides each LF's own block), started from majority vote.
     Step 2 (`refine="em"`, default): maximum-likelihood EM from that estimate, which also
-    re-estimates the class balance unless it was given. EM runs on at most `em_sample`
-    rows (default 200,000, drawn uniformly): plenty for m*k*k parameters.
+    re-estimates the class balance unless it was given. Both steps run on a uniform sample
+    of at most `fit_sample` rows (default 200,000; None = all rows): plenty for the
+    m*k*k parameters, and predict_proba then labels every row in one pass.
     """
 
     def __init__(
@@ -725,19 +745,23 @@ class LabelModel(_ConditionalModel):
         tol: float = 1e-4,
         l2: float = 0.0,
         smoothing: float = 1.0,
-        em_sample: int | None = 200_000,
+        fit_sample: int | None = 200_000,
+        em_sample: int | None = None,
         **_: Any,
     ) -> None:
         import torch
 
         dev = self._torch_device()
-        n, m = L.shape
+        m = L.shape[1]
         k = self.cardinality
+        if em_sample is not None:  # older name of fit_sample
+            fit_sample = em_sample
+        S = self._em_rows(L, fit_sample, seed)
+        self.fit_info["fit_rows"] = self.fit_info.pop("em_rows")
+        n = len(S)
         with torch.no_grad():
-            Lu, w = _compress(L, dev)
-            sampled = bool(em_sample and n > em_sample and self.refine == "em")
-            cache = 0 if sampled else self.cache_bytes
-            blocks = _Blocks(Lu, k, dev, cache, w)
+            Lu, w = _compress(S, dev)
+            blocks = _Blocks(Lu, k, dev, self.cache_bytes, w)
             overlap = torch.zeros(m * k, m * k, dtype=torch.float32, device=dev)
             cond0, p0 = self._init_from_votes(blocks, overlap)
             overlap = overlap.double().cpu().numpy() / n
@@ -759,11 +783,6 @@ class LabelModel(_ConditionalModel):
         iters = 0
         if self.refine == "em":
             with torch.no_grad():
-                if em_sample and n > em_sample:
-                    Lu, w = _compress(self._em_rows(L, em_sample, seed), dev)
-                    blocks = _Blocks(Lu, k, dev, self.cache_bytes, w)
-                else:
-                    self.fit_info["em_rows"] = n
                 ct, pt, iters = self._em(
                     blocks,
                     torch.as_tensor(cond, dtype=torch.float32, device=dev),
