@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from labeling.lf import ABSTAIN, LabelingFunction, Row
+from labeling.lf import ABSTAIN, LabelingFunction, Row, begin_batch, end_batch
 from toolkit.errors import LoomError
 
 
@@ -177,30 +177,34 @@ class LFApplier:
         faults = dict.fromkeys(self.names, 0)
         vec = [j for j, lf in enumerate(self.lfs) if getattr(lf, "vectorized", False)]
         rows = [j for j, lf in enumerate(self.lfs) if not getattr(lf, "vectorized", False)]
-        with tqdm(
-            total=len(vec), desc="vectorized LFs", disable=not progress or not vec, leave=False
-        ) as bar:
-            for j in vec:
-                lf = self.lfs[j]
-                try:
-                    out = lf(df)
-                except LoomError:
-                    raise
-                except Exception as e:
-                    if fault_tolerant:
-                        faults[lf.name] += n
-                        warnings.warn(
-                            f"vectorized LF {lf.name!r} raised {e!r}; recorded as abstain",
-                            stacklevel=2,
-                        )
-                        bar.update(1)
-                        continue
-                    raise LFError(
-                        f"vectorized LF {lf.name!r} raised on the batch of rows {df.index[0]!r}..{df.index[-1]!r} "
-                        f"({type(e).__name__}: {e}); fix the LF or apply with fault_tolerant=True"
-                    ) from e
-                L[:, j] = _check_vectorized_output(out, lf.name, n, self.cardinality)
-                bar.update(1)
+        begin_batch()
+        try:
+            with tqdm(
+                total=len(vec), desc="vectorized LFs", disable=not progress or not vec, leave=False
+            ) as bar:
+                for j in vec:
+                    lf = self.lfs[j]
+                    try:
+                        out = lf(df)
+                    except LoomError:
+                        raise
+                    except Exception as e:
+                        if fault_tolerant:
+                            faults[lf.name] += n
+                            warnings.warn(
+                                f"vectorized LF {lf.name!r} raised {e!r}; recorded as abstain",
+                                stacklevel=2,
+                            )
+                            bar.update(1)
+                            continue
+                        raise LFError(
+                            f"vectorized LF {lf.name!r} raised on the batch of rows {df.index[0]!r}..{df.index[-1]!r} "
+                            f"({type(e).__name__}: {e}); fix the LF or apply with fault_tolerant=True"
+                        ) from e
+                    L[:, j] = _check_vectorized_output(out, lf.name, n, self.cardinality)
+                    bar.update(1)
+        finally:
+            end_batch()
         if rows and n:
             row_lfs = [self.lfs[j] for j in rows]
             records = df.to_dict("records")

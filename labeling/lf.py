@@ -198,6 +198,42 @@ def _text_column(df: pd.DataFrame, column: str, lf: str) -> pd.Series:
     return s
 
 
+_ARROW_COLUMNS: dict[tuple, Any] = {}
+
+
+def begin_batch() -> None:
+    """Start sharing column conversions between the LFs applied to one DataFrame."""
+    _ARROW_COLUMNS.clear()
+    _ARROW_COLUMNS[("active",)] = True
+
+
+def end_batch() -> None:
+    _ARROW_COLUMNS.clear()
+
+
+def _match_re2(
+    df: pd.DataFrame, column: str, lf: str, pattern: str, ignore_case: bool
+) -> np.ndarray | None:
+    """Regex test with Arrow's RE2 kernel (no per-row Python), or None if RE2 rejects the pattern."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:
+        return None
+    key = (id(df), column, len(df))
+    arr = _ARROW_COLUMNS.get(key)
+    if arr is None:
+        text = _text_column(df, column, lf)
+        arr = pa.array(text.astype(str).tolist(), type=pa.large_string())
+        if ("active",) in _ARROW_COLUMNS:
+            _ARROW_COLUMNS[key] = arr
+    try:
+        hit = pc.match_substring_regex(arr, pattern, ignore_case=ignore_case)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return hit.to_numpy(zero_copy_only=False).astype(bool)
+
+
 def _check_label(label: int, name: str) -> int:
     if not isinstance(label, (int, np.integer)) or label < -1:
         raise LoomError(f"LF {name!r}: label must be an int class 0..k-1 (or -1), got {label!r}")
@@ -218,7 +254,15 @@ def regex_lf(
     except re.error as e:
         raise LoomError(f"LF {name!r}: bad regular expression {pattern!r}: {e}") from e
 
+    use_re2 = flags in (0, re.IGNORECASE)
+
     def f(df: pd.DataFrame) -> np.ndarray:
+        nonlocal use_re2
+        if use_re2:
+            hit = _match_re2(df, column, name, pattern, bool(flags & re.IGNORECASE))
+            if hit is not None:
+                return np.where(hit, label, ABSTAIN)
+            use_re2 = False  # a pattern RE2 cannot run (e.g. look-arounds): Python's re from now on
         text = _text_column(df, column, name)
         with warnings.catch_warnings():  # pandas warns about match groups; we only test for a match
             warnings.filterwarnings("ignore", "This pattern is interpreted")

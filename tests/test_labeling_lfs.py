@@ -243,3 +243,11 @@ def test_prompt_lf_maps_answers():
         assert LFApplier([lf]).apply(df, progress=False)[:, 0].tolist() == [1, 0]
     with pytest.raises(LoomError, match="body"):
         LFApplier([prompt_lf("p", "{body}", {"yes": 1}, llm=answer)]).apply(df, progress=False)
+
+
+def test_regex_lf_falls_back_for_patterns_re2_rejects(reviews):
+    # RE2 (Arrow's fast path) has no look-arounds: Python's re takes over with the same result
+    lf = regex_lf("not_followed", r"\bgood(?! grief)\b", 1)
+    L = LFApplier([lf]).apply(reviews, progress=False)[:, 0]
+    expected = reviews.text.str.contains(r"(?i)\bgood(?! grief)\b").to_numpy()
+    assert np.array_equal(L == 1, expected) and expected.any()
