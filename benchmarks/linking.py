@@ -143,6 +143,20 @@ def loom_dedup(d: dict, model: str | None, device: str | None, threshold: float)
     return pairs_from_clusters(out)
 
 
+def dev_threshold(d: dict, model: str | None, device: str | None, n_people: int = 300) -> float:
+    """The best-F1 dedup threshold on (part of) the labelled split, never the test rows."""
+    import linking
+    from linking.evaluate import pairs_from_clusters
+
+    dev = d["train"][d["train"]["entity"].isin(np.unique(d["train"]["entity"])[:n_people])]
+    _, pairs = linking.dedup(
+        dev, FIELDS, threshold=0.5, model=model, device=device, return_pairs=True
+    )
+    gold = pairs_from_clusters(dev["entity"].to_numpy())
+    t, _ = linking.tune_threshold(pairs, gold)
+    return t
+
+
 def loom_train_link(d: dict, out_dir: str, epochs: int, device: str | None) -> str:
     import linking
     from linking.keys import key_texts
@@ -392,18 +406,35 @@ def main() -> int:
         d3 = febrl3_split(100 if args.quick else 1000, args.dedup_test_entities)
         task = f"febrl3 dedup {len(d3['test'])} rows"
         th = args.dedup_threshold
-        run_method("loom default", task, lambda: loom_dedup(d3, None, device, th), d3["gold"], rows)
+        run_method(
+            "loom default",
+            task,
+            lambda: loom_dedup(d3, None, device, th),
+            d3["gold"],
+            rows,
+            {"threshold": th},
+        )
+        th0 = dev_threshold(d3, None, device)
+        run_method(
+            "loom default, tuned threshold",
+            task,
+            lambda: loom_dedup(d3, None, device, th0),
+            d3["gold"],
+            rows,
+            {"threshold": th0},
+        )
         if "train" not in skip:
             path3, secs = timed(
                 lambda: loom_train_dedup(d3, os.path.join(tmp, "d"), args.epochs, device)
             )
+            th1 = dev_threshold(d3, path3, device)
             run_method(
-                "loom fine-tuned",
+                "loom fine-tuned, tuned threshold",
                 task,
-                lambda: loom_dedup(d3, path3, device, th),
+                lambda: loom_dedup(d3, path3, device, th1),
                 d3["gold"],
                 rows,
-                {"train_seconds": secs},
+                {"train_seconds": secs, "threshold": th1},
             )
         if "peers" not in skip:
             run_method("recordlinkage ECM", task, lambda: recordlinkage_dedup(d3), d3["gold"], rows)
