@@ -85,12 +85,13 @@ def bench_label(n: int, workers: list[int]) -> list[dict]:
 def clustered(n: int, d: int, seed: int, centers: int = 1000) -> np.ndarray:
     """n unit vectors around `centers` random centres (a stand-in for real embeddings)."""
     rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d)).astype(np.float32)
+    c = rng.standard_normal((centers, d), dtype=np.float32)
     out = np.empty((n, d), np.float32)
     step = 1_000_000
     for s in range(0, n, step):
         m = min(step, n - s)
-        out[s : s + m] = c[rng.integers(0, centers, m)] + 0.7 * rng.normal(size=(m, d))
+        out[s : s + m] = c[rng.integers(0, centers, m)]
+        out[s : s + m] += 0.7 * rng.standard_normal((m, d), dtype=np.float32)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -146,6 +147,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="flat,ivf,hnsw,ivfpq")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--tag", default="", help="suffix for the results file name")
     args = ap.parse_args()
     parts = args.parts.split(",")
     workers = [int(w) for w in args.workers.split(",")]
@@ -160,7 +162,7 @@ def main() -> None:
     if "index" in parts:
         rows += bench_index(sizes, args.device, args.kinds.split(","))
     print_table(rows)
-    name = "scale" if not args.quick else "scale-quick"
+    name = "scale" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
     print(f"wrote {write_results(name, args.device, {'rows': rows, 'args': vars(args)})}")
 
 
