@@ -72,7 +72,7 @@ def bench_label(n: int, workers: list[int]) -> list[dict]:
         client = get_client(n_workers=w, threads_per_worker=1)
         ddf = dd.from_pandas(df, npartitions=4 * w)
         start = time.perf_counter()
-        out = DaskLFApplier(lfs).apply(ddf)
+        out = DaskLFApplier(lfs).apply(ddf, scheduler=client)
         took = time.perf_counter() - start
         assert np.array_equal(np.asarray(out), ref), "dask label matrix differs"
         rows.append(
