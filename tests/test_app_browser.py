@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,7 +117,10 @@ class Chromium:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
             targets = json.load(r)
         page = next(t for t in targets if t.get("type") == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        )
         self.ids = itertools.count(1)
         self.call(
             "Emulation.setDeviceMetricsOverride",
@@ -162,8 +165,8 @@ class Chromium:
 
     def close(self) -> None:
         try:
-            if getattr(self, "ws", None):
-                self.ws.close()
+            if getattr(self, "_stack", None):
+                self._stack.close()
         finally:
             self.proc.terminate()
             try:
