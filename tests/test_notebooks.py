@@ -186,6 +186,11 @@ def test_linking_notebook(tmp_path):
 def test_extraction_notebook(tmp_path):
     res, secs, nb = run_notebook(NB_DIR / "extraction.ipynb", tmp_path)
     print(f"extraction.ipynb ran in {secs:.0f} s: {res}")
-    assert res["rows"] > 0
-    assert res["attributes"] >= 1
-    assert res["provenance_rows"] > 0
+    assert res["rows"] == 40 and res["attributes"] == 3
+    assert res["functions_kept"] >= 3
+    assert res["f1"] > 0.5
+    assert res["provenance_rows"] > 0 and res["located"] > 0.9
+    html = html_outputs(nb)
+    assert "ExtractionResult(40 documents" in html  # the result's own HTML view
+    assert shown(res["f1"], html)
+    assert "<mark>" in html  # a value shown in its document context
