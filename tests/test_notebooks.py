@@ -58,7 +58,7 @@ def strip_problems(path: Path) -> list[str]:
     return problems
 
 
-def run_notebook(path: Path, workdir: Path, timeout: int = 600) -> tuple[dict, float, object]:
+def run_notebook(path: Path, workdir: Path, timeout: int = 1200) -> tuple[dict, float, object]:
     """Execute a notebook in `workdir` (its workspace goes there); return (results, seconds, nb)."""
     nb = nbformat.read(path, as_version=4)
     env_backup = dict(os.environ)
@@ -153,6 +153,7 @@ def test_docs_link_the_notebooks():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_labeling_notebook(tmp_path):
     res, secs, nb = run_notebook(NB_DIR / "labeling.ipynb", tmp_path)
     print(f"labeling.ipynb ran in {secs:.0f} s: {res}")
@@ -170,6 +171,7 @@ def test_labeling_notebook(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_linking_notebook(tmp_path):
     res, secs, nb = run_notebook(NB_DIR / "linking.ipynb", tmp_path)
     print(f"linking.ipynb ran in {secs:.0f} s: {res}")
@@ -183,6 +185,7 @@ def test_linking_notebook(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_extraction_notebook(tmp_path):
     res, secs, nb = run_notebook(NB_DIR / "extraction.ipynb", tmp_path)
     print(f"extraction.ipynb ran in {secs:.0f} s: {res}")
