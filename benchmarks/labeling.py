@@ -245,6 +245,7 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-applier", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="only the quality table")
+    ap.add_argument("--skip-lm", action="store_true", help="no label-model speed test")
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--job", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -264,7 +265,7 @@ def main() -> None:
 
     if args.skip_speed:
         args.skip_applier = True
-    else:
+    elif not args.skip_lm:
         results["label_model_speed"] = label_model_speed(args)
     if not args.skip_applier:
         results["applier_speed"] = applier_speed(args)
