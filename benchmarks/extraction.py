@@ -208,6 +208,30 @@ def oracle_functions(root: Path, n_sample: int = 10, per_attribute: int = 6) -> 
     return out
 
 
+def oracle_quality(functions: dict[str, str], root: Path, n: int) -> dict:
+    """F1 of code+ when the sample values are right: gold-induced functions, EM ensemble."""
+    from extraction.ensemble import aggregate
+    from extraction.evaporate import evaluate
+
+    folder = root / "oracle_eval"
+    gold = febrl_corpus(folder, n=n, seed=11)
+    docs, _ = load_folder(folder)
+    outs, _ = Sandbox(n_workers=2, chunk_size=500).run(functions, list(docs["text"]))
+    table = {"doc_id": list(docs["doc_id"])}
+    for a in FEBRL_ATTRIBUTES:
+        votes = {f: v for f, v in outs.items() if f.startswith(a + "::")}
+        table[a] = aggregate(votes)[0] if votes else [None] * len(docs)
+    scores = evaluate(pd.DataFrame(table), gold, docs)
+    print_table(scores.round(3).to_dict(orient="records"))
+    return {
+        "documents": n,
+        "f1": float(scores["f1"].iloc[-1]),
+        "per_attribute": scores.set_index("attribute")[["precision", "recall", "f1"]]
+        .round(3)
+        .to_dict(orient="index"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--llm", default=None, help="LLM spec (default: embedded SmolLM2-135M)")
@@ -240,6 +264,7 @@ def main() -> None:
         funcs = oracle_functions(root)
         res = {
             "throughput": throughput(funcs, root, args.throughput_n, not args.no_dask),
+            "oracle_code_plus": oracle_quality(funcs, root, min(args.throughput_n, 2000)),
             "functions": "induced from gold values of 10 sample documents (no LLM)",
             "cpu_count": os.cpu_count(),
         }

@@ -13,6 +13,8 @@ from toolkit.errors import LoomError
 from toolkit.llm import LLM, Completion, get_llm
 from toolkit.workspace import Workspace
 
+pytestmark = pytest.mark.slow  # runs the embedded LLM on CPU (a few minutes on a busy machine)
+
 ATTRS = ["surname", "postcode"]
 RUN = dict(attributes=ATTRS, sample_size=4, num_candidates=1, code_tokens=64, direct_tokens=12)
 

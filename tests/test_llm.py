@@ -13,6 +13,8 @@ from toolkit.errors import LoomError
 from toolkit.llm import LLM, OpenAILLM, get_llm
 from toolkit.llm_server import make_server
 
+pytestmark = pytest.mark.slow  # loads and runs the embedded LLM on CPU
+
 PROMPT = (
     "name: John Smith\ncity: Leeds\n\nWhat is the city in this record? Answer with the value only."
 )
