@@ -136,6 +136,7 @@ def _doc_script() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", src, re.S))
 
 
+@pytest.mark.slow
 def test_docs_walkthrough_runs(tmp_path):
     script = tmp_path / "labeling_doc.py"
     script.write_text(_doc_script())
@@ -155,6 +156,7 @@ def test_docs_walkthrough_runs(tmp_path):
     assert float(accs["LabelModel"]) > 0.6
 
 
+@pytest.mark.slow
 def test_demo_part(tmp_path):
     from apps.demo_labeling import run
     from toolkit.workspace import Workspace
