@@ -143,7 +143,10 @@ def spherical_kmeans(
     for _ in range(n_iter):
         a = (T @ C.T).argmax(1)
         new = np.zeros_like(C)
-        np.add.at(new, a, T)
+        for c in range(n_clusters):  # np.add.at is far slower for few clusters
+            members = a == c
+            if members.any():
+                new[c] = T[members].sum(0)
         norms = np.linalg.norm(new, axis=1, keepdims=True)
         empty = norms[:, 0] < 1e-12
         new = np.where(empty[:, None], C, new / np.maximum(norms, 1e-12))

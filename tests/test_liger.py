@@ -212,9 +212,10 @@ def test_cli_label_smooth(tmp_path, method):
 
     df = sample_corpus()
     data = tmp_path / "bbc.csv"
-    df.assign(text=df["title"] + ". " + df["summary"], label=df["category"].map(sorted(df["category"].unique()).index))[
-        ["text", "label"]
-    ].to_csv(data, index=False)
+    df.assign(
+        text=df["title"] + ". " + df["summary"],
+        label=df["category"].map(sorted(df["category"].unique()).index),
+    )[["text", "label"]].to_csv(data, index=False)
     (tmp_path / "lfs.py").write_text(LFS_PY)
     out = tmp_path / "ws"
     argv = ["label", "--data", str(data), "--lfs", str(tmp_path / "lfs.py"), "--out", str(out)]
