@@ -77,6 +77,7 @@ def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
             seed=args.seed,
             resume=False,
             code_tokens=args.code_tokens,
+            sampling=args.sampling,
         )
         secs = time.perf_counter() - start
         if mode == "code+":
@@ -242,6 +243,7 @@ def main() -> None:
     ap.add_argument("--attributes", default="", help="comma-separated subset of attributes")
     ap.add_argument("--sample-size", type=int, default=10)
     ap.add_argument("--num-candidates", type=int, default=4)
+    ap.add_argument("--sampling", choices=["stratified", "random"], default="stratified")
     ap.add_argument("--code-tokens", type=int, default=128, help="max tokens per function")
     ap.add_argument("--throughput-n", type=int, default=10_000)
     ap.add_argument("--no-dask", action="store_true")

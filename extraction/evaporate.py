@@ -126,6 +126,27 @@ def evaluate(
     return out
 
 
+def _draw_sample(docs: pd.DataFrame, k: int, rng: random.Random, how: str) -> list[int]:
+    """Sample document indices. "stratified" draws round-robin over groups of documents that
+    likely share a layout (same sub-folder and format), so every layout is seen by the
+    functions; "random" is the paper's uniform sample."""
+    n = len(docs)
+    k = min(k, n)
+    if how == "random":
+        return sorted(rng.sample(range(n), k))
+    groups: dict[tuple, list[int]] = {}
+    for i, (path, fmt) in enumerate(zip(docs["path"], docs["format"])):
+        groups.setdefault((str(Path(path).parent), fmt), []).append(i)
+    pools = [rng.sample(v, len(v)) for _, v in sorted(groups.items())]
+    rng.shuffle(pools)
+    out: list[int] = []
+    while len(out) < k:
+        for pool in pools:
+            if pool and len(out) < k:
+                out.append(pool.pop())
+    return sorted(out)
+
+
 def _attr_words(a: str) -> str:
     return a.replace("_", " ")
 
@@ -202,10 +223,14 @@ class Evaporate:
         direct_tokens: int = 24,
         code_tokens: int = 192,
         seed: int = 0,
+        sampling: str = "stratified",
         gold: pd.DataFrame | None = None,
         resume: bool = True,
     ) -> ExtractionResult:
         """Extract `attributes` (or identified ones) from every document under `folder`."""
+        if sampling not in ("stratified", "random"):
+            raise LoomError(f"unknown sampling {sampling!r}: use 'stratified' or 'random'")
+        self._sampling = sampling
         if mode not in MODES:
             raise LoomError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
         if sample_size < 1 or num_candidates < 0:
@@ -230,6 +255,7 @@ class Evaporate:
             "max_chars": max_chars,
             "max_induced": max_induced,
             "max_functions": max_functions,
+            "sampling": sampling,
             "min_precision": min_precision,
             "documents": len(docs),
         }
@@ -337,7 +363,7 @@ class Evaporate:
     ) -> ExtractionResult:
         rng = random.Random(seed)
         n = len(docs)
-        sample = sorted(rng.sample(range(n), min(sample_size, n)))
+        sample = _draw_sample(docs, sample_size, rng, getattr(self, "_sampling", "random"))
         views = [readable(t, f) for t, f in zip(docs["text"], docs["format"])]
         report: dict[str, Any] = {
             "documents": n,
