@@ -35,7 +35,7 @@ PAGES = {
     "Labeling": (["LF summary", "Overlaps and conflicts between LFs"], True),
     "Extraction": (["Extracted table", "Candidate functions", "Documents"], False),
     "Linking": (["Pairs", "precision", "recall"], True),
-    "Embeddings": (["Colour by"], True),
+    "Embeddings": (["Run"], True),  # an embed run or a label run, whichever is newest
 }
 
 

@@ -353,6 +353,25 @@ def demo_module(capability: str):
         raise
 
 
+def tiny_evaporate_run(ws: Workspace) -> str:
+    """A real EVAPORATE code+ run on the embedded LLM with tiny token budgets (about a minute)."""
+    from extraction import Evaporate
+    from extraction.corpus import febrl_corpus
+
+    folder = ws.path / "demo_documents" / "febrl_tiny"
+    gold = febrl_corpus(folder, n=25, seed=5, layouts=("kv", "html_table"))
+    res = Evaporate(workspace=ws, show_progress=False).run(
+        folder,
+        gold=gold,
+        attributes=["surname", "postcode"],
+        sample_size=4,
+        num_candidates=1,
+        code_tokens=64,
+        direct_tokens=12,
+    )
+    return res.run_id
+
+
 def fast_llm() -> bool:
     """True when the embedded LLM runs on llama-cpp-python (the extraction demo is quick then)."""
     import importlib.util
@@ -375,10 +394,13 @@ def make_app_workspace(path) -> dict:
 
     for capability in ("labeling", "extraction", "linking"):
         module = demo_module(capability)
-        if capability == "extraction" and module is not None and not fast_llm():
-            module = None  # without llama-cpp the embedded LLM runs ~30x slower: minutes here
         parts = dict(demo.demo_parts())
-        if capability == "labeling" and "liger" in parts:
+        if capability == "extraction" and module is not None and not fast_llm():
+            # without llama-cpp the embedded LLM runs ~30x slower and the demo part takes
+            # many minutes; the same Evaporate on tiny budgets (as tests/test_extraction.py)
+            tiny_evaporate_run(ws)
+            sources[capability] = "Evaporate, tiny budgets"
+        elif capability == "labeling" and "liger" in parts:
             # the Liger part is the labeling demo's LFs and data plus smoothing: one run
             # that has every label table the app reads (coverage, partition_accuracy too)
             parts["liger"](ws, quick=True)
