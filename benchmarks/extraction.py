@@ -259,7 +259,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.direct_n, args.attributes = 20, 6, "surname,postcode"
-        args.sample_size, args.num_candidates, args.throughput_n = 5, 1, 500
+        args.sample_size, args.num_candidates, args.throughput_n = 4, 1, 500
+        args.code_tokens, args.direct_n, args.no_dask = 48, 4, True
         args.corpus = "febrl" if args.corpus == "both" else args.corpus
     if args.throughput_only:
         root = Path(tempfile.mkdtemp(prefix="loom-extract-"))
