@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,14 @@ def cmd_app(args: argparse.Namespace) -> int:
         )
     if not 0 < args.port < 65536:
         raise LoomError(f"--port {args.port} is not a TCP port; use 1-65535 (e.g. 8501)")
-    print(f"loom app: serving {ws.resolve()} at http://{args.host}:{args.port} (Ctrl-C to stop)")
+    print(
+        f"loom app: serving {ws.resolve()} at http://{args.host}:{args.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    cmd = streamlit_command(ws, args.port, args.host)
+    if os.name == "posix":  # become streamlit: signals (Ctrl-C, kill) reach the server itself
+        os.execv(cmd[0], cmd)
     try:
-        return subprocess.call(streamlit_command(ws, args.port, args.host))
+        return subprocess.call(cmd)
     except KeyboardInterrupt:
         return 0
