@@ -57,7 +57,9 @@ def test_vectorized_and_row_lfs(reviews):
     L = LFApplier(lfs).apply(reviews, progress=False)
     assert L.shape == (len(reviews), 6) and L.dtype == np.int64
     text = reviews.text.str.lower()
-    assert np.array_equal(L[:, 0] == 1, text.str.contains(r"\b(?:wonderful|great|funny|best)\b").to_numpy())
+    assert np.array_equal(
+        L[:, 0] == 1, text.str.contains(r"\b(?:wonderful|great|funny|best)\b").to_numpy()
+    )
     assert np.array_equal(L[:, 4] == 1, reviews.text.str.contains("!", regex=False).to_numpy())
     assert set(np.unique(L[:, 3])) <= {-1, 1}
 
@@ -106,7 +108,9 @@ def test_lf_errors_name_lf_and_row(reviews):
     with pytest.raises(LFError, match=r"fragile.*row \d+"):
         LFApplier([fragile]).apply(df, progress=False)
     with pytest.warns(UserWarning, match="fragile"):
-        L, meta = LFApplier([fragile]).apply(df, progress=False, fault_tolerant=True, return_meta=True)
+        L, meta = LFApplier([fragile]).apply(
+            df, progress=False, fault_tolerant=True, return_meta=True
+        )
     expected = int(df.text.str.startswith("A").sum())
     assert meta.faults["fragile"] == expected > 0
     assert (L == -1).all()
@@ -163,7 +167,9 @@ def test_dask_applier_matches_pandas(reviews):
     lfs = [lf_exclaim, lf_long, *_vector_lfs()]
     df = reviews.head(1200)
     expected = LFApplier(lfs).apply(df, progress=False)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         with Client(cluster):
             L = DaskLFApplier(lfs).apply(dd.from_pandas(df, npartitions=4))
     assert np.array_equal(L, expected)
@@ -197,7 +203,9 @@ def test_metrics_and_filter():
     preds = np.array([0, 1, -1, 1, 1])
     assert metric_score(golds, preds, metric="accuracy", filter_dict={"preds": [-1]}) == 0.75
     assert metric_score(golds, preds, metric="coverage") == 0.8
-    assert metric_score(golds, preds, metric="f1", filter_dict={"preds": [-1]}) == pytest.approx(0.8)
+    assert metric_score(golds, preds, metric="f1", filter_dict={"preds": [-1]}) == pytest.approx(
+        0.8
+    )
     X = pd.DataFrame({"a": range(3)})
     L = np.array([[-1, -1], [0, -1], [1, 1]])
     Xf, yf = filter_unlabeled_dataframe(X, np.eye(3), L)
@@ -220,7 +228,10 @@ def test_model_lf_sklearn_and_zero_shot(reviews):
 
     zs = model_lf(
         "zero_shot",
-        class_descriptions={0: "a bad, boring, disappointing movie", 1: "a great, enjoyable, moving movie"},
+        class_descriptions={
+            0: "a bad, boring, disappointing movie",
+            1: "a great, enjoyable, moving movie",
+        },
         margin=0.03,
     )
     small = test.head(60)
@@ -236,7 +247,12 @@ def test_prompt_lf_maps_answers():
     def answer(prompt: str) -> str:
         return "Answer: Positive." if "love" in prompt else "I think it is negative"
 
-    lf = prompt_lf("ask", "Is this review positive or negative? {text}", {"positive": 1, "negative": 0}, llm=answer)
+    lf = prompt_lf(
+        "ask",
+        "Is this review positive or negative? {text}",
+        {"positive": 1, "negative": 0},
+        llm=answer,
+    )
     df = pd.DataFrame({"text": ["I love it", "meh"]})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
