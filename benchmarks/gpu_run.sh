@@ -24,10 +24,10 @@ step() {  # name, seconds, command...
 }
 for p in $parts; do
   case $p in
-    kernels) step kernels-selfcheck 100 python3 -m kernels.selfcheck --device cuda ;;
-    embed) step embed 75 python3 benchmarks/embed.py --device cuda --n 10000 --model-dir /tmp/minilm --random-init ;;
-    label) step label 80 python3 benchmarks/labeling.py --device cuda --n 10000000 --m 100 --skip-quality --skip-applier ;;
-    smoothing) step smoothing 70 python3 benchmarks/smoothing.py --part speed --device cuda --n 1000000 ;;
+    kernels) step kernels-selfcheck 80 python3 -m kernels.selfcheck --device cuda ;;
+    embed) step embed 50 python3 benchmarks/embed.py --device cuda --n 10000 --model-dir /tmp/minilm --random-init ;;
+    label) step label 100 python3 benchmarks/labeling.py --device cuda --n 10000000 --m 100 --skip-quality --skip-applier --tag gpu ;;
+    smoothing) step smoothing 80 python3 benchmarks/smoothing.py --part speed --device cuda --n 1000000 ;;
     linking) step linking 80 python3 benchmarks/linking.py --device cuda --speed-n 1000000 --skip link,dedup,train,peers ;;
     scale) step scale-1M 90 python3 benchmarks/scale.py --parts index --sizes 1000000 --kinds flat,ivf,ivfpq --device cuda --tag 1M
            step scale-10M 75 python3 benchmarks/scale.py --parts index --sizes 10000000 --kinds flat --device cuda --tag 10M ;;

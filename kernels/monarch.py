@@ -16,6 +16,7 @@ from kernels.reference import blockdiag_matmul_reference, monarch_matmul_bmm
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 
     @triton.jit
     def _monarch_fwd_kernel(
@@ -101,15 +102,28 @@ def _monarch_forward_triton(x, w1, w2):
     w2 = w2.to(x.dtype).contiguous()
     y = torch.empty(M, l * s, device=x.device, dtype=x.dtype)
     c = _config(n)
-    BM, num_warps, num_stages = c["BM"], c["num_warps"], c["num_stages"]
     BL = min(c["BL"], next_pow2(l))
     KC = min(c["KC"], next_pow2(k))
-    grid = (triton.cdiv(l, BL) * triton.cdiv(M, BM),)
-    _monarch_fwd_kernel[grid](
-        x2, w1, w2, y, M, k, p, q, s, x2.stride(0), y.stride(0),
-        BM=BM, BL=BL, KC=KC, PP=next_pow2(p), SP=next_pow2(s),
-        num_warps=num_warps, num_stages=num_stages,
-    )  # fmt: skip
+    BM, num_stages = c["BM"], c["num_stages"]
+    while True:
+        grid = (triton.cdiv(l, BL) * triton.cdiv(M, BM),)
+        try:
+            _monarch_fwd_kernel[grid](
+                x2, w1, w2, y, M, k, p, q, s, x2.stride(0), y.stride(0),
+                BM=BM, BL=BL, KC=KC, PP=next_pow2(p), SP=next_pow2(s),
+                num_warps=c["num_warps"], num_stages=num_stages,
+            )  # fmt: skip
+            break
+        except OutOfResources:
+            # a wide dtype or block shape overflowed shared memory: smaller tiles, fewer stages
+            if num_stages > 1:
+                num_stages = 1
+            elif BM > 16:
+                BM //= 2
+            elif BL > 1:
+                BL //= 2
+            else:
+                raise
     return y.reshape(*batch, l * s)
 
 
