@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint format clean app
+.PHONY: setup demo test lint format clean app browser
 
 $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# Headless Chromium for the app's browser test (Debian package; the test skips, saying why,
+# where it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	  >/dev/null 2>&1; } || echo "chromium could not be installed: the browser test will skip"
+
+test: $(STAMP) lint browser
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 app: $(STAMP)
 	$(BIN)/loom app workspace
