@@ -106,7 +106,8 @@ def main() -> None:
             "speedup": ratio,
             "cosine_min": float(cos.min()),
             "cosine_mean": float(cos.mean()),
-            "random_init": bool(args.random_init), "tokenize_seconds": t_tok,
+            "random_init": bool(args.random_init),
+            "tokenize_seconds": t_tok,
             "notes": "loom: length-sorted token-budget batches, fp16 autocast on GPU; "
             "peer: SentenceTransformer.encode defaults (batch 32, fp32)",
         },
