@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e '.[dev]' $(TORCH_SPEC)
 	grep -v '^#' requirements-nodeps.txt | xargs -r $(BIN)/pip install -q --no-deps
+	@# the embedded LLM runs ~30x faster through llama.cpp; PyPI has only its source, which
+	@# compiles once per fresh environment (about 10 minutes on 2 cores, then pip's wheel cache)
+	$(BIN)/pip install -q 'llama-cpp-python>=0.3.7' || echo "llama-cpp-python did not build:" \
+	  "the embedded LLM will run through transformers (slower)"
 	touch $(STAMP)
 
 setup: $(STAMP)

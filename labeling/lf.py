@@ -438,6 +438,17 @@ def _resolve_llm(llm: Any) -> Callable[[str], str]:
     )
 
 
+def _llm_client(llm: Any) -> Any:
+    """A toolkit.llm client for None / a spec string / a client; None for plain callables."""
+    try:
+        from toolkit.llm import LLM, get_llm
+    except ImportError:
+        return None
+    if llm is None or isinstance(llm, str):
+        return get_llm(llm)
+    return llm if isinstance(llm, LLM) else None
+
+
 def _answer_text(out: Any) -> str:
     if isinstance(out, str):
         return out
@@ -457,10 +468,15 @@ def prompt_lf(
     label_map: Mapping[str, int],
     llm: Any = None,
     progress: bool = True,
+    max_tokens: int = 16,
 ) -> LabelingFunction:
     """Ask an LLM `template.format(**row)` and vote the label of the first `label_map` word in
     the answer (case-insensitive, whole word), else abstain. Several prompts aggregated by a
     label model is the Ask-Me-Anything recipe.
+
+    llm: None for `toolkit.llm.get_llm()` (the embedded default), a `toolkit.llm` client or
+    spec string, or any callable prompt -> answer. `toolkit.llm` clients get all rows' prompts
+    in one batched, cached `complete()` call of at most `max_tokens` tokens each.
     """
     if not label_map:
         raise LoomError(f"prompt_lf {name!r}: label_map must map answer words to labels")
@@ -480,15 +496,21 @@ def prompt_lf(
             raise LoomError(
                 f"prompt_lf {name!r}: template uses fields {sorted(missing)} the data lacks"
             )
-        if "call" not in state:
-            state["call"] = _resolve_llm(llm)
         out = np.full(len(df), ABSTAIN, dtype=np.int64)
         rows = df[sorted(fields)].to_dict("records") if fields else [{}] * len(df)
-        for i, row in enumerate(
-            tqdm(rows, desc=f"prompt {name}", disable=not progress, leave=False)
-        ):
-            answer = state["call"](template.format(**row))
-            hit = rx.search(_answer_text(answer))
+        prompts = [template.format(**row) for row in rows]
+        client = _llm_client(llm)
+        if client is not None:
+            answers = [c.text for c in client.complete(prompts, max_tokens=max_tokens)]
+        else:
+            if "call" not in state:
+                state["call"] = _resolve_llm(llm)
+            answers = [
+                _answer_text(state["call"](p))
+                for p in tqdm(prompts, desc=f"prompt {name}", disable=not progress, leave=False)
+            ]
+        for i, answer in enumerate(answers):
+            hit = rx.search(answer)
             if hit:
                 out[i] = labels[hit.group(1).lower()]
         return out

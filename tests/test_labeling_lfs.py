@@ -267,3 +267,21 @@ def test_regex_lf_falls_back_for_patterns_re2_rejects(reviews):
     L = LFApplier([lf]).apply(reviews, progress=False)[:, 0]
     expected = reviews.text.str.contains(r"(?i)\bgood(?! grief)\b").to_numpy()
     assert np.array_equal(L == 1, expected) and expected.any()
+
+
+@pytest.mark.slow
+def test_prompt_lf_with_the_embedded_llm():
+    """The default toolkit.llm client: one batched call; votes follow the model's own answers."""
+    from toolkit.llm import get_llm
+
+    df = pd.DataFrame({"text": ["I loved this film, wonderful!", "Awful, boring and too long."]})
+    template = "Review: {text}\nIs this review positive or negative? Answer in one word:"
+    lf = prompt_lf("smol", template, {"positive": 1, "negative": 0}, max_tokens=4)
+    L = LFApplier([lf]).apply(df, progress=False)
+    answers = get_llm().complete([template.format(text=t) for t in df["text"]], max_tokens=4)
+    expected = [
+        1 if "positive" in a.text.lower() else 0 if "negative" in a.text.lower() else -1
+        for a in answers
+    ]
+    assert L[:, 0].tolist() == expected
+    assert all(a.cached for a in answers)  # the LF's call filled the completion cache
