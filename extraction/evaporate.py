@@ -23,7 +23,7 @@ from extraction import prompts
 from extraction.candidates import induce, normalize
 from extraction.documents import chunks, load_folder, readable
 from extraction.ensemble import aggregate
-from extraction.sandbox import Sandbox
+from extraction.sandbox import Sandbox, run_on_cluster
 from toolkit.errors import LoomError
 
 MODES = ("direct", "code", "code+")
@@ -177,6 +177,7 @@ class Evaporate:
         embedder: Any = None,
         workspace: Any = None,
         sandbox: Sandbox | None = None,
+        client: Any = None,
         show_progress: bool = True,
     ) -> None:
         from toolkit.llm import LLM, get_llm
@@ -193,6 +194,7 @@ class Evaporate:
         self._embedder_spec = embedder
         self._embedder = None
         self.sandbox = sandbox or Sandbox()
+        self.client = client  # a dask.distributed Client: apply functions on the cluster
         self.show_progress = show_progress
 
     @property
@@ -436,14 +438,16 @@ class Evaporate:
         )
         funcs = pd.DataFrame(scored, columns=_FUNC_COLS + ["precision", "recall"])
         kept = funcs[funcs["kept"]]
-        all_out, failures = self.sandbox.run(
-            {
-                f"{r.attribute}::{r.function_id}": cands[r.attribute][r.function_id]["code"]
-                for r in kept.itertuples()
-            },
-            docs_text,
-            show_progress=self.show_progress,
-        )
+        kept_code = {
+            f"{r.attribute}::{r.function_id}": cands[r.attribute][r.function_id]["code"]
+            for r in kept.itertuples()
+        }
+        if self.client is not None:
+            all_out, failures = run_on_cluster(self.sandbox, kept_code, docs_text, self.client)
+        else:
+            all_out, failures = self.sandbox.run(
+                kept_code, docs_text, show_progress=self.show_progress
+            )
         table = {"doc_id": list(docs["doc_id"])}
         sources: dict[str, list] = {}
         est: dict[tuple[str, str], tuple[float, float]] = {}

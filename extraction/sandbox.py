@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as mp_wait
+from typing import Any
 
 ALLOWED_IMPORTS = frozenset(
     {
@@ -429,3 +430,35 @@ class Sandbox:
             else:
                 p.loaded.add(fid)
         return True
+
+
+def _run_chunk(texts: list[str], functions: dict[str, str], settings: dict[str, Any]) -> list:
+    """Inside a Dask worker: a sandbox of its own over one chunk; (outputs, failures) per text."""
+    outputs, failures = Sandbox(n_workers=1, **settings).run(functions, texts)
+    return [({f: vals[i] for f, vals in outputs.items()}, failures) for i in range(len(texts))]
+
+
+def run_on_cluster(
+    sandbox: Sandbox, functions: dict[str, str], texts: Sequence[str], client: Any
+) -> tuple[dict[str, list[str | None]], dict[str, str]]:
+    """`Sandbox.run` with the texts split over a Dask cluster (one sandbox per task).
+
+    Same results as the local run: a function that fails on any chunk is dropped everywhere.
+    """
+    import functools
+
+    from toolkit.distributed import parallel_map
+
+    settings = {"timeout": sandbox.timeout, "memory_mb": sandbox.memory_mb,
+                "cpu_seconds": sandbox.cpu_seconds, "chunk_size": sandbox.chunk_size,
+                "startup_timeout": sandbox.startup_timeout}  # fmt: skip
+    per_text = parallel_map(
+        functools.partial(_run_chunk, functions=functions, settings=settings), list(texts), client
+    )
+    failures: dict[str, str] = {}
+    for _, fails in per_text:
+        failures.update(fails)
+    outputs = {
+        fid: [vals.get(fid) for vals, _ in per_text] for fid in functions if fid not in failures
+    }
+    return outputs, failures

@@ -39,3 +39,20 @@ def test_embed_series_equals_in_process(client, embedder, bbc_sample):
 def test_bad_scheduler_address():
     with pytest.raises(LoomError, match="cannot connect to the Dask scheduler"):
         get_client("tcp://127.0.0.1:9")
+
+
+def test_extraction_functions_on_the_cluster_equal_local(client):
+    from extraction.sandbox import Sandbox, run_on_cluster
+
+    functions = {
+        "postcode": "import re\ndef extract(text):\n"
+        "    m = re.search(r'\\b\\d{4}\\b', text)\n    return m.group(0) if m else ''\n",
+        "first": "def extract(text):\n    return text.split()[0]\n",
+        "escapes": "import os\ndef extract(text):\n    return os.getcwd()\n",
+    }
+    texts = [f"record {i} lives at {1000 + i} Main St" for i in range(40)] + ["", "x 12 y"]
+    sandbox = Sandbox(n_workers=1)
+    local_out, local_fail = sandbox.run(functions, texts)
+    out, fail = run_on_cluster(sandbox, functions, texts, client)
+    assert out == local_out and set(fail) == set(local_fail) == {"escapes"}
+    assert out["postcode"][3] == "1003"
