@@ -109,6 +109,13 @@ class LFAnalysis:
             df["est_acc"] = w
         return df
 
+    def __repr__(self) -> str:
+        return (
+            f"LFAnalysis({self.L.shape[0]} rows x {self.L.shape[1]} LFs, coverage "
+            f"{self.label_coverage():.3f}, overlap {self.label_overlap():.3f}, conflict "
+            f"{self.label_conflict():.3f})"
+        )
+
     def _repr_html_(self) -> str:
         s = self.lf_summary()
         head = (

@@ -128,3 +128,12 @@ def test_link_result_html_shows_scores():
         assert f"{s:.6f}"[:5] in html
     assert "name_left" in html and "name_right" in html
     assert out.attrs["linking"]["pairs"] == 3
+
+
+def test_lf_analysis_plain_repr_has_the_numbers():
+    import numpy as np
+
+    from labeling import LFAnalysis
+
+    text = repr(LFAnalysis(np.array([[0, -1], [1, 1], [-1, -1]])))
+    assert "3 rows x 2 LFs" in text and "coverage 0.667" in text and "overlap 0.333" in text
