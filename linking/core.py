@@ -7,6 +7,7 @@ Embeddings come only from `toolkit.embed.get_embedder`, neighbours only from
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -92,43 +93,31 @@ def search_pairs(
     index: str = "flat",
     index_params: dict | None = None,
     show_progress: bool = False,
+    client: Any = None,
 ) -> pd.DataFrame:
     """Candidate pairs (left_row, right_row, score, rank): the k nearest valid right rows of
-    each valid left row, within its block when blocks are given, score >= threshold."""
-    dim = left_vecs.shape[1]
+    each valid left row, within its block when blocks are given, score >= threshold.
+    With a dask.distributed `client`, each block is searched as a task on the cluster."""
     if left_blocks is None:
         lg = {(): np.flatnonzero(left_valid)}
         rg = {(): np.flatnonzero(right_valid)}
     else:
         lg, rg = _groups(left_blocks, left_valid), _groups(right_blocks, right_valid)
-    parts = []
     common = [b for b in lg if b in rg and len(lg[b]) and len(rg[b])]
-    bar = tqdm(
-        common, desc="link blocks", unit="block", disable=not show_progress or len(common) < 2
-    )
-    for b in bar:
-        lrows, rrows = lg[b], rg[b]
-        kind = index if len(rrows) > 1000 else "flat"
-        vi = VectorIndex(
-            dim, "cosine", kind, device=device, **(index_params or {}) if kind != "flat" else {}
+    search = functools.partial(
+        _search_blocks, k=k, threshold=threshold, device=device, index=index,
+        index_params=index_params,
+    )  # fmt: skip
+    tasks = [(lg[b], rg[b], left_vecs[lg[b]], right_vecs[rg[b]]) for b in common]
+    if client is not None and len(tasks) > 1:
+        from toolkit.distributed import parallel_map
+
+        parts = parallel_map(search, tasks, client, progress=show_progress)
+    else:
+        bar = tqdm(
+            tasks, desc="link blocks", unit="block", disable=not show_progress or len(tasks) < 2
         )
-        vi.add(right_vecs[rrows], ids=rrows)
-        kk = min(k, len(rrows))
-        scores, ids = vi.search(left_vecs[lrows], kk)
-        ranks = np.broadcast_to(np.arange(1, kk + 1), ids.shape)
-        keep = ids >= 0
-        if threshold is not None:
-            keep &= scores >= threshold
-        parts.append(
-            pd.DataFrame(
-                {
-                    "left_row": np.broadcast_to(lrows[:, None], ids.shape)[keep],
-                    "right_row": ids[keep],
-                    "score": scores[keep].astype(np.float32),
-                    "rank": ranks[keep],
-                }
-            )
-        )
+        parts = [search([task])[0] for task in bar]
     if not parts:
         return pd.DataFrame(
             {
@@ -140,6 +129,40 @@ def search_pairs(
         )
     pairs = pd.concat(parts, ignore_index=True)
     return pairs.sort_values(["left_row", "rank"], kind="stable").reset_index(drop=True)
+
+
+def _search_blocks(
+    tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    k: int,
+    threshold: float | None,
+    device: str | None,
+    index: str,
+    index_params: dict | None,
+) -> list[pd.DataFrame]:
+    """Search each (left rows, right rows, left vectors, right vectors) block; one frame each."""
+    out = []
+    for lrows, rrows, lvecs, rvecs in tasks:
+        kind = index if len(rrows) > 1000 else "flat"
+        params = (index_params or {}) if kind != "flat" else {}
+        vi = VectorIndex(lvecs.shape[1], "cosine", kind, device=device, **params)
+        vi.add(rvecs, ids=rrows)
+        kk = min(k, len(rrows))
+        scores, ids = vi.search(lvecs, kk)
+        ranks = np.broadcast_to(np.arange(1, kk + 1), ids.shape)
+        keep = ids >= 0
+        if threshold is not None:
+            keep &= scores >= threshold
+        out.append(
+            pd.DataFrame(
+                {
+                    "left_row": np.broadcast_to(lrows[:, None], ids.shape)[keep],
+                    "right_row": ids[keep],
+                    "score": scores[keep].astype(np.float32),
+                    "rank": ranks[keep],
+                }
+            )
+        )
+    return out
 
 
 def one_to_one(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -275,6 +298,7 @@ def link(
     show_progress: bool = False,
     cache: Any = None,
     vectors: tuple[np.ndarray, np.ndarray] | None = None,
+    client: Any = None,
 ) -> tuple[pd.DataFrame, dict]:
     """The pairs behind `merge` (left_row, right_row, score, rank) and a report dict."""
     lcols, rcols, bcols = _prepare_link(left, right, on, left_on, right_on, blocking_on)
@@ -318,7 +342,19 @@ def link(
         lv, rv = vectors
     kk = max(k, 5) if one_to_one_matching else k
     pairs = search_pairs(
-        lv, rv, lvalid, rvalid, kk, threshold, lb, rb, device, index, index_params, show_progress
+        lv,
+        rv,
+        lvalid,
+        rvalid,
+        kk,
+        threshold,
+        lb,
+        rb,
+        device,
+        index,
+        index_params,
+        show_progress,
+        client,
     )
     if one_to_one_matching:
         pairs = one_to_one(pairs)
@@ -346,6 +382,7 @@ def merge(
     batch_size: int | None = None,
     show_progress: bool = False,
     cache: Any = None,
+    client: Any = None,
 ) -> pd.DataFrame:
     """Link two tables on noisy key fields by nearest neighbours in embedding space.
 
@@ -353,7 +390,8 @@ def merge(
     `left_row` and `right_row` (row positions), ordered by left row; `k>1` adds `rank` and
     up to k rows per left row. how="left" keeps left rows without a match (NaN right side);
     how="inner" keeps matches only. Rows whose key is empty are never matched (a warning
-    says how many); `blocking_on` only pairs rows that agree exactly on those columns.
+    says how many); `blocking_on` only pairs rows that agree exactly on those columns, and
+    with a dask.distributed `client` each block is searched as a task on the cluster.
     """
     if how not in HOWS:
         raise LoomError(f"how={how!r}: use 'left' (every left row) or 'inner' (matches only)")
@@ -374,6 +412,7 @@ def merge(
         batch_size,
         show_progress,
         cache=cache,
+        client=client,
     )
     out = assemble(left, right, pairs, how, suffixes, with_rank=k > 1)
     out.attrs["linking"] = report

@@ -56,3 +56,17 @@ def test_extraction_functions_on_the_cluster_equal_local(client):
     out, fail = run_on_cluster(sandbox, functions, texts, client)
     assert out == local_out and set(fail) == set(local_fail) == {"escapes"}
     assert out["postcode"][3] == "1003"
+
+
+def test_blocked_linkage_on_the_cluster_equals_local(client):
+    from linking import merge
+
+    rng = np.random.default_rng(0)
+    names = [f"name {i} {w}" for i, w in enumerate(rng.choice(["ann", "bob", "cy"], 60))]
+    left = pd.DataFrame({"name": names, "city": rng.choice(["leeds", "york", "bath"], 60)})
+    right = left.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    right["name"] = right["name"].str.replace("name", "nme")
+    local = merge(left, right, on="name", blocking_on="city")
+    remote = merge(left, right, on="name", blocking_on="city", client=client)
+    pd.testing.assert_frame_equal(local, remote)
+    assert (local["city_left"] == local["city_right"]).all()
