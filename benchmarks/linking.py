@@ -376,7 +376,7 @@ def main() -> int:
     device = args.device
     from toolkit.embed import default_model_path
 
-    base_path = str(default_model_path())
+    base_path = os.environ.get("LOOM_EMBED_MODEL") or str(default_model_path())
     rows: list[dict] = []
     tmp = tempfile.mkdtemp(prefix="loom-linking-bench-")
     # the shared embedding service keeps its model loaded: time linking, not the one-time load
