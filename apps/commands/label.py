@@ -170,6 +170,7 @@ def label_into_workspace(
             ws=ws,
             run=run,
             progress=progress,
+            base=label_model,
         )
         probs = np.asarray(probs)
         pred = np.asarray(pred)
