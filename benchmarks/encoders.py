@@ -205,15 +205,23 @@ def profile_m2(device: str, n: int = 2048, batch: int = 16) -> list[dict]:
 
 def bench_agreement(device: str) -> list[dict]:
     """Same weights on CPU (float32) and `device` (float32 and bf16/fp16): max |diff|, min cosine."""
+    import shutil
+    import tempfile
+
+    import numpy as np
     import torch
+    from safetensors.torch import save_file
 
     from toolkit.encoders.m2bert import load_m2bert
 
     rows = []
-    fixture = Path(__file__).resolve().parents[1] / "tests" / "data" / "m2bert"
-    from safetensors.torch import load_file
-
-    ids = load_file(str(fixture / "io.safetensors"))["input_ids"]
+    data = Path(__file__).resolve().parents[1] / "tests" / "data" / "m2bert"
+    fixture = Path(tempfile.mkdtemp(prefix="m2-fixture-"))  # the .npz fixture as a checkpoint
+    shutil.copy(data / "config.json", fixture / "config.json")
+    with np.load(data / "model.npz") as z:
+        save_file({k: torch.from_numpy(z[k]) for k in z.files}, str(fixture / "model.safetensors"))
+    with np.load(data / "io.npz") as z:
+        ids = torch.from_numpy(z["input_ids"])
     cpu_model = load_m2bert(fixture, "cpu")
     with torch.no_grad():
         ref = cpu_model(ids)[1]

@@ -23,6 +23,22 @@ from toolkit.errors import LoomError
 
 FIXTURE = Path(__file__).parent / "data" / "m2bert"
 
+
+def _fixture(name: str) -> dict[str, torch.Tensor]:
+    """The parity fixture's arrays (stored as .npz: no weight files in git)."""
+    with np.load(FIXTURE / f"{name}.npz") as z:
+        return {k: torch.from_numpy(z[k]) for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory) -> Path:
+    """The reference model as a checkpoint folder (config.json + model.safetensors)."""
+    path = tmp_path_factory.mktemp("m2-reference")
+    shutil.copy(FIXTURE / "config.json", path / "config.json")
+    save_file(_fixture("model"), str(path / "model.safetensors"))
+    return path
+
+
 # The released m2-bert-80M-*-retrieval architecture, shrunk (hidden 64, 2 layers, l_max 128).
 TINY = dict(
     vocab_size=30528,
@@ -41,10 +57,10 @@ TINY = dict(
 )
 
 
-def test_parity_with_reference_outputs():
+def test_parity_with_reference_outputs(reference_dir):
     """Reference (HazyResearch/m2 BertModel) outputs on fixed weights are reproduced."""
-    model = load_m2bert(FIXTURE)
-    io = load_file(str(FIXTURE / "io.safetensors"))
+    model = load_m2bert(reference_dir)
+    io = _fixture("io")
     with torch.no_grad():
         seq, pooled = model(io["input_ids"], io["attention_mask"])
     assert seq.shape == io["sequence_output"].shape == (3, 128, 64)
@@ -57,16 +73,16 @@ def test_parity_with_reference_outputs():
 
 
 def test_fixture_keys_are_all_used():
-    sd = load_file(str(FIXTURE / "model.safetensors"))
+    sd = _fixture("model")
     cfg = M2BertConfig.from_dict(json.loads((FIXTURE / "config.json").read_text()))
     own = M2BertModel(cfg).state_dict()
     assert set(sd) == set(own)
     assert all(sd[k].shape == own[k].shape for k in sd)
 
 
-def test_pooler_is_cls_tanh_dense():
-    model = load_m2bert(FIXTURE)
-    ids = load_file(str(FIXTURE / "io.safetensors"))["input_ids"][:1]
+def test_pooler_is_cls_tanh_dense(reference_dir):
+    model = load_m2bert(reference_dir)
+    ids = _fixture("io")["input_ids"][:1]
     with torch.no_grad():
         seq, pooled = model(ids)
         manual = torch.tanh(model.pooler.dense(seq[:, 0]))
@@ -161,10 +177,10 @@ def test_gpu_matches_cpu(checkpoint):
     assert (half * cpu).sum(1).min() > 0.99
 
 
-def test_filter_cache_follows_the_weights():
+def test_filter_cache_follows_the_weights(reference_dir):
     """Filters are reused between inference calls and recomputed when weights change."""
-    model = load_m2bert(FIXTURE)
-    ids = load_file(str(FIXTURE / "io.safetensors"))["input_ids"]
+    model = load_m2bert(reference_dir)
+    ids = _fixture("io")["input_ids"]
     with torch.inference_mode():
         first = model(ids)[1]
         assert model.encoder.layer[0].attention.filter_fn._cache  # kept
