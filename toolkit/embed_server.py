@@ -10,13 +10,14 @@ import json
 import queue
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
 from toolkit.embed import Embedder, get_embedder
 from toolkit.errors import LoomError
+from toolkit.openai_http import OpenAIHandler
 
 
 class _Job:
@@ -81,46 +82,9 @@ def make_server(
     served = model_name or embedder.name.rstrip("/").split("/")[-1]
     aliases = {served, embedder.name, "default"}
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:  # quiet by default
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, code: int, message: str, kind: str = "invalid_request_error") -> None:
-            self._send(code, {"error": {"message": message, "type": kind, "code": code}})
-
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.rstrip("/")
-            if path in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok", "model": served})
-            elif path in ("/v1/models", "/models"):
-                self._send(
-                    200,
-                    {
-                        "object": "list",
-                        "data": [
-                            {
-                                "id": served,
-                                "object": "model",
-                                "created": 0,
-                                "owned_by": "loom",
-                                "dim": embedder.dim,
-                                "max_length": embedder.max_length,
-                            }
-                        ],
-                    },
-                )
-            else:
-                self._error(404, f"no route {self.path}")
+    class Handler(OpenAIHandler):
+        def model_info(self) -> dict[str, Any]:
+            return {**super().model_info(), "dim": embedder.dim, "max_length": embedder.max_length}
 
         def do_POST(self) -> None:  # noqa: N802
             if self.path.rstrip("/") not in ("/v1/embeddings", "/embeddings"):
@@ -172,6 +136,7 @@ def make_server(
                 },
             )
 
+    Handler.served = served
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     server.batcher = batcher  # type: ignore[attr-defined]

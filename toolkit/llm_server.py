@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from toolkit.errors import LoomError
 from toolkit.llm import LLM, get_llm
+from toolkit.openai_http import OpenAIHandler
 
 
 def make_server(
@@ -22,42 +23,7 @@ def make_server(
     served = model_name or llm.name.split(":")[-1]
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, code: int, message: str) -> None:
-            self._send(
-                code, {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-            )
-
-        def do_GET(self) -> None:  # noqa: N802
-            path = self.path.rstrip("/")
-            if path in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok", "model": served})
-            elif path in ("/v1/models", "/models"):
-                self._send(
-                    200,
-                    {
-                        "object": "list",
-                        "data": [
-                            {"id": served, "object": "model", "created": 0, "owned_by": "loom"}
-                        ],
-                    },
-                )
-            else:
-                self._error(404, f"no route {self.path}")
-
+    class Handler(OpenAIHandler):
         def do_POST(self) -> None:  # noqa: N802
             route = self.path.rstrip("/")
             if route not in ("/v1/chat/completions", "/v1/completions"):
@@ -128,6 +94,7 @@ def make_server(
                 },
             )
 
+    Handler.served = served
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
