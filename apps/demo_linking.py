@@ -5,20 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from toolkit.datasets import FEBRL_FIELDS
 from toolkit.workspace import Workspace
 
-FIELDS = [
-    "given_name",
-    "surname",
-    "street_number",
-    "address_1",
-    "address_2",
-    "suburb",
-    "postcode",
-    "state",
-    "date_of_birth",
-    "soc_sec_id",
-]
+FIELDS = FEBRL_FIELDS
 
 
 def febrl4_sample(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

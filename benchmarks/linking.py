@@ -30,19 +30,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, timed, write_results  # noqa: E402
+from toolkit.datasets import FEBRL_FIELDS  # noqa: E402
 
-FIELDS = [
-    "given_name",
-    "surname",
-    "street_number",
-    "address_1",
-    "address_2",
-    "suburb",
-    "postcode",
-    "state",
-    "date_of_birth",
-    "soc_sec_id",
-]
+FIELDS = FEBRL_FIELDS
 
 
 # -- data --------------------------------------------------------------------------------

@@ -8,20 +8,10 @@ import pytest
 
 import linking
 from linking.evaluate import pairs_from_clusters
+from toolkit.datasets import FEBRL_FIELDS
 from toolkit.errors import LoomError
 
-FIELDS = [
-    "given_name",
-    "surname",
-    "street_number",
-    "address_1",
-    "address_2",
-    "suburb",
-    "postcode",
-    "state",
-    "date_of_birth",
-    "soc_sec_id",
-]
+FIELDS = FEBRL_FIELDS
 
 
 @pytest.fixture(scope="session")

