@@ -282,9 +282,27 @@ class TransformerEmbedder(Embedder):
             start += rows
         return batches
 
+    def forward_ids(self, ids: Any, mask: Any) -> Any:
+        """Sentence vectors (B, dim) float32 for padded token ids and their mask (CPU tensors)."""
+        import torch
+
+        pin = self.device.startswith("cuda")
+        if pin:
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+        feats = {
+            "input_ids": ids.to(self.device, non_blocking=pin),
+            "attention_mask": mask.to(self.device, non_blocking=pin),
+            "token_type_ids": torch.zeros_like(ids).to(self.device, non_blocking=pin),
+        }
+        if self._autocast is None:
+            return self.model(feats)["sentence_embedding"].float()
+        with torch.autocast("cuda", dtype=self._autocast):
+            return self.model(feats)["sentence_embedding"].float()
+
     def _embed(
         self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
     ) -> np.ndarray:
+        """Length-sorted token-budget batches through `forward_ids`; chunks averaged per text."""
         import torch
         from tqdm.auto import tqdm
 
@@ -292,7 +310,6 @@ class TransformerEmbedder(Embedder):
         lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
         vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
         pad = self.tokenizer.pad_token_id or 0
-        pin = self.device.startswith("cuda")
         batches = self._batches(lengths, batch_size)
         bar = tqdm(
             total=len(pieces),
@@ -309,19 +326,7 @@ class TransformerEmbedder(Embedder):
                     n = int(lengths[j])
                     ids[r, :n] = torch.as_tensor(pieces[j])
                     mask[r, :n] = 1
-                if pin:
-                    ids, mask = ids.pin_memory(), mask.pin_memory()
-                feats = {
-                    "input_ids": ids.to(self.device, non_blocking=pin),
-                    "attention_mask": mask.to(self.device, non_blocking=pin),
-                    "token_type_ids": torch.zeros_like(ids).to(self.device, non_blocking=pin),
-                }
-                if self._autocast is not None:
-                    with torch.autocast("cuda", dtype=self._autocast):
-                        emb = self.model(feats)["sentence_embedding"]
-                else:
-                    emb = self.model(feats)["sentence_embedding"]
-                vecs[idx] = emb.float().cpu().numpy()
+                vecs[idx] = self.forward_ids(ids, mask).cpu().numpy()
                 bar.update(len(idx))
         bar.close()
         if len(pieces) == len(texts):

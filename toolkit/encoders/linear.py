@@ -508,31 +508,3 @@ class LinearAttentionEmbedder(TransformerEmbedder):
             with torch.autocast("cuda", dtype=self._autocast):
                 return self.model(ids, mask).float()
         return self.model(ids, mask).float()
-
-    def _embed(
-        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
-    ) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        pieces, owner = self._pieces(texts, long_text)
-        lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-        vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id or 0
-        bar = tqdm(total=len(pieces), desc="embed linear", unit="text", disable=not show_progress)
-        with self._lock:
-            for idx in self._batches(lengths, batch_size):
-                width = int(lengths[idx].max())
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, j in enumerate(idx):
-                    n = int(lengths[j])
-                    ids[r, :n] = torch.as_tensor(pieces[j])
-                    mask[r, :n] = 1
-                vecs[idx] = self.forward_ids(ids, mask).cpu().numpy()
-                bar.update(len(idx))
-        bar.close()
-        if len(pieces) == len(texts):
-            return vecs
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(out, owner, vecs)
-        return out / np.bincount(owner, minlength=len(texts)).astype(np.float32)[:, None]
