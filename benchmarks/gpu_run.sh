@@ -3,7 +3,7 @@
 # Usage (device): bash benchmarks/gpu_run.sh [PART ...]   (parts: kernels embed scale label smoothing linking)
 # Needs .whl (faiss-cpu wheel + minilm config/tokenizer) carried; results land in $OUT.
 set -u
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 export PYTHONPATH=.:/tmp/site
@@ -24,13 +24,13 @@ step() {  # name, seconds, command...
 }
 for p in $parts; do
   case $p in
-    kernels) step kernels-selfcheck 80 python3 -m kernels.selfcheck --device cuda ;;
-    embed) step embed 50 python3 benchmarks/embed.py --device cuda --n 10000 --model-dir /tmp/minilm --random-init ;;
+    kernels) step kernels-selfcheck 240 bash -c "python3 -m kernels.selfcheck --device cuda | tee benchmarks/results/kernels-selfcheck-gpu.jsonl" ;;
+    embed) step embed 60 python3 benchmarks/embed.py --device cuda --n 10000 --model-dir /tmp/minilm --random-init ;;
     label) step label 100 python3 benchmarks/labeling.py --device cuda --n 10000000 --m 100 --skip-quality --skip-applier --tag gpu ;;
-    smoothing) step smoothing 80 python3 benchmarks/smoothing.py --part speed --device cuda --n 1000000 ;;
-    linking) step linking 80 python3 benchmarks/linking.py --device cuda --speed-n 1000000 --skip link,dedup,train,peers ;;
-    scale) step scale-1M 90 python3 benchmarks/scale.py --parts index --sizes 1000000 --kinds flat,ivf,ivfpq --device cuda --tag 1M
-           step scale-10M 75 python3 benchmarks/scale.py --parts index --sizes 10000000 --kinds flat --device cuda --tag 10M ;;
+    smoothing) step smoothing 170 python3 benchmarks/smoothing.py --part speed --device cuda --n 1000000 ;;
+    linking) step linking 180 python3 benchmarks/linking.py --device cuda --speed-n 1000000 --skip link,dedup,train,peers ;;
+    scale) step scale-1M 150 python3 benchmarks/scale.py --parts index --sizes 1000000 --kinds flat,ivf,ivfpq --device cuda --tag 1M
+           step scale-10M 280 python3 benchmarks/scale.py --parts index --sizes 10000000 --kinds flat,ivfpq --device cuda --tag 10M ;;
   esac
 done
 tar czf "$OUT/results.tar.gz" benchmarks/results

@@ -449,10 +449,8 @@ def main() -> int:
         left, right = noisy_names(args.speed_n)
         # right keeps the original positions as its index after shuffling
         gold = {(int(orig), pos) for pos, orig in enumerate(right.index.to_numpy())}
-        from toolkit.index import gpu_count
-
-        faiss_gpu = device.startswith("cuda") and gpu_count() > 0
-        kind = "flat" if faiss_gpu or args.speed_n <= 200000 else "ivf"
+        # exact search on a GPU (FAISS-GPU or torch), IVF on the CPU beyond 200k names
+        kind = "flat" if device.startswith("cuda") or args.speed_n <= 200000 else "ivf"
         out, secs = timed(
             lambda: linking.merge(
                 left, right, on="name", device=device, index=kind, show_progress=True

@@ -94,7 +94,11 @@ def test_torch_exact_backend_matches_brute_force(metric):
     flat = _TorchFlat(16, metric, "cpu")
     flat.add(x[:100])
     flat.add(x[100:])
-    scores, ids = flat.search(q, 5, chunk=3)
+    scores, ids = flat.search(q, 5, budget=3 * 300)  # 3 queries per block
     ref_scores, ref_ids = brute(x, q, 5, "ip" if metric == "cosine" else "l2")
     assert (ids == ref_ids).mean() > 0.95  # fp16 may swap near-ties
-    np.testing.assert_allclose(np.abs(scores), np.abs(ref_scores), rtol=2e-2, atol=2e-2)
+    # rescored in fp32; l2 comes back as squared distances (FAISS's convention), ascending
+    want = ref_scores if metric == "cosine" else -ref_scores
+    np.testing.assert_allclose(scores, want, rtol=5e-3, atol=5e-3)
+    sign = -1 if metric == "cosine" else 1
+    assert (sign * np.diff(scores, axis=1) >= -1e-6).all()

@@ -308,8 +308,19 @@ class TransformerEmbedder(Embedder):
 
         pieces, owner = self._pieces(texts, long_text)
         lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+        flat = np.fromiter((t for p in pieces for t in p), dtype=np.int64, count=int(lengths.sum()))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
         pad = self.tokenizer.pad_token_id or 0
+
+        def assemble(idx: np.ndarray) -> tuple[Any, Any]:
+            """Padded (ids, mask) CPU tensors of one batch, gathered from `flat` in one go."""
+            cols = np.arange(int(lengths[idx].max()))
+            valid = cols[None, :] < lengths[idx][:, None]
+            pos = np.where(valid, starts[idx][:, None] + cols[None, :], 0)
+            ids = np.where(valid, flat[pos] if len(flat) else 0, pad)
+            return torch.from_numpy(ids), torch.from_numpy(valid.astype(np.int64))
+
         batches = self._batches(lengths, batch_size)
         bar = tqdm(
             total=len(pieces),
@@ -318,15 +329,12 @@ class TransformerEmbedder(Embedder):
             disable=not show_progress,
         )
         with self._lock, torch.inference_mode():
-            for idx in batches:
-                width = int(lengths[idx].max())
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, j in enumerate(idx):
-                    n = int(lengths[j])
-                    ids[r, :n] = torch.as_tensor(pieces[j])
-                    mask[r, :n] = 1
-                vecs[idx] = self.forward_ids(ids, mask).cpu().numpy()
+            ready = assemble(batches[0]) if batches else None
+            for b, idx in enumerate(batches):
+                out = self.forward_ids(*ready)  # queued on the GPU: build the next batch meanwhile
+                if b + 1 < len(batches):
+                    ready = assemble(batches[b + 1])
+                vecs[idx] = out.cpu().numpy()
                 bar.update(len(idx))
         bar.close()
         if len(pieces) == len(texts):

@@ -287,21 +287,34 @@ class _TorchFlat:
         self.x = self.torch.cat([self.x, t.half()])
         self.sq = self.torch.cat([self.sq, (t.float() ** 2).sum(1)])
 
-    def search(self, q: np.ndarray, k: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, q: np.ndarray, k: int, budget: int = 1 << 31) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query; query blocks sized so one block of scores holds `budget` halfs.
+
+        Inner-product scores stay in fp16 through the top-k (half the memory traffic of a
+        float32 copy); the k winners are rescored in float32 from the stored fp16 vectors.
+        """
         torch = self.torch
         kk = min(k, self.ntotal)
         scores = np.empty((len(q), k), np.float32)
         ids = np.full((len(q), k), -1, np.int64)
+        chunk = int(max(1, min(8192, budget // max(1, self.ntotal))))
         with torch.inference_mode():
             for s in range(0, len(q), chunk):
                 qt = torch.from_numpy(q[s : s + chunk]).to(self.device)
-                sim = (qt.half() @ self.x.T).float()
+                sim = qt.half() @ self.x.T
                 if self.metric == "l2":
-                    sim = 2 * sim - self.sq[None, :] - (qt.float() ** 2).sum(1, keepdim=True)
-                top, idx = sim.topk(kk, dim=1)
-                top = -top if self.metric == "l2" else top
-                scores[s : s + chunk, :kk] = top.cpu().numpy()
-                ids[s : s + chunk, :kk] = idx.cpu().numpy()
+                    sim = 2 * sim.float() - self.sq[None, :]
+                idx = sim.topk(kk, dim=1).indices
+                del sim
+                top = torch.einsum("bd,bkd->bk", qt.float(), self.x[idx].float())
+                if self.metric == "l2":
+                    top = (qt.float() ** 2).sum(1, keepdim=True) + self.sq[idx] - 2 * top
+                    top, order = top.sort(dim=1)
+                else:
+                    top, order = top.sort(dim=1, descending=True)
+                idx = idx.gather(1, order)
+                scores[s : s + len(qt), :kk] = top.cpu().numpy()
+                ids[s : s + len(qt), :kk] = idx.cpu().numpy()
         return scores, ids
 
 
