@@ -42,6 +42,28 @@ def test_approximate_kinds_recall(kind):
     assert (ids[:, 0] == np.arange(50)).mean() > 0.9
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_tune_trades_speed_for_recall(kind):
+    """nprobe (and the PQ re-rank depth) change a built index: more lists visited, more recall."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6000, 32)).astype(np.float32)  # no cluster structure: IVF is lossy
+    q = rng.normal(size=(100, 32)).astype(np.float32)
+    index = VectorIndex(32, "cosine", kind=kind, nlist=64, nprobe=1).add(x)
+    _, ref = brute(x, q, 10, "cosine")
+
+    def recall() -> float:
+        ids = index.search(q, 10)[1]
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, ref)]))
+
+    low = recall()
+    wide = {"nprobe": 64, "refine_k_factor": 64} if kind == "ivfpq" else {"nprobe": 64}
+    index.tune(**wide)
+    high = recall()
+    assert low < 0.6 and high > 0.95 and index.params["nprobe"] == 64
+    with pytest.raises(LoomError, match="search-time settings"):
+        index.tune(nlist=8)
+
+
 def test_save_load_roundtrip(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(100, 8))

@@ -58,6 +58,17 @@ def test_extension_raises_coverage_and_accuracy(data, fitted):
     assert (fitted.extended_L[L >= 0] == L[L >= 0]).all()
 
 
+@pytest.mark.parametrize("base", ["LabelModel", "DawidSkene"])
+def test_models_that_read_abstentions_gain_too(data, base):
+    """Extension fills dense regions for every LF at once; fitted on extended votes, a model
+    that reads abstentions as class evidence learns density instead of the class (it fell
+    to chance here before Liger fitted on the LFs' own votes)."""
+    L, X, Y = data
+    vanilla = accuracy(get_label_model(base, 2).fit(L).predict_proba(L), Y)
+    lig = accuracy(Liger(2, base=base, n_partitions=2).fit(L, X).predict_proba(L, X), Y)
+    assert lig > vanilla + 0.1, (base, vanilla, lig)
+
+
 def test_reports_and_predict(data, fitted):
     L, X, Y = data
     pa = fitted.partition_accuracies_

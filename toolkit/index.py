@@ -137,7 +137,7 @@ class VectorIndex:
             index = faiss.index_factory(d, spec, metric)
             faiss.extract_index_ivf(index).nprobe = int(self.params.get("nprobe", min(nlist, 16)))
             if hasattr(index, "k_factor"):
-                index.k_factor = float(self.params.get("refine_k_factor", 4))
+                index.k_factor = float(self.params.get("refine_k_factor", 16))
         if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
             index = self._to_gpu(index)
         if not index.is_trained:
@@ -216,6 +216,30 @@ class VectorIndex:
         ids = np.where(missing, -1, self._ids[np.where(missing, 0, pos)])
         scores = np.where(missing, worst, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
+
+    def tune(self, **params: Any) -> VectorIndex:
+        """Change search-time settings of a built index, trading recall for speed.
+
+        nprobe (ivf, ivfpq: inverted lists visited per query), refine_k_factor (ivfpq: PQ
+        candidates re-ranked exactly, per result) and ef_search (hnsw). See docs/scale.md
+        for measured recall@10 and queries/s at 1M and 10M vectors.
+        """
+        allowed = {"nprobe", "refine_k_factor", "ef_search"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise LoomError(f"tune() got {unknown}: search-time settings are {sorted(allowed)}")
+        self.params.update(params)
+        index = self._index
+        if index is None:
+            return self
+        if "nprobe" in params and self.kind in ("ivf", "ivfpq"):
+            try:
+                _faiss().extract_index_ivf(index).nprobe = int(params["nprobe"])
+            except RuntimeError:  # a GPU index: the setting lives on the index itself
+                index.nprobe = int(params["nprobe"])
+        if "refine_k_factor" in params and hasattr(index, "k_factor"):
+            index.k_factor = float(params["refine_k_factor"])
+        return self
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
