@@ -101,9 +101,11 @@ def test_knn_excludes_self():
         knn(x, 50)
 
 
+@pytest.mark.parametrize("shards", [["cpu"], ["cpu", "cpu", "cpu"]], ids=["1shard", "3shards"])
 @pytest.mark.parametrize("metric", ["cosine", "l2"])
-def test_torch_exact_backend_matches_brute_force(metric):
-    """The GPU path without faiss-gpu (torch matmul + top-k), run here on the CPU."""
+def test_torch_exact_backend_matches_brute_force(metric, shards):
+    """The GPU path without faiss-gpu (torch matmul + top-k), run here on the CPU; with
+    several shards (one per GPU on a multi-GPU machine) the per-shard lists are merged."""
     from toolkit.index import _TorchFlat, normalize_rows
 
     rng = np.random.default_rng(4)
@@ -113,7 +115,7 @@ def test_torch_exact_backend_matches_brute_force(metric):
     )
     if metric == "cosine":
         x, q = normalize_rows(x), normalize_rows(q)
-    flat = _TorchFlat(16, metric, "cpu")
+    flat = _TorchFlat(16, metric, shards)
     flat.add(x[:100])
     flat.add(x[100:])
     scores, ids = flat.search(q, 5, budget=3 * 300)  # 3 queries per block
@@ -124,3 +126,6 @@ def test_torch_exact_backend_matches_brute_force(metric):
     np.testing.assert_allclose(scores, want, rtol=5e-3, atol=5e-3)
     sign = -1 if metric == "cosine" else 1
     assert (sign * np.diff(scores, axis=1) >= -1e-6).all()
+    np.testing.assert_allclose(flat.vectors(), x, atol=2e-3)  # insertion order (save() uses it)
+    if len(shards) > 1:
+        assert sorted(np.concatenate([g.numpy() for g in flat.gid]).tolist()) == list(range(300))

@@ -250,7 +250,7 @@ class VectorIndex:
         index = self._index
         if isinstance(index, _TorchFlat):
             cpu = faiss.IndexFlat(self.dim, self._faiss_metric())
-            cpu.add(index.x.float().cpu().numpy())
+            cpu.add(index.vectors())
             index = cpu
         if index is not None:
             if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
@@ -291,25 +291,67 @@ class VectorIndex:
 
 
 class _TorchFlat:
-    """Exact search on a CUDA GPU with torch (fp16 matmul + top-k), used without faiss-gpu."""
+    """Exact search on CUDA GPUs with torch (fp16 matmul + top-k), used without faiss-gpu.
+
+    `device="cuda"` shards the vectors over every visible GPU (each search runs on all
+    shards at once and the per-shard top-k lists are merged); "cuda:1" uses that GPU only.
+    A list of devices gives the shards explicitly.
+    """
 
     is_trained = True
 
-    def __init__(self, dim: int, metric: str, device: str) -> None:
+    def __init__(self, dim: int, metric: str, device: str | list[str]) -> None:
         import torch
 
-        self.torch, self.metric, self.device = torch, metric, device
-        self.x = torch.empty((0, dim), dtype=torch.float16, device=device)
-        self.sq = torch.empty((0,), dtype=torch.float32, device=device)
+        if isinstance(device, str):
+            n_gpu = torch.cuda.device_count() if device == "cuda" else 0
+            device = [f"cuda:{g}" for g in range(n_gpu)] if n_gpu > 1 else [device]
+        self.torch, self.metric, self.devices = torch, metric, list(device)
+        self.x = [torch.empty((0, dim), dtype=torch.float16, device=d) for d in self.devices]
+        self.sq = [torch.empty((0,), dtype=torch.float32, device=d) for d in self.devices]
+        self.gid = [torch.empty((0,), dtype=torch.int64, device=d) for d in self.devices]
 
     @property
     def ntotal(self) -> int:
-        return int(self.x.shape[0])
+        return sum(int(x.shape[0]) for x in self.x)
 
     def add(self, x: np.ndarray) -> None:
-        t = self.torch.from_numpy(x).to(self.device)
-        self.x = self.torch.cat([self.x, t.half()])
-        self.sq = self.torch.cat([self.sq, (t.float() ** 2).sum(1)])
+        """Append rows, split evenly over the shards; each shard keeps its rows' positions."""
+        torch, start = self.torch, self.ntotal
+        bounds = np.linspace(0, len(x), len(self.devices) + 1).astype(int)
+        for i, d in enumerate(self.devices):
+            part = torch.from_numpy(x[bounds[i] : bounds[i + 1]]).to(d).float()
+            pos = torch.arange(start + bounds[i], start + bounds[i + 1], device=d)
+            self.x[i] = torch.cat([self.x[i], part.half()])
+            self.sq[i] = torch.cat([self.sq[i], (part**2).sum(1)])
+            self.gid[i] = torch.cat([self.gid[i], pos])
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors (float32) in insertion order."""
+        out = np.empty((self.ntotal, self.x[0].shape[1]), np.float32)
+        for x, g in zip(self.x, self.gid):
+            out[g.cpu().numpy()] = x.float().cpu().numpy()
+        return out
+
+    def _search_shard(self, i: int, q: np.ndarray, k: int, budget: int) -> tuple[Any, Any]:
+        """(scores, global ids) of shard i's top-k, float32 on that shard's device."""
+        torch, x, sq = self.torch, self.x[i], self.sq[i]
+        kk = min(k, int(x.shape[0]))
+        chunk = int(max(1, min(8192, budget // max(1, int(x.shape[0])))))
+        out_s, out_i = [], []
+        for s in range(0, len(q), chunk):
+            qt = torch.from_numpy(q[s : s + chunk]).to(x.device)
+            sim = qt.half() @ x.T
+            if self.metric == "l2":
+                sim = 2 * sim.float() - sq[None, :]
+            idx = sim.topk(kk, dim=1).indices
+            del sim
+            top = torch.einsum("bd,bkd->bk", qt.float(), x[idx].float())
+            if self.metric == "l2":
+                top = (qt.float() ** 2).sum(1, keepdim=True) + sq[idx] - 2 * top
+            out_s.append(top)
+            out_i.append(self.gid[i][idx])
+        return torch.cat(out_s), torch.cat(out_i)
 
     def search(self, q: np.ndarray, k: int, budget: int = 1 << 31) -> tuple[np.ndarray, np.ndarray]:
         """Top-k per query; query blocks sized so one block of scores holds `budget` halfs.
@@ -318,27 +360,20 @@ class _TorchFlat:
         float32 copy); the k winners are rescored in float32 from the stored fp16 vectors.
         """
         torch = self.torch
-        kk = min(k, self.ntotal)
-        scores = np.empty((len(q), k), np.float32)
+        scores = np.full((len(q), k), np.nan, np.float32)
         ids = np.full((len(q), k), -1, np.int64)
-        chunk = int(max(1, min(8192, budget // max(1, self.ntotal))))
+        shards = [i for i, x in enumerate(self.x) if x.shape[0]]
+        if not shards or not len(q):
+            return scores, ids
         with torch.inference_mode():
-            for s in range(0, len(q), chunk):
-                qt = torch.from_numpy(q[s : s + chunk]).to(self.device)
-                sim = qt.half() @ self.x.T
-                if self.metric == "l2":
-                    sim = 2 * sim.float() - self.sq[None, :]
-                idx = sim.topk(kk, dim=1).indices
-                del sim
-                top = torch.einsum("bd,bkd->bk", qt.float(), self.x[idx].float())
-                if self.metric == "l2":
-                    top = (qt.float() ** 2).sum(1, keepdim=True) + self.sq[idx] - 2 * top
-                    top, order = top.sort(dim=1)
-                else:
-                    top, order = top.sort(dim=1, descending=True)
-                idx = idx.gather(1, order)
-                scores[s : s + len(qt), :kk] = top.cpu().numpy()
-                ids[s : s + len(qt), :kk] = idx.cpu().numpy()
+            parts = [self._search_shard(i, q, k, budget) for i in shards]  # async per GPU
+            home = self.x[shards[0]].device
+            top = torch.cat([p[0].to(home) for p in parts], 1)
+            idx = torch.cat([p[1].to(home) for p in parts], 1)
+            top, order = top.sort(dim=1, descending=self.metric != "l2")
+            kk = min(k, top.shape[1])
+            scores[:, :kk] = top[:, :kk].cpu().numpy()
+            ids[:, :kk] = idx.gather(1, order)[:, :kk].cpu().numpy()
         return scores, ids
 
 
