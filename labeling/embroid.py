@@ -20,6 +20,7 @@ import pandas as pd
 from labeling.liger import (
     ABSTAIN,
     _resolve_device,
+    agreement_kappa,
     build_index,
     check_embeddings,
     check_label_matrix,
@@ -97,19 +98,6 @@ def neighbourhood_votes(
         ok = (top >= threshold - 1e-9) & (top > second) & (top > 0)
         out[ok, j] = best[ok]
     return out
-
-
-def agreement_kappa(a: np.ndarray, b: np.ndarray, cardinality: int) -> float:
-    """Cohen's kappa of two vote vectors on the rows where both vote (nan if none)."""
-    both = (a >= 0) & (b >= 0)
-    if not both.any():
-        return float("nan")
-    a, b = a[both], b[both]
-    po = float((a == b).mean())
-    pa = np.bincount(a, minlength=cardinality) / len(a)
-    pb = np.bincount(b, minlength=cardinality) / len(b)
-    pe = float((pa * pb).sum())
-    return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
 
 
 class Embroid:

@@ -102,6 +102,44 @@ def neighbours(
     return S, ids
 
 
+def agreement_kappa(a: np.ndarray, b: np.ndarray, cardinality: int) -> float:
+    """Cohen's kappa of two vote vectors on the rows where both vote (nan if none)."""
+    both = (a >= 0) & (b >= 0)
+    if not both.any():
+        return float("nan")
+    a, b = a[both], b[both]
+    po = float((a == b).mean())
+    pa = np.bincount(a, minlength=cardinality) / len(a)
+    pb = np.bincount(b, minlength=cardinality) / len(b)
+    pe = float((pa * pb).sum())
+    return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
+
+
+def label_smoothness(L: np.ndarray, ids: np.ndarray, cardinality: int) -> dict[str, float]:
+    """Do neighbours share labels? Cohen's kappa between the majority vote of each voted row
+    and that of its nearest voted neighbour (ids: (n, k) neighbour ids), with its standard
+    error and the number of pairs. About 0 when the embedding carries no label information."""
+    counts = np.stack([(L == c).sum(1) for c in range(cardinality)], 1)
+    top = counts.max(1)
+    unique = (counts == top[:, None]).sum(1) == 1
+    mv = np.where((top > 0) & unique, counts.argmax(1), ABSTAIN)
+    nb = np.where(ids >= 0, mv[np.maximum(ids, 0)], ABSTAIN)
+    has = nb >= 0
+    ok = (mv >= 0) & has.any(1)
+    a, b = mv[ok], nb[ok, has[ok].argmax(1)]
+    if len(a) < 2:
+        return {"kappa": float("nan"), "se": float("nan"), "pairs": len(a)}
+    po = float((a == b).mean())
+    pe = float(
+        (np.bincount(a, minlength=cardinality) * np.bincount(b, minlength=cardinality)).sum()
+    )
+    pe /= len(a) ** 2
+    if pe >= 1.0:  # every voted row has the same label: smoothness cannot be judged
+        return {"kappa": float("nan"), "se": float("nan"), "pairs": int(len(a))}
+    se = float(np.sqrt(po * (1.0 - po) / len(a)) / (1.0 - pe))
+    return {"kappa": (po - pe) / (1.0 - pe), "se": se, "pairs": int(len(a))}
+
+
 def make_label_model(base: Any, cardinality: int, device: str | None) -> Any:
     """A fresh label model: a name for `labeling.label_model.get_label_model` or a factory."""
     if callable(base) and not isinstance(base, str):
@@ -176,7 +214,11 @@ class Liger:
     one value per LF fixes it; 0 turns extension off. k_neighbors: neighbours searched for a
     voted point (None: 20). base: label model name (`get_label_model`) or a factory
     `f(cardinality) -> model`. min_partition_size: parts smaller than this use the global
-    model (None: max(100, 20 * m)).
+    model (None: max(100, 20 * m)). min_smoothness: without gold and with automatic radii,
+    extension runs only if neighbours share labels beyond chance: Cohen's kappa between each
+    voted row's majority vote and its nearest voted neighbour's (`smoothness_`) must reach
+    max(min_smoothness, 3 standard errors), else extension is off and one model is fitted;
+    None skips the check (so does a fixed radius, or votes of a single class).
     """
 
     def __init__(
@@ -188,10 +230,11 @@ class Liger:
         base: Any = "LabelModel",
         device: str | None = None,
         seed: int = 0,
-        radius_quantile: float = 0.5,
+        radius_quantile: float = 0.8,
         min_partition_size: int | None = None,
         index_kind: str | None = None,
         fit_kwargs: dict[str, Any] | None = None,
+        min_smoothness: float | None = 0.05,
     ) -> None:
         if not isinstance(cardinality, int | np.integer) or cardinality < 2:
             raise LoomError(f"cardinality must be an integer >= 2, got {cardinality!r}")
@@ -218,6 +261,7 @@ class Liger:
         self.min_partition_size = min_partition_size
         self.index_kind = index_kind
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.min_smoothness = min_smoothness
         self.lf_names: list[str] | None = None
 
     # -- fitting ---------------------------------------------------------------------------
@@ -265,6 +309,7 @@ class Liger:
         S, ids = neighbours(
             self.index_, X, k, exclude_self=True, progress=progress, desc="Liger kNN"
         )
+        self.smoothness_ = label_smoothness(L, ids, self.cardinality)
         self.radius_ = self._choose_radius(L, S, ids, y)
         self.extended_L = self._extend(L, S, ids)
         self.coverage_before_ = (L >= 0).mean(0)
@@ -272,6 +317,8 @@ class Liger:
 
         # 2. partitions and one label model per part (global model as fallback)
         parts = self.n_partitions or int(np.clip(n // 4000, 1, 8))
+        if self.n_partitions is None and not self._smooth_enough():
+            parts = 1  # parts of an embedding that ignores the labels only split the data
         parts = min(parts, n)
         self.centroids_, self.partitions_ = spherical_kmeans(X, parts, seed=self.seed)
         fit_kw = {"seed": self.seed, "progress": progress, **self.fit_kwargs}
@@ -358,6 +405,13 @@ class Liger:
         vote = np.where(has, votes[r, first], ABSTAIN)
         return sim, vote
 
+    def _smooth_enough(self) -> bool:
+        """Whether neighbours share labels beyond chance (always True when not checked)."""
+        sm = self.smoothness_
+        if self.min_smoothness is None or self.radius is not None or not np.isfinite(sm["kappa"]):
+            return True  # not asked, radius given, or not measurable (all votes one class)
+        return bool(sm["kappa"] >= max(self.min_smoothness, 3.0 * sm["se"]))
+
     def _choose_radius(
         self, L: np.ndarray, S: np.ndarray, ids: np.ndarray, y: np.ndarray | None
     ) -> np.ndarray:
@@ -375,6 +429,18 @@ class Liger:
             return r
         radius = np.zeros(m)
         self.radius_scores_: dict[str, Any] = {}
+        sm = self.smoothness_
+        if y is None and not self._smooth_enough():
+            warnings.warn(
+                f"Liger: neighbours in this embedding do not share labels beyond chance "
+                f"(kappa {sm['kappa']:.3f} +- {sm['se']:.3f} over {sm['pairs']} voted rows, "
+                f"needed >= {self.min_smoothness}): vote extension is off and one label "
+                "model is fitted (no partitions). Use embeddings that group your classes, "
+                "pass Y_dev to tune radii on gold, or set "
+                "radius= / min_smoothness=None to extend anyway.",
+                stacklevel=3,
+            )
+            return radius
         for j in range(m):
             sim, vote = self._nearest_voted(L, S, ids, j)
             own = L[:, j] >= 0

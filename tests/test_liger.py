@@ -107,6 +107,23 @@ def test_must_not_hurt_much_without_structure():
     assert accuracy(lig.predict_proba(L, X), Y) > base - 0.05
 
 
+def test_unsmooth_embedding_turns_extension_off(data, fitted):
+    """Sparse LFs (10% coverage) and embeddings that ignore the labels: without the smoothness
+    check, extension copied noise and cost 7 points on 20k rows; now Liger stays vanilla."""
+    L, X, Y = clustered(n=3000, m=8, cov=0.1, seed=7)
+    R = np.random.default_rng(8).normal(size=(3000, 64)).astype(np.float32)
+    vanilla = accuracy(get_label_model("LabelModel", 2).fit(L).predict_proba(L), Y)
+    with pytest.warns(UserWarning, match="do not share labels beyond chance"):
+        lig = Liger(2).fit(L, R)
+    assert abs(lig.smoothness_["kappa"]) < 0.1
+    assert (lig.extended_L == L).all() and len(lig.centroids_) == 1
+    assert accuracy(lig.predict_proba(L, R), Y) > vanilla - 0.01
+    # the same LFs on the clustered embedding: smooth, extended
+    assert fitted.smoothness_["kappa"] > 0.2
+    forced = Liger(2, min_smoothness=None).fit(L, R)
+    assert (forced.extended_L >= 0).mean() > (L >= 0).mean()
+
+
 def test_dev_set_tunes_radius(data):
     L, X, Y = data
     ydev = np.full(len(Y), -1)
