@@ -117,23 +117,33 @@ def prf(pred: set, gold: set) -> dict:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
-def loom_link(d: dict, model: str | None, device: str | None) -> set:
+def loom_link(d: dict, model: str | None, device: str | None, char_weight: float = 0.0) -> set:
     import linking
 
-    out = linking.merge(d["a"], d["b"], on=FIELDS, model=model, one_to_one=True, device=device)
+    out = linking.merge(
+        d["a"], d["b"], on=FIELDS, model=model, one_to_one=True, device=device,
+        char_weight=char_weight,
+    )  # fmt: skip
     m = out["right_row"].notna()
     return set(zip(out.loc[m, "left_row"].astype(int), out.loc[m, "right_row"].astype(int)))
 
 
-def loom_dedup(d: dict, model: str | None, device: str | None, threshold: float) -> set:
+def loom_dedup(
+    d: dict, model: str | None, device: str | None, threshold: float, char_weight: float = 0.0
+) -> set:
     import linking
     from linking.evaluate import pairs_from_clusters
 
-    out = linking.dedup(d["test"], FIELDS, threshold=threshold, model=model, device=device)
+    out = linking.dedup(
+        d["test"], FIELDS, threshold=threshold, model=model, device=device,
+        char_weight=char_weight,
+    )  # fmt: skip
     return pairs_from_clusters(out)
 
 
-def dev_threshold(d: dict, model: str | None, device: str | None, n_people: int = 300) -> float:
+def dev_threshold(
+    d: dict, model: str | None, device: str | None, n_people: int = 300, char_weight: float = 0.0
+) -> float:
     """The dedup threshold with the best cluster F1 on (part of) the labelled split, never on
     test rows; clusters are scored (not pairs) because groups chain transitively."""
     import linking
@@ -141,8 +151,9 @@ def dev_threshold(d: dict, model: str | None, device: str | None, n_people: int 
 
     dev = d["train"][d["train"]["entity"].isin(np.unique(d["train"]["entity"])[:n_people])]
     _, pairs = linking.dedup(
-        dev, FIELDS, threshold=0.3, model=model, device=device, return_pairs=True
-    )
+        dev, FIELDS, threshold=0.3, model=model, device=device, return_pairs=True,
+        char_weight=char_weight,
+    )  # fmt: skip
     gold = pd.DataFrame({"cluster_id": dev["entity"].to_numpy()})
     best = (-1.0, 0.9)
     for t in np.arange(0.30, 0.99, 0.01):
@@ -357,6 +368,8 @@ def main() -> int:
     ap.add_argument("--dedup-threshold", type=float, default=0.9)
     ap.add_argument("--speed-n", type=int, default=100000, help="names per side for the speed run")
     ap.add_argument("--skip", default="", help="comma list: link,dedup,speed,train,peers")
+    ap.add_argument("--char-weight", type=float, default=0.5, help="for the spelling rows")
+    ap.add_argument("--tag", default="", help="suffix for the results file name")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     skip = set(filter(None, args.skip.split(",")))
@@ -374,10 +387,18 @@ def main() -> int:
 
     get_embedder(None, device).encode(["warm up"])
 
+    cw = args.char_weight
     if "link" not in skip:
         d = febrl4_split(args.train_n, args.test_n)
         task = f"febrl4 link {len(d['a'])}x{len(d['b'])}"
         run_method("loom default", task, lambda: loom_link(d, None, device), d["gold"], rows)
+        run_method(
+            f"loom default + spelling (char_weight {cw})",
+            task,
+            lambda: loom_link(d, None, device, cw),
+            d["gold"],
+            rows,
+        )
         if "train" not in skip:
             path, secs = timed(
                 lambda: loom_train_link(d, os.path.join(tmp, "l"), args.epochs, device)
@@ -417,6 +438,15 @@ def main() -> int:
             d3["gold"],
             rows,
             {"threshold": th0},
+        )
+        th_c = dev_threshold(d3, None, device, char_weight=cw)
+        run_method(
+            f"loom default + spelling (char_weight {cw}), tuned threshold",
+            task,
+            lambda: loom_dedup(d3, None, device, th_c, cw),
+            d3["gold"],
+            rows,
+            {"threshold": th_c},
         )
         if "train" not in skip:
             path3, secs = timed(
@@ -480,7 +510,7 @@ def main() -> int:
         if "error" in r:
             print(f"{r['task']} / {r['method']}: {r['error']}")
     path = write_results(
-        "linking-quick" if args.quick else "linking",
+        ("linking-quick" if args.quick else "linking") + (f"-{args.tag}" if args.tag else ""),
         device,
         {
             "quick": args.quick,

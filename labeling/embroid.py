@@ -38,30 +38,11 @@ def tfidf_svd_embeddings(texts: Sequence[str], dim: int = 256, seed: int = 0) ->
 
     Returns unit rows float32 (n, dim'), dim' = min(dim, vocabulary - 1, n - 1).
     """
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from toolkit.lsa import lsa_vectors
 
     if isinstance(texts, str):
         raise LoomError("tfidf_svd_embeddings takes a list of texts, not one string")
-    texts = [str(t) for t in texts]
-    if len(texts) < 3:
-        raise LoomError(f"tfidf_svd_embeddings needs at least 3 texts, got {len(texts)}")
-    vec = TfidfVectorizer(
-        sublinear_tf=True,
-        ngram_range=(1, 2),
-        min_df=2 if len(texts) >= 50 else 1,
-        max_features=100_000,
-    )
-    try:
-        T = vec.fit_transform(texts)
-    except ValueError as e:
-        raise LoomError(f"tfidf_svd_embeddings: no usable words in the texts ({e})") from e
-    d = max(1, min(dim, T.shape[1] - 1, len(texts) - 1))
-    Z = TruncatedSVD(n_components=d, random_state=seed).fit_transform(T).astype(np.float32)
-    norms = np.linalg.norm(Z, axis=1, keepdims=True)
-    # texts with no known word get a tiny constant vector instead of an undefined direction
-    Z = np.where(norms < 1e-12, 1.0 / np.sqrt(d), Z / np.maximum(norms, 1e-12))
-    return Z.astype(np.float32)
+    return lsa_vectors(texts, dim, analyzer="word", seed=seed)
 
 
 def embed_texts(

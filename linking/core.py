@@ -39,6 +39,17 @@ class EmptyKeyWarning(UserWarning):
     """Some rows have an empty key: they are kept in the output but never matched."""
 
 
+CHAR_DIM = 256  # dimensions of the character n-gram space behind char_weight
+
+
+def _check_char_weight(w: Any) -> None:
+    if not isinstance(w, int | float) or isinstance(w, bool) or not 0.0 <= w < 1.0:
+        raise LoomError(
+            f"char_weight={w!r}: use a number in [0, 1) (share of the spelling similarity; "
+            "0.5 suits records of names, dates and codes with typos)"
+        )
+
+
 def _embedder(model: Any, device: str | None) -> Any:
     if model is not None and hasattr(model, "encode") and hasattr(model, "dim"):
         return model  # an Embedder the caller already holds
@@ -52,19 +63,29 @@ def embed_keys(
     batch_size: int | None = None,
     show_progress: bool = False,
     cache: Any = None,
+    char_weight: float = 0.0,
 ) -> list[np.ndarray]:
     """Embed several lists of key texts in one pass over their distinct non-empty texts.
 
     Empty texts get a zero vector (they are masked out before any search). cache: a folder
     or Workspace where vectors are kept, so texts seen before are not embedded again.
+    char_weight w > 0 appends character n-gram LSA vectors (`toolkit.lsa`, fitted on these
+    texts) so that the cosine of two keys is (1 - w) * encoder cosine + w * spelling cosine.
     """
+    _check_char_weight(char_weight)
     emb = _embedder(model, device)
     distinct = list(dict.fromkeys(t for group in texts for t in group if t))
     vecs = emb.encode(distinct, batch_size=batch_size, show_progress=show_progress, cache=cache)
+    if char_weight > 0 and len(distinct) >= 3:
+        from toolkit.lsa import lsa_vectors
+
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        chars = lsa_vectors(distinct, CHAR_DIM, analyzer="char_wb")
+        vecs = np.hstack([np.sqrt(1.0 - char_weight) * vecs, np.sqrt(char_weight) * chars])
     pos = {t: i for i, t in enumerate(distinct)}
     out = []
     for group in texts:
-        arr = np.zeros((len(group), emb.dim), dtype=np.float32)
+        arr = np.zeros((len(group), vecs.shape[1] if len(distinct) else emb.dim), np.float32)
         idx = [(i, pos[t]) for i, t in enumerate(group) if t]
         if idx:
             rows, src = map(np.asarray, zip(*idx))
@@ -297,6 +318,7 @@ def link(
     batch_size: int | None = None,
     show_progress: bool = False,
     cache: Any = None,
+    char_weight: float = 0.0,
     vectors: tuple[np.ndarray, np.ndarray] | None = None,
     client: Any = None,
 ) -> tuple[pd.DataFrame, dict]:
@@ -337,6 +359,7 @@ def link(
             batch_size,
             show_progress,
             cache,
+            char_weight,
         )
     else:
         lv, rv = vectors
@@ -382,6 +405,7 @@ def merge(
     batch_size: int | None = None,
     show_progress: bool = False,
     cache: Any = None,
+    char_weight: float = 0.0,
     client: Any = None,
 ) -> pd.DataFrame:
     """Link two tables on noisy key fields by nearest neighbours in embedding space.
@@ -392,6 +416,9 @@ def merge(
     how="inner" keeps matches only. Rows whose key is empty are never matched (a warning
     says how many); `blocking_on` only pairs rows that agree exactly on those columns, and
     with a dask.distributed `client` each block is searched as a task on the cluster.
+    char_weight w in [0, 1) mixes in spelling: score = (1 - w) * encoder cosine + w * cosine
+    of character n-gram vectors fitted on both tables' keys (0.5 suits records of names,
+    dates, codes and ids with typos; see docs/linking.md).
     """
     if how not in HOWS:
         raise LoomError(f"how={how!r}: use 'left' (every left row) or 'inner' (matches only)")
@@ -412,6 +439,7 @@ def merge(
         batch_size,
         show_progress,
         cache=cache,
+        char_weight=char_weight,
         client=client,
     )
     out = assemble(left, right, pairs, how, suffixes, with_rank=k > 1)
@@ -536,12 +564,14 @@ def dedup(
     return_pairs: bool = False,
     show_progress: bool = False,
     cache: Any = None,
+    char_weight: float = 0.0,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Find duplicate rows: a copy of `df` (same rows, order and index) with `cluster_id`
     (rows linked by a chain of pairs with cosine >= threshold share it) and `duplicate`
     (True for every row after the first of its group: `df[~out.duplicate]` drops them).
 
     return_pairs=True also returns the pairs (row_a, row_b, score) behind the groups.
+    char_weight: as in `merge` (scores, and so the threshold, then mix in spelling).
     """
     _check_threshold(threshold)
     if threshold is None:
@@ -554,6 +584,7 @@ def dedup(
         device,
         show_progress=show_progress,
         cache=cache,
+        char_weight=char_weight,
     )
     pairs = self_pairs(vecs, valid, threshold, k, blocks, device, index, show_progress)
     out = _with_clusters(df, components(len(df), pairs))
@@ -574,6 +605,7 @@ def cluster(
     device: str | None = None,
     show_progress: bool = False,
     cache: Any = None,
+    char_weight: float = 0.0,
 ) -> pd.DataFrame:
     """Group rows that refer to the same entity; a copy of `df` with `cluster_id`, `duplicate`.
 
@@ -596,6 +628,7 @@ def cluster(
             device,
             show_progress=show_progress,
             cache=cache,
+            char_weight=char_weight,
         )
     _check_threshold(threshold)
     _check_k(k)
@@ -606,6 +639,7 @@ def cluster(
         device,
         show_progress=show_progress,
         cache=cache,
+        char_weight=char_weight,
     )
     labels = np.arange(len(df), dtype=np.int64) + len(df)  # singletons unless grouped
     groups = {(): np.flatnonzero(valid)} if blocks is None else _groups(blocks, valid)

@@ -147,6 +147,13 @@ def test_cli_link_and_dedup(tmp_path):
     assert clusters["cluster_id"].tolist() == [0, 0, 1, 2]
     assert {"row", "cluster_id", "key", "name"} <= set(clusters.columns)
     assert len(ws.load_table(run, "pairs")) == 1
+    # spelling mixed into the score; a weight outside [0, 1) is a user error
+    link_args = ["link", str(tmp_path / "l.csv"), str(tmp_path / "r.csv"), "--on", "name,city"]
+    assert main([*link_args, "--char-weight", "0.5", "--out", str(ws_path)]) == 0
+    run = ws.runs(kind="link")["run_id"].iloc[-1]
+    pairs = ws.load_table(run, "pairs")
+    assert pairs[["left_row", "right_row"]].values.tolist() == [[0, 1], [1, 0], [2, 2]]
+    assert main([*link_args, "--char-weight", "1.5", "--out", str(ws_path)]) == 2
     # a user error exits 2 with a message, no traceback
     assert (
         main(

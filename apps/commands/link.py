@@ -41,6 +41,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="workspace", help="workspace folder (default: ./workspace)")
     p.add_argument("--model", default=None, help="model folder (e.g. from linking.train) or URL")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--char-weight",
+        type=float,
+        default=0.0,
+        help="share of spelling (character n-gram) similarity in the score, 0..1 "
+        "(default 0; 0.5 for records of names, dates and codes with typos)",
+    )
 
 
 def _read(path: str) -> pd.DataFrame:
@@ -76,6 +83,7 @@ def cmd_link(args: argparse.Namespace) -> int:
         one_to_one=args.one_to_one,
         device=args.device,
         show_progress=True,
+        char_weight=args.char_weight,
     )
     ws = Workspace(args.out)
     params = {
@@ -84,6 +92,7 @@ def cmd_link(args: argparse.Namespace) -> int:
         "left_on": lcols,
         "right_on": rcols,
         "model": args.model,
+        "char_weight": args.char_weight,
         "k": args.k,
         "threshold": args.threshold,
         "blocking_on": args.blocking_on,
@@ -127,6 +136,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
             device=args.device,
             return_pairs=True,
             show_progress=True,
+            char_weight=args.char_weight,
         )
     else:
         clusters = linking.cluster(
@@ -138,6 +148,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
             blocking_on=as_columns(args.blocking_on, "--blocking-on"),
             device=args.device,
             show_progress=True,
+            char_weight=args.char_weight,
         )
         from linking.evaluate import pairs_from_clusters
 
@@ -150,6 +161,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "method": args.method,
         "model": args.model,
+        "char_weight": args.char_weight,
         "blocking_on": args.blocking_on,
     }
     from linking.store import save_dedup_run
