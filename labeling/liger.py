@@ -102,23 +102,28 @@ def neighbours(
     return S, ids
 
 
+def _agreement(a: np.ndarray, b: np.ndarray, cardinality: int) -> tuple[float, float]:
+    """(observed, chance) agreement of two label vectors without abstains."""
+    po = float((a == b).mean())
+    pa = np.bincount(a, minlength=cardinality) / len(a)
+    pb = np.bincount(b, minlength=cardinality) / len(b)
+    return po, float((pa * pb).sum())
+
+
 def agreement_kappa(a: np.ndarray, b: np.ndarray, cardinality: int) -> float:
     """Cohen's kappa of two vote vectors on the rows where both vote (nan if none)."""
     both = (a >= 0) & (b >= 0)
     if not both.any():
         return float("nan")
-    a, b = a[both], b[both]
-    po = float((a == b).mean())
-    pa = np.bincount(a, minlength=cardinality) / len(a)
-    pb = np.bincount(b, minlength=cardinality) / len(b)
-    pe = float((pa * pb).sum())
+    po, pe = _agreement(a[both], b[both], cardinality)
     return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
 
 
 def label_smoothness(L: np.ndarray, ids: np.ndarray, cardinality: int) -> dict[str, float]:
     """Do neighbours share labels? Cohen's kappa between the majority vote of each voted row
     and that of its nearest voted neighbour (ids: (n, k) neighbour ids), with its standard
-    error and the number of pairs. About 0 when the embedding carries no label information."""
+    error and the number of pairs. About 0 when the embedding carries no label information;
+    nan when it cannot be judged (fewer than 2 pairs, or every voted row has one label)."""
     counts = np.stack([(L == c).sum(1) for c in range(cardinality)], 1)
     top = counts.max(1)
     unique = (counts == top[:, None]).sum(1) == 1
@@ -127,15 +132,12 @@ def label_smoothness(L: np.ndarray, ids: np.ndarray, cardinality: int) -> dict[s
     has = nb >= 0
     ok = (mv >= 0) & has.any(1)
     a, b = mv[ok], nb[ok, has[ok].argmax(1)]
+    nan = {"kappa": float("nan"), "se": float("nan"), "pairs": int(len(a))}
     if len(a) < 2:
-        return {"kappa": float("nan"), "se": float("nan"), "pairs": len(a)}
-    po = float((a == b).mean())
-    pe = float(
-        (np.bincount(a, minlength=cardinality) * np.bincount(b, minlength=cardinality)).sum()
-    )
-    pe /= len(a) ** 2
-    if pe >= 1.0:  # every voted row has the same label: smoothness cannot be judged
-        return {"kappa": float("nan"), "se": float("nan"), "pairs": int(len(a))}
+        return nan
+    po, pe = _agreement(a, b, cardinality)
+    if pe >= 1.0:
+        return nan
     se = float(np.sqrt(po * (1.0 - po) / len(a)) / (1.0 - pe))
     return {"kappa": (po - pe) / (1.0 - pe), "se": se, "pairs": int(len(a))}
 
