@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint format clean app browser
+.PHONY: setup demo test lint format clean app browser sandbox-deps
 
 $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox-deps
 	$(BIN)/loom demo --out workspace
 
 lint: $(STAMP)
@@ -36,6 +36,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# libseccomp for the extraction sandbox's seccomp filter (Debian package; on most Linux systems
+# already). Without it the sandbox refuses to run generated code and says why.
+sandbox-deps:
+	@ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp2) \
+	  >/dev/null 2>&1; } || echo "libseccomp2 could not be installed: the sandbox will refuse" \
+	  "to run generated code (docs/extraction.md, Security model)"
+
 # Headless Chromium for the app's browser test (Debian package; the test skips, saying why,
 # where it cannot be installed).
 browser:
@@ -43,7 +51,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  >/dev/null 2>&1; } || echo "chromium could not be installed: the browser test will skip"
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint browser sandbox-deps
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 app: $(STAMP)

@@ -8,7 +8,7 @@ import sys
 
 from toolkit.errors import LoomError
 
-COMMANDS = ("embed", "demo", "label", "extract", "llm_server", "link", "app")
+COMMANDS = ("embed", "demo", "label", "extract", "llm_server", "link", "app", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,6 +140,35 @@ def _apply_texts(texts: list[str], functions: dict[str, str]) -> list[int]:
     return [sum(1 for f in out if out[f][i]) for i in range(len(texts))]
 
 
+LEGACY_SANDBOX_COMMIT = "bd7544d"  # the last commit with the Python-level-only sandbox
+
+
+def legacy_sandbox(root: Path):
+    """The sandbox before OS isolation (issue 16), loaded from git history as the speed peer;
+    None where the repository history is not available."""
+    import importlib.util
+    import subprocess
+
+    try:
+        src = subprocess.run(
+            ["git", "show", f"{LEGACY_SANDBOX_COMMIT}:extraction/sandbox.py"],
+            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    folder = root / "legacy"
+    folder.mkdir(parents=True, exist_ok=True)
+    src = src.replace(
+        "from extraction.sandbox import _worker_main",
+        f"import sys; sys.path.insert(0, {str(folder)!r}); from legacy_sandbox import _worker_main",
+    )
+    (folder / "legacy_sandbox.py").write_text(src)
+    spec = importlib.util.spec_from_file_location("legacy_sandbox", folder / "legacy_sandbox.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Sandbox
+
+
 def throughput(functions: dict[str, str], root: Path, n: int, use_dask: bool) -> dict:
     folder = root / "throughput"
     febrl_corpus(folder, n=n, seed=1)
@@ -147,12 +176,29 @@ def throughput(functions: dict[str, str], root: Path, n: int, use_dask: bool) ->
     texts = list(docs["text"])
     out = {"documents": len(texts), "functions": len(functions)}
     rows = []
+    out["isolation"] = Sandbox(n_workers=1).isolation()
+    legacy = legacy_sandbox(root)
     for workers in (1, 2):
         start = time.perf_counter()
-        Sandbox(n_workers=workers, chunk_size=500).run(functions, texts)
+        new_out, _ = Sandbox(n_workers=workers, chunk_size=500).run(functions, texts)
         secs = time.perf_counter() - start
         out[f"sandbox_{workers}_workers_docs_per_s"] = len(texts) / secs
         rows.append({"runner": f"sandbox, {workers} worker(s)", "docs/s": len(texts) / secs})
+        if legacy is None:
+            continue
+        start = time.perf_counter()
+        old_out, _ = legacy(n_workers=workers, chunk_size=500).run(functions, texts)
+        old_secs = time.perf_counter() - start
+        assert old_out == new_out, "the OS-isolated sandbox changed the values"
+        out[f"legacy_sandbox_{workers}_workers_docs_per_s"] = len(texts) / old_secs
+        out[f"sandbox_vs_legacy_{workers}_workers"] = old_secs / secs
+        rows.append(
+            {
+                "runner": f"previous sandbox ({LEGACY_SANDBOX_COMMIT}, no OS isolation), {workers} "
+                "worker(s)",
+                "docs/s": len(texts) / old_secs,
+            }  # fmt: skip
+        )
     # peer: the same functions exec'd in-process, no isolation (what a naive script does)
     start = time.perf_counter()
     compiled = []

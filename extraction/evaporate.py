@@ -60,6 +60,14 @@ class ExtractionResult:
         tok = self.tokens
         n_tok = int(tok["prompt_tokens"].sum() + tok["completion_tokens"].sum()) if len(tok) else 0
         parts = [f"<b>{html.escape(repr(self))}</b>", f"<p>LLM tokens: {n_tok:,}</p>"]
+        if self.report.get("isolation"):
+            on = [k for k, v in self.report["isolation"].items() if v["active"]]
+            off = [k for k, v in self.report["isolation"].items() if not v["active"]]
+            parts.append(
+                f"<p>sandbox layers on: {', '.join(on)}"
+                + (f"; <b>OFF: {', '.join(off)}</b>" if off else "")
+                + "</p>"
+            )
         if self.report.get("evaluation"):
             ev = pd.DataFrame(self.report["evaluation"])
             parts += ["<p>against gold:</p>", ev.to_html(index=False, float_format="{:.3f}".format)]
@@ -238,6 +246,8 @@ class Evaporate:
         if sample_size < 1 or num_candidates < 0:
             raise LoomError("sample_size must be >= 1 and num_candidates >= 0")
         attrs = self._check_attributes(attributes)
+        # before any work: a sandbox that cannot isolate refuses here (SandboxError)
+        isolation = self.sandbox.isolation() if mode != "direct" else {}
         docs, skipped = load_folder(folder, show_progress=self.show_progress)
         if docs.empty:
             why = "; ".join(f"{p}: {r}" for p, r in skipped.head(5).itertuples(index=False))
@@ -294,6 +304,8 @@ class Evaporate:
                 ws.save_json(run, "interrupted", {"note": "re-run the same command to resume"})
             raise
         result.run_id = run
+        if isolation:
+            result.report["isolation"] = isolation
         if gold is not None:
             try:
                 scores = result.evaluate(gold)

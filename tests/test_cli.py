@@ -12,7 +12,7 @@ def test_help_lists_subcommands():
     out = subprocess.run(
         [sys.executable, "-m", "apps.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for cmd in ("embed", "embed-server", "demo"):
+    for cmd in ("embed", "embed-server", "demo", "doctor"):
         assert cmd in out
 
 

@@ -186,5 +186,6 @@ def test_cli_extract(corpus, first_run, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert code == 0 and "extracted 25 documents x 2 attributes" in out and "(mean)" in out
+    assert "sandbox isolation" in out and "  seccomp      on" in out
     assert main(["extract", str(root / "missing"), "--out", str(root / "ws")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -92,3 +92,55 @@ def test_parallel_workers_match_single(box: Sandbox) -> None:
     two, _ = Sandbox(n_workers=2, chunk_size=50).run({"good": GOOD}, texts)
     assert one == two
     assert one["good"][299] == "Town299"
+
+
+@pytest.mark.parametrize(
+    "code, reason",
+    [
+        ("from operator import attrgetter\ndef extract(text):\n    return ''", "attrgetter"),
+        ("from re import *\ndef extract(text):\n    return ''", "star import"),
+        (_code("f = '{0.upper}'\nreturn f.format(text)"), "string literal"),
+        (_code("return '{0.__class__}'.format(text)"), "reads attributes"),
+        (_code("return '{0[0]}'.format(text)"), "reads attributes or items"),
+        (_code("return '{0:{1.real}}'.format(text, 1)"), "reads attributes"),
+        (_code("g = (x for x in [1])\nreturn str(g.gi_frame)"), "gi_frame"),
+        ("import collections.abc.x\ndef extract(text):\n    return ''", "not allowed"),
+    ],
+)
+def test_string_and_frame_routes_rejected_statically(code: str, reason: str) -> None:
+    assert reason in (check_code(code) or "")
+
+
+def test_everyday_llm_code_still_runs(box: Sandbox) -> None:
+    """The filters must not reject what extraction code normally does (the modules it uses
+    are loaded before the worker locks itself down, strptime's helper included)."""
+    code = """
+import re, json, html, unicodedata
+from datetime import datetime
+from typing import Optional
+from collections import Counter
+import collections.abc
+
+def extract(text: str) -> Optional[str]:
+    m = re.search(r"Born:\\s*(\\d{4}-\\d{2}-\\d{2})", text)
+    if not m:
+        return None
+    d = datetime.strptime(m.group(1), "%Y-%m-%d")
+    words = Counter(html.unescape(text).split())
+    assert isinstance(words, collections.abc.Mapping)
+    name = unicodedata.normalize("NFC", json.loads('"Jos\\u00e9"'))
+    return "{}|{}|{}".format(d.strftime("%d %b %Y"), name, words["Born:"])
+"""
+    assert check_code(code) is None
+    out, failed = box.run({"f": code}, ["Born: 1990-03-04 &amp;", "nothing"])
+    assert failed == {}
+    assert out["f"] == ["04 Mar 1990|José|1", None]
+
+
+def test_bad_sandbox_settings_name_the_fix() -> None:
+    from toolkit.errors import LoomError
+
+    with pytest.raises(LoomError, match="unknown sandbox layers"):
+        Sandbox(allow_missing=("firewall",)).isolation()
+    with pytest.raises(LoomError, match="memory_mb >= 64"):
+        Sandbox(memory_mb=1).run({"good": GOOD}, ["x"])

@@ -174,3 +174,53 @@ def test_isolation_report_names_every_layer() -> None:
         assert info["detail"]
     if os.geteuid() == 0:
         assert "65534" in layers["user"]["detail"]
+
+
+REFUSE_SCRIPT = """
+import errno, json, sys
+import pyseccomp as sc
+f = sc.SyscallFilter(sc.ALLOW)
+f.add_rule(sc.ERRNO(errno.EPERM), "unshare")  # a machine where namespaces are not allowed
+f.load()
+from extraction.sandbox import Sandbox, SandboxError
+out = {}
+try:
+    Sandbox(n_workers=1).isolation()
+    out["strict"] = "ran"
+except SandboxError as e:
+    out["strict"] = str(e)
+box = Sandbox(n_workers=1, allow_missing=("network",))
+out["layers"] = box.isolation()
+out["run"] = box.run({"good": sys.argv[1]}, ["City: Leeds"])
+print(json.dumps(out))
+"""
+
+
+def test_missing_layer_refuses_unless_allowed() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE_SCRIPT, GOOD],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    # no silent fallback: the error names the layer and both ways out
+    assert "'network' layer" in out["strict"] and "Nothing was run" in out["strict"]
+    assert "allow_missing=('network',)" in out["strict"]
+    assert "--sandbox-allow-missing network" in out["strict"]
+    layers = out["layers"]
+    assert layers["network"]["active"] is False
+    assert "not permitted" in layers["network"]["detail"]
+    assert all(v["active"] for k, v in layers.items() if k != "network")
+    assert out["run"] == [{"good": ["Leeds"]}, {}]
+
+
+def test_doctor_shows_layers_before_anything_runs(capsys) -> None:
+    from apps.cli import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for layer in ("environment", "network", "landlock", "user", "rlimits", "seccomp"):
+        assert f"  {layer}" in out
+    assert "OFF" not in out and "REFUSED" not in out
+    assert main(["doctor", "--sandbox-allow-missing", "firewall"]) == 2
+    assert "unknown sandbox layers" in capsys.readouterr().err

@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gold", default=None, help="optional CSV with `path` + attribute columns")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per function call")
     p.add_argument("--workers", type=int, default=None, help="sandbox worker processes")
+    p.add_argument(
+        "--sandbox-allow-missing",
+        default="",
+        metavar="LAYERS",
+        help="comma-separated sandbox layers this machine may lack (weaker isolation, your "
+        "explicit choice): environment, network, landlock, user, rlimits, seccomp; see "
+        "`loom doctor`",
+    )
     p.add_argument("--embedder", default=None, help="embedding model (default MiniLM)")
     p.add_argument("--no-resume", action="store_true", help="start a new run")
     p.add_argument("--seed", type=int, default=0)
@@ -49,6 +57,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from extraction import Evaporate, Sandbox
+    from extraction.sandbox import format_isolation
     from toolkit.errors import LoomError
 
     gold = None
@@ -57,12 +66,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
             gold = pd.read_csv(args.gold, dtype=str, keep_default_na=False)
         except (OSError, ValueError) as e:
             raise LoomError(f"cannot read the gold CSV {args.gold}: {e}") from e
-    ev = Evaporate(
-        llm=args.llm,
-        embedder=args.embedder,
-        workspace=args.out,
-        sandbox=Sandbox(n_workers=args.workers, timeout=args.timeout),
+    sandbox = Sandbox(
+        n_workers=args.workers,
+        timeout=args.timeout,
+        allow_missing=[x.strip() for x in args.sandbox_allow_missing.split(",") if x.strip()],
     )
+    if args.mode != "direct":
+        print("sandbox isolation (LLM-written functions run behind these layers):")
+        print(format_isolation(sandbox.isolation()))
+    ev = Evaporate(llm=args.llm, embedder=args.embedder, workspace=args.out, sandbox=sandbox)
     res = ev.run(
         args.folder,
         attributes=args.attributes,

@@ -12,6 +12,7 @@ from extraction.sandbox import protocol
 from extraction.sandbox.checks import check_code
 from extraction.sandbox.lockdown import LAYERS
 from extraction.sandbox.process import WorkerProcess, exit_reason
+from toolkit.errors import LoomError
 
 
 def format_isolation(layers: dict[str, dict]) -> str:
@@ -57,9 +58,14 @@ class Sandbox:
         """The constructor arguments, validated (also what a Dask task rebuilds it from)."""
         unknown = sorted(set(self.allow_missing) - set(LAYERS))
         if unknown:
-            raise ValueError(f"allow_missing has unknown layers {unknown}; known: {list(LAYERS)}")
+            raise LoomError(
+                f"allow_missing names unknown sandbox layers {unknown}; known: {', '.join(LAYERS)}"
+            )
         if not self.timeout > 0 or self.memory_mb < 64 or self.chunk_size < 1:
-            raise ValueError("Sandbox needs timeout > 0, memory_mb >= 64 and chunk_size >= 1")
+            raise LoomError(
+                f"Sandbox needs timeout > 0, memory_mb >= 64 and chunk_size >= 1; got "
+                f"timeout={self.timeout}, memory_mb={self.memory_mb}, chunk_size={self.chunk_size}"
+            )
         return {"timeout": self.timeout, "memory_mb": self.memory_mb,
                 "cpu_seconds": self.cpu_seconds, "chunk_size": self.chunk_size,
                 "startup_timeout": self.startup_timeout, "allow_missing": self.allow_missing,

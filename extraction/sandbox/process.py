@@ -42,8 +42,12 @@ class WorkerProcess:
     def __init__(self, config: dict) -> None:
         self.tmp = tempfile.mkdtemp(prefix="loom-sandbox-")
         os.chmod(self.tmp, 0o711)
+        # the parent's import roots (where pyseccomp lives), never its working folder
+        roots = [PACKAGE_ROOT] + [
+            p for p in sys.path if os.path.isabs(p) and os.path.isdir(p) and p != os.getcwd()
+        ]
         cmd = (
-            f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); "
+            f"import sys; sys.path[:0] = {roots!r}; "
             "from extraction.sandbox.worker import main; "
             f"main({json.dumps(config)!r})"
         )
