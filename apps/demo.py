@@ -80,7 +80,7 @@ def add_label_projections(
         if len(data) > max_rows:
             data = data.sample(max_rows, random_state=0).sort_values("row")
         vecs = get_embedder(model).encode(
-            data["text"].astype(str).tolist(), show_progress=True, cache=ws
+            data["text"].astype(str).tolist(), progress=True, cache=ws
         )
         coords, used = project_2d(vecs, method=method)
         ws.save_table(

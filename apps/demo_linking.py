@@ -39,7 +39,7 @@ def run(ws: Workspace, quick: bool = False) -> dict:
 
     n = 100 if quick else 300
     a, b, gold = febrl4_sample(n)
-    out = linking.merge(a, b, on=FIELDS, one_to_one=True, cache=ws, show_progress=True)
+    out = linking.merge(a, b, on=FIELDS, one_to_one=True, cache=ws, progress=True)
     params = {"data": f"febrl4[{n}]", "on": FIELDS, "one_to_one": True, "model": None}
     link_run, link_summary = save_link_run(ws, a, b, out, (FIELDS, FIELDS), params, gold)
     print(

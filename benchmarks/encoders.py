@@ -364,7 +364,7 @@ def bench_quality(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
             out=out,
             overwrite=True,
             batch_size=args.train_batch,
-            show_progress=False,
+            progress=False,
         )
         secs = time.perf_counter() - start
         meta = json.loads((path / "linear_attention.json").read_text())["train"]

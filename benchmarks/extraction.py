@@ -56,7 +56,7 @@ def quality(name: str, llm, root: Path, args) -> tuple[list[dict], dict, dict]:
     gold = make(folder, n=args.n, seed=args.seed)
     rows, summary, kept_functions, sample_paths = [], {}, {}, []
     for mode in ("code+", "code", "direct"):
-        ev = Evaporate(llm=llm, workspace=root / f"ws_{name}", show_progress=not args.quiet)
+        ev = Evaporate(llm=llm, workspace=root / f"ws_{name}", progress=not args.quiet)
         target, g = folder, gold
         if mode == "direct":
             # direct reads every document: run it on the code modes' random sample (whose

@@ -147,7 +147,7 @@ def dev_threshold(
     """The dedup threshold with the best cluster F1 on (part of) the labelled split, never on
     test rows; clusters are scored (not pairs) because groups chain transitively."""
     import linking
-    from linking.core import components
+    from linking.duplicates import components
 
     dev = d["train"][d["train"]["entity"].isin(np.unique(d["train"]["entity"])[:n_people])]
     _, pairs = linking.dedup(
@@ -482,9 +482,7 @@ def main() -> int:
         # exact search on a GPU (FAISS-GPU or torch), IVF on the CPU beyond 200k names
         kind = "flat" if device.startswith("cuda") or args.speed_n <= 200000 else "ivf"
         out, secs = timed(
-            lambda: linking.merge(
-                left, right, on="name", device=device, index=kind, show_progress=True
-            ),
+            lambda: linking.merge(left, right, on="name", device=device, index=kind, progress=True),
             sync_cuda=device.startswith("cuda"),
         )
         m = out["right_row"].notna()

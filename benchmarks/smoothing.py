@@ -164,8 +164,8 @@ def run_quality(
     rt_rows: int | None = 4000,
 ) -> list[dict]:
     from labeling.embroid import Embroid, tfidf_svd_embeddings
-    from labeling.label_model import get_label_model
     from labeling.liger import Liger
+    from labeling.model import get_label_model
 
     out = []
     for task in tasks:
@@ -330,8 +330,8 @@ def reference_extension(L: np.ndarray, X: np.ndarray, radius: np.ndarray) -> np.
 
 def run_speed(n: int, device: str, base: str, ref_n: int) -> list[dict]:
     from labeling.embroid import Embroid
-    from labeling.label_model import get_label_model
     from labeling.liger import Liger
+    from labeling.model import get_label_model
 
     rows = []
     sync = device.startswith("cuda")

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Evaporate", "ExtractionResult", "load_folder", "Sandbox", "check_code"]
+__all__ = [
+    "Evaporate",
+    "EvaporateConfig",
+    "ExtractionResult",
+    "load_folder",
+    "Sandbox",
+    "check_code",
+]
 
 
 def __getattr__(name: str) -> Any:  # lazy: sandbox workers import this package and stay light
@@ -16,6 +23,10 @@ def __getattr__(name: str) -> Any:  # lazy: sandbox workers import this package 
         from extraction import evaporate
 
         return getattr(evaporate, name)
+    if name == "EvaporateConfig":
+        from extraction.config import EvaporateConfig
+
+        return EvaporateConfig
     if name == "load_folder":
         from extraction.documents import load_folder
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from toolkit.errors import LoomError
+from toolkit.progress import deprecated_progress
 
 FORMATS = {
     ".html": "html",
@@ -58,7 +59,10 @@ def _pdf_text(path: Path) -> str:
 
 
 def load_folder(
-    folder: str | Path, max_bytes: int = MAX_BYTES, show_progress: bool = False
+    folder: str | Path,
+    max_bytes: int = MAX_BYTES,
+    progress: bool = False,
+    show_progress: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All readable documents under `folder` (recursively) and the skipped files with reasons.
 
@@ -73,7 +77,8 @@ def load_folder(
         raise LoomError(f"{folder} is not a folder: give a folder of documents")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     rows, skipped = [], []
-    for path in tqdm(files, desc="load documents", disable=not show_progress):
+    progress = deprecated_progress(progress, "show_progress", show_progress, "load_folder")
+    for path in tqdm(files, desc="load documents", disable=not progress):
         rel = str(path.relative_to(folder))
         fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:

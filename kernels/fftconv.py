@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import HAS_TRITON, check_float, use_triton
+from kernels.common import HAS_TRITON, check_float, use_triton
 from kernels.reference import fft_conv_reference
 
 if HAS_TRITON:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import HAS_TRITON, check_float, next_pow2, use_triton
+from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.reference import blockdiag_matmul_reference, monarch_matmul_bmm
 
 if HAS_TRITON:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from kernels._common import interpret_mode
+from kernels.common import interpret_mode
 from kernels.fftconv import fft_conv
 from kernels.linear_attn import linear_attention
 from kernels.monarch import monarch_matmul

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import HAS_TRITON, check_float, next_pow2, use_triton
+from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.reference import sliding_window_attention_reference
 
 if HAS_TRITON:

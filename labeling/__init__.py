@@ -5,19 +5,8 @@ Votes are -1 (abstain) or 0..k-1 everywhere. Snorkel users switch by changing im
 
 from labeling.analysis import LFAnalysis
 from labeling.apply import ApplierMetadata, DaskLFApplier, LFApplier, LFError, PandasLFApplier
+from labeling.constants import ABSTAIN
 from labeling.embroid import Embroid
-from labeling.label_model import (
-    ABSTAIN,
-    BaseLabelModel,
-    DawidSkene,
-    LabelDtypeError,
-    LabelMatrixError,
-    LabelModel,
-    MajorityLabelVoter,
-    MajorityVoter,
-    TripletModel,
-    get_label_model,
-)
 from labeling.lf import (
     LabelingFunction,
     Preprocessor,
@@ -31,6 +20,17 @@ from labeling.lf import (
 )
 from labeling.liger import Liger
 from labeling.metrics import filter_unlabeled_dataframe, metric_score
+from labeling.model import (
+    BaseLabelModel,
+    DawidSkene,
+    LabelDtypeError,
+    LabelMatrixError,
+    LabelModel,
+    MajorityLabelVoter,
+    MajorityVoter,
+    TripletModel,
+    get_label_model,
+)
 
 __all__ = [
     "ABSTAIN",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labeling.label_model import check_L, check_Y
+from labeling.model import check_L, check_Y
 
 
 class LFAnalysis:

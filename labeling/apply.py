@@ -11,8 +11,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from labeling.lf import ABSTAIN, LabelingFunction, Row, begin_batch, end_batch
+from labeling.constants import ABSTAIN
+from labeling.lf import LabelingFunction, Row, begin_batch, end_batch
 from toolkit.errors import LoomError
+from toolkit.progress import resolve_progress
 
 
 class LFError(LoomError, RuntimeError):
@@ -157,13 +159,18 @@ class LFApplier:
         self,
         df: pd.DataFrame | Sequence[Any],
         n_jobs: int = 1,
-        progress: bool = True,
+        progress: bool | None = None,
         fault_tolerant: bool = False,
         return_meta: bool = False,
         min_rows_per_job: int = 20_000,
     ) -> np.ndarray | tuple[np.ndarray, ApplierMetadata]:
-        """L (n, m) int64, -1 = abstain; `n_jobs` > 1 forks processes for the row LFs."""
+        """L (n, m) int64, -1 = abstain; `n_jobs` > 1 forks processes for the row LFs.
+
+        progress: show bars (None: on in notebooks and terminals).
+        """
         from tqdm.auto import tqdm
+
+        progress = resolve_progress(progress)
 
         if not isinstance(df, pd.DataFrame):
             if isinstance(df, (list, tuple)) and df and all(hasattr(x, "__dict__") for x in df):

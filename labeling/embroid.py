@@ -17,17 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labeling.liger import (
-    ABSTAIN,
-    _resolve_device,
-    agreement_kappa,
-    build_index,
-    check_embeddings,
-    check_label_matrix,
-    make_label_model,
-    neighbours,
-    save_smoothing,
-)
+from labeling.constants import ABSTAIN
+from labeling.model import check_L, check_Y
+from labeling.neighbors import agreement_kappa, build_index, check_embeddings, neighbours
+from labeling.smoother import fit_label_model, predictions, save_smoothing
+from toolkit.device import resolve_device
 from toolkit.errors import LoomError
 
 TFIDF_SVD = "tfidf-svd"
@@ -140,10 +134,13 @@ class Embroid:
         Y_dev: Any = None,
         lf_names: Sequence[str] | None = None,
         space_names: Sequence[str] | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         cache: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Smoothed (probabilities (n, k), predictions (n,), -1 on ties/no votes).
+
+        Probabilities first, as predict_proba; `predict(return_probs=True)` elsewhere returns
+        (predictions, probabilities), as Snorkel does.
 
         P: (n, m) predictions of m sources, -1 = abstain. embeddings_list: one (n, d) matrix per
         embedding space (a single matrix is accepted too); and/or texts to embed with
@@ -154,7 +151,7 @@ class Embroid:
         P0 = np.asarray(P.to_numpy() if isinstance(P, pd.DataFrame) else P)
         if P0.ndim == 1:
             P0 = P0.reshape(-1, 1)
-        P = check_label_matrix(P0, self.cardinality, "P")
+        P = check_L(P0, self.cardinality, what="P")
         n, m = P.shape
         k_cls = self.cardinality or max(2, int(P.max()) + 1)
         self.cardinality_ = k_cls
@@ -201,7 +198,7 @@ class Embroid:
                 f"use k_neighbors <= {n - 1}"
             )
         ts = self._thresholds(len(spaces))
-        dev = _resolve_device(self.device)
+        dev = resolve_device(self.device)
 
         blocks = [P]
         source_names = list(self.lf_names)
@@ -245,19 +242,13 @@ class Embroid:
 
         fit_kw = {"seed": self.seed, "progress": progress, **self.fit_kwargs}
         if Y_dev is not None:
-            from labeling.label_model import check_Y
-
             y = check_Y(Y_dev, n, k_cls, "Y_dev")
             fit_kw.setdefault("Y_dev", y[y >= 0])
-        self.model_ = make_label_model(self.base, k_cls, self.device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*rows have no votes.*")
-            self.model_.fit(self.L_aug_, lf_names=self.source_names_, **fit_kw)
+        self.model_ = fit_label_model(
+            self.base, k_cls, self.device, self.L_aug_, lf_names=self.source_names_, **fit_kw
+        )
         probs = np.asarray(self.model_.predict_proba(self.L_aug_), dtype=np.float64)
-        pred = probs.argmax(1).astype(np.int64)
-        top = np.sort(probs, axis=1)
-        pred[(top[:, -1] - top[:, -2]) < 1e-6] = ABSTAIN
-        pred[(self.L_aug_ < 0).all(1)] = ABSTAIN
+        pred = predictions(probs, self.L_aug_)
         self.probs_, self.preds_ = probs, pred
         return probs, pred
 

@@ -13,6 +13,7 @@ See docs/smoothing.md for measured numbers.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -20,192 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labeling.constants import ABSTAIN
+from labeling.model import check_L, check_Y
+from labeling.neighbors import build_index, check_embeddings, label_smoothness, neighbours
+from labeling.partitions import assign_partitions, spherical_kmeans
+from labeling.smoother import fit_label_model, predictions, save_smoothing
+from toolkit.device import resolve_device
 from toolkit.errors import LoomError
 
-ABSTAIN = -1
 
-
-# ---- shared helpers (also used by labeling.embroid) -----------------------------------------
-def check_embeddings(E: Any, n: int, what: str = "embeddings") -> np.ndarray:
-    """Row-normalised float32 (n, d) embeddings, or a clear error (row count, NaN, zero rows)."""
-    from toolkit.index import as_matrix
-
-    if isinstance(E, pd.DataFrame):
-        E = E.to_numpy()
-    arr = np.asarray(E)
-    if arr.ndim == 2 and arr.shape[0] != n:
-        raise LoomError(
-            f"{what} have {arr.shape[0]} rows but the label matrix has {n}: pass one embedding "
-            "row per row of L, in the same order"
-        )
-    x = as_matrix(arr, what)
-    norms = np.linalg.norm(x, axis=1)
-    zero = np.nonzero(norms < 1e-12)[0]
-    if len(zero):
-        raise LoomError(
-            f"{what} have {len(zero)} zero vectors (e.g. rows {zero[:5].tolist()}): cosine "
-            "similarity is undefined for them; embed their text (empty texts embed to zero with "
-            "some models) or drop those rows"
-        )
-    return x / norms[:, None]
-
-
-def check_label_matrix(L: Any, cardinality: int | None, what: str = "L") -> np.ndarray:
-    """An int64 (n, m) label matrix with votes -1 or 0..k-1 (the label models' own check)."""
-    from labeling.label_model import check_L
-
-    return check_L(L, cardinality, what=what)
-
-
-def default_index_kind(n: int, device: str) -> str:
-    """Exact search for small n or on a GPU; IVF on the CPU beyond 50k points."""
-    return "flat" if n <= 50_000 or device.startswith("cuda") else "ivf"
-
-
-def build_index(X: np.ndarray, device: str, kind: str | None = None) -> Any:
-    """A cosine VectorIndex over unit rows X (ids 0..n-1)."""
-    from toolkit.index import VectorIndex
-
-    kind = kind or default_index_kind(len(X), device)
-    return VectorIndex(X.shape[1], metric="cosine", kind=kind, device=device).add(X)
-
-
-def neighbours(
-    index: Any,
-    Q: np.ndarray,
-    k: int,
-    exclude_self: bool,
-    batch: int = 65536,
-    progress: bool = False,
-    desc: str = "kNN",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, ids) of the k nearest indexed points per query row, in batches.
-
-    With exclude_self, query row i is assumed to be indexed point i and is removed.
-    """
-    from tqdm.auto import tqdm
-
-    n = len(Q)
-    kk = k + 1 if exclude_self else k
-    S = np.empty((n, k), np.float32)
-    ids = np.empty((n, k), np.int64)
-    for s in tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False):
-        sc, ix = index.search(Q[s : s + batch], kk)
-        if exclude_self:
-            rows = np.arange(s, s + len(ix))[:, None]
-            is_self = ix == rows
-            drop = np.where(is_self.any(1), is_self.argmax(1), kk - 1)
-            keep = np.ones_like(ix, dtype=bool)
-            keep[np.arange(len(ix)), drop] = False
-            sc, ix = sc[keep].reshape(len(ix), k), ix[keep].reshape(len(ix), k)
-        S[s : s + len(ix)], ids[s : s + len(ix)] = sc, ix
-    return S, ids
-
-
-def _agreement(a: np.ndarray, b: np.ndarray, cardinality: int) -> tuple[float, float]:
-    """(observed, chance) agreement of two label vectors without abstains."""
-    po = float((a == b).mean())
-    pa = np.bincount(a, minlength=cardinality) / len(a)
-    pb = np.bincount(b, minlength=cardinality) / len(b)
-    return po, float((pa * pb).sum())
-
-
-def agreement_kappa(a: np.ndarray, b: np.ndarray, cardinality: int) -> float:
-    """Cohen's kappa of two vote vectors on the rows where both vote (nan if none)."""
-    both = (a >= 0) & (b >= 0)
-    if not both.any():
-        return float("nan")
-    po, pe = _agreement(a[both], b[both], cardinality)
-    return 1.0 if pe >= 1.0 else (po - pe) / (1.0 - pe)
-
-
-def label_smoothness(L: np.ndarray, ids: np.ndarray, cardinality: int) -> dict[str, float]:
-    """Do neighbours share labels? Cohen's kappa between the majority vote of each voted row
-    and that of its nearest voted neighbour (ids: (n, k) neighbour ids), with its standard
-    error and the number of pairs. About 0 when the embedding carries no label information;
-    nan when it cannot be judged (fewer than 2 pairs, or every voted row has one label)."""
-    counts = np.stack([(L == c).sum(1) for c in range(cardinality)], 1)
-    top = counts.max(1)
-    unique = (counts == top[:, None]).sum(1) == 1
-    mv = np.where((top > 0) & unique, counts.argmax(1), ABSTAIN)
-    nb = np.where(ids >= 0, mv[np.maximum(ids, 0)], ABSTAIN)
-    has = nb >= 0
-    ok = (mv >= 0) & has.any(1)
-    a, b = mv[ok], nb[ok, has[ok].argmax(1)]
-    nan = {"kappa": float("nan"), "se": float("nan"), "pairs": int(len(a))}
-    if len(a) < 2:
-        return nan
-    po, pe = _agreement(a, b, cardinality)
-    if pe >= 1.0:
-        return nan
-    se = float(np.sqrt(po * (1.0 - po) / len(a)) / (1.0 - pe))
-    return {"kappa": (po - pe) / (1.0 - pe), "se": se, "pairs": int(len(a))}
-
-
-def make_label_model(base: Any, cardinality: int, device: str | None) -> Any:
-    """A fresh label model: a name for `labeling.label_model.get_label_model` or a factory."""
-    if callable(base) and not isinstance(base, str):
-        return base(cardinality)
-    from labeling.label_model import get_label_model
-
-    kw = (
-        {}
-        if device is None or str(base).lower() in ("majorityvoter", "majority", "mv")
-        else {"device": device}
-    )
-    return get_label_model(str(base), cardinality, **kw)
-
-
-def _resolve_device(device: str | None) -> str:
-    from toolkit.embed import resolve_device
-
-    return resolve_device(device)
-
-
-# ---- k-means ----------------------------------------------------------------------------------
-def spherical_kmeans(
-    X: np.ndarray, n_clusters: int, seed: int = 0, n_iter: int = 25, sample: int = 100_000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine k-means on unit rows: (centroids (c, d), assignment (n,)); k-means++ start."""
-    rng = np.random.default_rng(seed)
-    n = len(X)
-    if n_clusters < 1 or n_clusters > n:
-        raise LoomError(f"n_partitions={n_clusters} must be between 1 and the number of rows {n}")
-    T = X[rng.choice(n, sample, replace=False)] if n > sample else X
-    C = np.empty((n_clusters, X.shape[1]), np.float32)
-    C[0] = T[rng.integers(len(T))]
-    best = T @ C[0]
-    for c in range(1, n_clusters):
-        d = np.clip(1.0 - best, 0, None) ** 2
-        p = d / d.sum() if d.sum() > 0 else None
-        C[c] = T[rng.choice(len(T), p=p)]
-        best = np.maximum(best, T @ C[c])
-    for _ in range(n_iter):
-        a = (T @ C.T).argmax(1)
-        new = np.zeros_like(C)
-        for c in range(n_clusters):  # np.add.at is far slower for few clusters
-            members = a == c
-            if members.any():
-                new[c] = T[members].sum(0)
-        norms = np.linalg.norm(new, axis=1, keepdims=True)
-        empty = norms[:, 0] < 1e-12
-        new = np.where(empty[:, None], C, new / np.maximum(norms, 1e-12))
-        if np.allclose(new, C, atol=1e-6):
-            C = new
-            break
-        C = new.astype(np.float32)
-    return C, assign_partitions(X, C)
-
-
-def assign_partitions(X: np.ndarray, C: np.ndarray, batch: int = 262_144) -> np.ndarray:
-    """Nearest centroid (cosine) of every unit row."""
-    out = np.empty(len(X), np.int64)
-    for s in range(0, len(X), batch):
-        out[s : s + batch] = (X[s : s + batch] @ C.T).argmax(1)
-    return out
-
-
-# ---- Liger ------------------------------------------------------------------------------------
 class Liger:
     """Partitioned label model with embedding-based vote extension.
 
@@ -273,16 +97,16 @@ class Liger:
         embeddings: Any,
         Y_dev: Any = None,
         lf_names: Sequence[str] | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> Liger:
         """Fit on L (n, m; -1 abstain) and embeddings (n, d).
 
         Y_dev: optional gold labels for rows of L (length n, -1 where unknown); used to tune
-        the radii and the class balance.
+        the radii and the class balance. progress: bars (None: on in notebooks/terminals).
         """
         if isinstance(L, pd.DataFrame) and lf_names is None:
             lf_names = [str(c) for c in L.columns]
-        L = check_label_matrix(L, self.cardinality, "L")
+        L = check_L(L, self.cardinality, what="L")
         n, m = L.shape
         X = check_embeddings(embeddings, n)
         self.lf_names = list(lf_names) if lf_names is not None else [f"lf_{j}" for j in range(m)]
@@ -290,8 +114,6 @@ class Liger:
             raise LoomError(f"lf_names has {len(self.lf_names)} names but L has {m} columns")
         y = None
         if Y_dev is not None:
-            from labeling.label_model import check_Y
-
             y = check_Y(Y_dev, n, self.cardinality, "Y_dev")
             if not (y >= 0).any():
                 raise LoomError("Y_dev has no gold labels (all -1): pass None or label some rows")
@@ -300,7 +122,7 @@ class Liger:
             raise LoomError(
                 f"k_neighbors={k} but only {n - 1} other points exist: use k_neighbors <= {n - 1}"
             )
-        dev = _resolve_device(self.device)
+        dev = resolve_device(self.device)
         self.device_ = dev
         self.m_ = m
         self.k_ = k
@@ -384,11 +206,7 @@ class Liger:
         return self
 
     def _fit_model(self, L: np.ndarray, fit_kw: dict[str, Any]) -> Any:
-        model = make_label_model(self.base, self.cardinality, self.device)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*rows have no votes.*")
-            model.fit(L, **fit_kw)
-        return model
+        return fit_label_model(self.base, self.cardinality, self.device, L, **fit_kw)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "extended_L"):
@@ -480,7 +298,7 @@ class Liger:
     def extend(self, L: Any, embeddings: Any) -> np.ndarray:
         """L with each LF's votes extended from its nearest voted training point within radius."""
         self._check_fitted()
-        L = check_label_matrix(L, self.cardinality, "L")
+        L = check_L(L, self.cardinality, what="L")
         if L.shape[1] != self.m_:
             raise LoomError(f"L has {L.shape[1]} LF columns but Liger was fitted on {self.m_}")
         X = check_embeddings(embeddings, len(L))
@@ -510,13 +328,13 @@ class Liger:
     def predict(
         self, L: Any, embeddings: Any, return_probs: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Most likely class per row; -1 where the extended votes are all abstains or tied."""
+        """Most likely class per row; -1 where the extended votes are all abstains or tied.
+
+        With return_probs: (predictions, probabilities), as Snorkel's predict.
+        """
         Lx = self.extend(L, embeddings)
         probs = self.predict_proba(L, embeddings)
-        pred = probs.argmax(1).astype(np.int64)
-        top = np.sort(probs, axis=1)
-        pred[(top[:, -1] - top[:, -2]) < 1e-6] = ABSTAIN
-        pred[(Lx < 0).all(1)] = ABSTAIN
+        pred = predictions(probs, Lx)
         return (pred, probs) if return_probs else pred
 
     # -- reports ---------------------------------------------------------------------------
@@ -538,68 +356,45 @@ class Liger:
         save_smoothing(ws, run, self)
 
 
-def save_smoothing(ws: Any, run: str, model: Any) -> None:
-    """Write a fitted Liger or Embroid's `coverage` and `partition_accuracy` tables to a run."""
-    cov = model.coverage_
-    ws.save_table(run, "coverage", cov[["lf", "before", "after"]].reset_index(drop=True))
-    pa = model.partition_accuracies_
-    ws.save_table(
-        run,
-        "partition_accuracy",
-        pa[["partition", "lf", "accuracy", "size"]].reset_index(drop=True),
+def check_label_matrix(L: Any, cardinality: int | None, what: str = "L") -> np.ndarray:
+    """Deprecated: use `labeling.model.check_L` (the same check)."""
+    warnings.warn(
+        "labeling.liger.check_label_matrix is deprecated and will be removed in the next "
+        "release; use labeling.model.check_L",
+        DeprecationWarning,
+        stacklevel=2,
     )
+    return check_L(L, cardinality, what=what)
 
 
-def smooth(
-    method: str,
-    L: Any,
-    cardinality: int,
-    embeddings: Any = None,
-    texts: Sequence[str] | None = None,
-    lf_names: Sequence[str] | None = None,
-    Y_dev: Any = None,
-    ws: Any = None,
-    run: str | None = None,
-    embedder: str | None = None,
-    progress: bool = False,
-    **kwargs: Any,
-) -> tuple[np.ndarray, np.ndarray, Any]:
-    """Smooth a label matrix with "liger" or "embroid": (probs (n, k), preds (n,), fitted model).
+#: Names that lived here before the split, and their new modules (deprecated here).
+_MOVED = {
+    "smooth": "labeling.smoothing",
+    "spherical_kmeans": "labeling.partitions",
+    "assign_partitions": "labeling.partitions",
+    "default_index_kind": "labeling.neighbors",
+    "build_index": "labeling.neighbors",
+    "neighbours": "labeling.neighbors",
+    "check_embeddings": "labeling.neighbors",
+    "agreement_kappa": "labeling.neighbors",
+    "label_smoothness": "labeling.neighbors",
+    "make_label_model": "labeling.smoother",
+    "save_smoothing": "labeling.smoother",
+}
 
-    Embeddings come from `embeddings` or are computed from `texts` with the shared embedder
-    (`embedder` name, default MiniLM); Embroid also gets a TF-IDF/SVD space when texts are
-    given (50 or more). With `ws` and `run`, the `coverage` and
-    `partition_accuracy` tables are written to that run (for `loom label --smooth`).
-    """
-    method = str(method).lower()
-    if method not in ("liger", "embroid"):
-        raise LoomError(f"--smooth {method!r}: use 'liger' or 'embroid'")
-    if isinstance(L, pd.DataFrame) and lf_names is None:
-        lf_names = [str(c) for c in L.columns]
-    if embeddings is None:
-        if texts is None:
-            raise LoomError(f"{method} needs embeddings or texts to embed")
-        from toolkit.embed import get_embedder
 
-        embeddings = get_embedder(embedder, device=kwargs.get("device")).encode(
-            list(texts), show_progress=progress, cache=ws
-        )
-    if method == "liger":
-        model: Any = Liger(cardinality=cardinality, **kwargs).fit(
-            L, embeddings, Y_dev=Y_dev, lf_names=lf_names, progress=progress
-        )
-        preds, probs = model.predict(L, embeddings, return_probs=True)
-    else:
-        from labeling.embroid import Embroid, tfidf_svd_embeddings
+def __getattr__(name: str) -> Any:
+    """Old `labeling.liger.X` names moved to other modules: still found, with a warning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    where = _MOVED[name]
+    warnings.warn(
+        f"labeling.liger.{name} is deprecated and will be removed in the next release; "
+        f"import it from {where}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(where), name)
 
-        spaces, names = [embeddings], [embedder or "minilm"]
-        if texts is not None and len(texts) >= 50:
-            spaces.append(tfidf_svd_embeddings(list(texts), 256))
-            names.append("tfidf-svd")
-        model = Embroid(cardinality=cardinality, **kwargs)
-        probs, preds = model.fit_predict(
-            L, spaces, Y_dev=Y_dev, lf_names=lf_names, space_names=names, progress=progress
-        )
-    if ws is not None and run is not None:
-        save_smoothing(ws, run, model)
-    return probs, preds, model
+
+__all__ = ["Liger"]

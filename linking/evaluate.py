@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import LoomError
+from toolkit.metrics import precision_recall_f1, precision_recall_f1_curve
 
 PAIR_COLUMNS = (("left_row", "right_row"), ("row_a", "row_b"))
 
@@ -106,9 +107,7 @@ def evaluate(links: Any, gold: Any, symmetric: bool | None = None) -> dict[str, 
     else:
         true = as_pairs(gold, "gold", symmetric)
     tp = len(pred & true)
-    precision = tp / len(pred) if pred else 0.0
-    recall = tp / len(true) if true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, len(pred), len(true))
     return {
         "precision": precision,
         "recall": recall,
@@ -153,9 +152,7 @@ def tune_threshold(
     scores = frame["score"].to_numpy()
     # only cut between distinct scores: the last position of each score value
     last = np.r_[scores[1:] != scores[:-1], True]
-    precision = tp / n
-    recall = tp / max(len(true), 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-300), 0)
+    precision, recall, f1 = precision_recall_f1_curve(tp, n, len(true))
     target = {"f1": f1, "precision": precision, "recall": recall}[metric]
     target = np.where(last, target, -np.inf)
     best = int(np.argmax(target))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import random
 import time
@@ -22,9 +23,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from linking.keys import as_columns, check_has, key_texts
-from toolkit.embed import get_embedder
+from toolkit.embed import forget_embedder, get_embedder
 from toolkit.errors import LoomError
 from toolkit.index import VectorIndex
+from toolkit.progress import deprecated_progress, resolve_progress
+
+logger = logging.getLogger(__name__)
 
 
 def _pairs_from_input(
@@ -171,21 +175,25 @@ def train(
     device: str | None = None,
     seed: int = 0,
     max_steps: int | None = None,
-    verbose: bool = True,
+    progress: bool | None = None,
+    *,
+    verbose: bool | None = None,
 ) -> Path:
     """Fine-tune a sentence encoder on matching pairs; returns the saved model folder.
 
     pairs: a DataFrame with two text columns (or `columns=(a, b)`), a list of (a, b)
     string tuples, or rows with a cluster id (`cluster_col=`, texts from `on=`, default
     "text") from which all same-cluster pairs are built. `eval_fraction` of the pairs (or
-    `eval_pairs`) is held out; retrieval top-1 accuracy / MRR on it is printed before and
-    after training and saved in `<output_dir>/linking_train.json`.
+    `eval_pairs`) is held out; retrieval top-1 accuracy / MRR on it is logged (INFO) before
+    and after training and saved in `<output_dir>/linking_train.json`. progress: a progress
+    bar (None: on in notebooks and terminals); verbose= is the deprecated spelling.
     """
     import torch
     from sentence_transformers.sentence_transformer.losses import (
         MultipleNegativesRankingLoss,
     )
 
+    progress = resolve_progress(deprecated_progress(progress, "verbose", verbose, "train"))
     if not isinstance(epochs, int) or epochs < 1:
         raise LoomError(f"epochs={epochs!r}: give a positive integer")
     if batch_size < 2:
@@ -230,12 +238,7 @@ def train(
     wrapped = _Wrapped(st)
     st.eval()
     before = retrieval_eval(wrapped, ea, eb, eg)
-    if verbose and before["n"]:
-        print(
-            f"[linking.train] held-out ({before['n']} pairs) before: top1 {before['top1']:.3f} "
-            f"MRR {before['mrr']:.3f}",
-            flush=True,
-        )
+    _log_eval("before", before)
     loss_fn = MultipleNegativesRankingLoss(st)
     opt = torch.optim.AdamW(st.parameters(), lr=learning_rate)
     step, losses = 0, []
@@ -243,7 +246,7 @@ def train(
     for epoch in range(epochs):
         batches = _batches(tg, ta, batch_size, rng)
         bar = tqdm(
-            batches, desc=f"train epoch {epoch + 1}/{epochs}", unit="batch", disable=not verbose
+            batches, desc=f"train epoch {epoch + 1}/{epochs}", unit="batch", disable=not progress
         )
         for idx in bar:
             fa = _to(st.tokenize([ta[i] for i in idx]), dev)
@@ -261,12 +264,7 @@ def train(
             break
     st.eval()
     after = retrieval_eval(wrapped, ea, eb, eg)
-    if verbose and after["n"]:
-        print(
-            f"[linking.train] held-out ({after['n']} pairs) after:  top1 {after['top1']:.3f} "
-            f"MRR {after['mrr']:.3f}",
-            flush=True,
-        )
+    _log_eval("after", after)
     out.mkdir(parents=True, exist_ok=True)
     st.save(str(out))
     report = {
@@ -282,18 +280,13 @@ def train(
         "after": after,
     }
     (out / "linking_train.json").write_text(json.dumps(report, indent=1))
-    _forget_cached(out)
+    forget_embedder(out)  # a stale cached embedder of this folder (re-training into it)
     return out
 
 
-def _forget_cached(path: Path) -> None:
-    """Drop a stale cached embedder for `path` (re-training into the same folder)."""
-    import toolkit.embed as te
-
-    cache = getattr(te, "_EMBEDDERS", None)
-    lock = getattr(te, "_EMBEDDERS_LOCK", None)
-    if cache is None or lock is None:
-        return
-    with lock:
-        for key in [k for k in cache if k[0] in (str(path), os.fspath(path))]:
-            del cache[key]
+def _log_eval(when: str, metrics: dict[str, float]) -> None:
+    if metrics["n"]:
+        logger.info(
+            "held-out (%d pairs) %s: top1 %.3f MRR %.3f",
+            metrics["n"], when, metrics["top1"], metrics["mrr"],
+        )  # fmt: skip

@@ -360,7 +360,7 @@ def tiny_evaporate_run(ws: Workspace) -> str:
 
     folder = ws.path / "demo_documents" / "febrl_tiny"
     gold = febrl_corpus(folder, n=25, seed=5, layouts=("kv", "html_table"))
-    res = Evaporate(workspace=ws, show_progress=False).run(
+    res = Evaporate(workspace=ws, progress=False).run(
         folder,
         gold=gold,
         attributes=["surname", "postcode"],

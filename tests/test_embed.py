@@ -106,3 +106,36 @@ def test_default_model_from_environment(monkeypatch, embedder):
     monkeypatch.setenv("LOOM_EMBED_MODEL", "/no/such/folder")
     with pytest.raises(LoomError, match="unknown embedding model"):
         get_embedder()
+
+
+def test_show_progress_still_works_and_warns(embedder, monkeypatch):
+    seen = []
+    original = embedder._embed
+    monkeypatch.setattr(
+        embedder, "_embed", lambda t, b, p, m: seen.append(p) or original(t, b, p, m)
+    )
+    with pytest.warns(DeprecationWarning, match="show_progress") as record:
+        old = embedder.encode(["a short text"], show_progress=True)
+    assert record[0].filename == __file__  # the warning points at the caller
+    new = embedder.encode(["a short text"], progress=False)
+    np.testing.assert_allclose(old, new, atol=1e-6)
+    assert seen == [True, False]
+
+
+def test_cache_reads_the_sqlite_layout_it_always_wrote(tmp_path):
+    import sqlite3
+
+    vec = np.arange(4, dtype=np.float32)
+    with sqlite3.connect(tmp_path / "embeddings.sqlite") as con:
+        con.execute(
+            "CREATE TABLE vectors (model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key))"
+        )
+        con.execute("INSERT INTO vectors VALUES ('m', 'k', ?)", [vec.tobytes()])
+        con.execute("INSERT INTO vectors VALUES ('other', 'k2', ?)", [vec.tobytes()])
+    cache = EmbeddingCache(tmp_path, "m")
+    assert list(cache.get(["k", "k2"])) == ["k"]
+    np.testing.assert_array_equal(cache.get(["k"])["k"], vec)
+    cache.put(["k3"], vec[None] * 2)
+    with sqlite3.connect(tmp_path / "embeddings.sqlite") as con:
+        rows = con.execute("SELECT model, key FROM vectors ORDER BY key").fetchall()
+    assert rows == [("m", "k"), ("other", "k2"), ("m", "k3")]

@@ -7,7 +7,7 @@ import pytest
 
 from labeling.embroid import Embroid, neighbourhood_votes, tfidf_svd_embeddings
 from labeling.label_model import get_label_model
-from labeling.liger import smooth
+from labeling.smoothing import smooth
 from toolkit.errors import LoomError
 
 

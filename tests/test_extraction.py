@@ -37,7 +37,7 @@ def llm() -> LLM:
 def first_run(corpus, llm):
     root, folder, gold = corpus
     ws = Workspace(root / "ws")
-    res = Evaporate(llm=llm, workspace=ws, show_progress=False).run(folder, gold=gold, **RUN)
+    res = Evaporate(llm=llm, workspace=ws, progress=False).run(folder, gold=gold, **RUN)
     return ws, res
 
 
@@ -90,25 +90,23 @@ class _Interrupt(Sandbox):
         super().__init__(n_workers=1)
         self.calls = 0
 
-    def run(self, functions, texts, show_progress=False):
+    def run(self, functions, texts, progress=False):
         self.calls += 1
         if self.calls == 2:
             raise KeyboardInterrupt
-        return super().run(functions, texts, show_progress)
+        return super().run(functions, texts, progress)
 
 
 def test_interrupted_run_resumes_from_cache(corpus, llm, first_run) -> None:
     root, folder, gold = corpus
     ws = Workspace(root / "ws")  # same workspace: its completion cache holds every answer
     with pytest.raises(KeyboardInterrupt):
-        Evaporate(llm=llm, workspace=ws, sandbox=_Interrupt(), show_progress=False).run(
-            folder, **RUN
-        )
+        Evaporate(llm=llm, workspace=ws, sandbox=_Interrupt(), progress=False).run(folder, **RUN)
     running = ws.runs("extract")
     assert (running["status"] == "running").sum() == 1  # never marked complete
     run_id = running[running["status"] == "running"]["run_id"].iloc[0]
     assert "table" not in set(ws.tables(run_id)["name"])
-    res = Evaporate(llm=llm, workspace=ws, show_progress=False).run(folder, **RUN)
+    res = Evaporate(llm=llm, workspace=ws, progress=False).run(folder, **RUN)
     assert res.run_id == run_id
     assert ws.runs("extract").set_index("run_id").loc[run_id, "status"] == "complete"
     t = res.tokens
@@ -129,7 +127,7 @@ class GarbageLLM(LLM):
 
 def test_garbage_llm_gives_clear_report_not_a_fake_table(corpus, tmp_path) -> None:
     _, folder, _ = corpus
-    ev = Evaporate(llm=GarbageLLM(cache=False), workspace=tmp_path / "ws", show_progress=False)
+    ev = Evaporate(llm=GarbageLLM(cache=False), workspace=tmp_path / "ws", progress=False)
     res = ev.run(folder, **RUN)
     assert res.report["unextractable"] == ATTRS
     assert "no function could extract" in res.report["message"]
@@ -143,7 +141,7 @@ def test_garbage_llm_gives_clear_report_not_a_fake_table(corpus, tmp_path) -> No
 
 
 def test_bad_inputs(tmp_path, llm) -> None:
-    ev = Evaporate(llm=llm, show_progress=False)
+    ev = Evaporate(llm=llm, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(LoomError, match="no readable documents"):
         ev.run(tmp_path / "empty")

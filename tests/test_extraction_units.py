@@ -140,10 +140,10 @@ def test_corpus_gold_matches_documents(corpus) -> None:
 def test_stratified_sample_covers_every_layout(corpus) -> None:
     import random
 
-    from extraction.evaporate import _draw_sample
+    from extraction.stages import draw_sample
 
     _, _, docs = corpus
-    picked = _draw_sample(docs, 5, random.Random(0), "stratified")
+    picked = draw_sample(docs, 5, random.Random(0), "stratified")
     assert len(set(docs["path"].iloc[picked].str.split("/").str[0])) == 5
-    assert len(_draw_sample(docs, 8, random.Random(0), "random")) == 8
-    assert _draw_sample(docs, 500, random.Random(0), "stratified") == list(range(len(docs)))
+    assert len(draw_sample(docs, 8, random.Random(0), "random")) == 8
+    assert draw_sample(docs, 500, random.Random(0), "stratified") == list(range(len(docs)))

@@ -212,3 +212,23 @@ def test_gpu_matches_cpu(binary):
         gpu = LabelModel(2, device="cuda").fit(binary["L"])
     assert np.abs(cpu.get_weights() - gpu.get_weights()).max() < 1e-3
     assert np.abs(cpu.predict_proba(binary["L"]) - gpu.predict_proba(binary["L"])).max() < 1e-3
+
+
+def test_deprecated_names_still_work_and_warn():
+    import labeling.label_model
+    import labeling.liger
+    from labeling.model import check_L
+    from labeling.smoothing import smooth
+
+    with pytest.warns(DeprecationWarning, match="verbose"):
+        model = LabelModel(2, verbose=False)
+    assert model.progress is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert LabelModel(2, progress=True).progress is True
+    assert labeling.label_model.LabelModel is LabelModel  # old module path, no warning
+    with pytest.warns(DeprecationWarning, match="labeling.smoothing"):
+        assert labeling.liger.smooth is smooth
+    with pytest.warns(DeprecationWarning, match="check_L"):
+        L = labeling.liger.check_label_matrix(np.zeros((3, 2), dtype=int), 2)
+    assert np.array_equal(L, check_L(np.zeros((3, 2), dtype=int), 2))

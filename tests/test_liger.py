@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from labeling.label_model import get_label_model
-from labeling.liger import Liger, smooth, spherical_kmeans
+from labeling.liger import Liger
+from labeling.partitions import spherical_kmeans
+from labeling.smoothing import smooth
 from toolkit.errors import LoomError
 
 

@@ -56,7 +56,7 @@ def converted(tmp_path_factory):
         lr=3e-2,
         device="cpu",
         out=out,
-        show_progress=False,
+        progress=False,
     )
     return path
 
@@ -111,7 +111,7 @@ def test_taylor_with_window_converts_and_loads(tmp_path):
         window=4,
         device="cpu",
         out=tmp_path / "t",
-        show_progress=False,
+        progress=False,
     )
     emb = LinearAttentionEmbedder(path, device="cpu")
     vecs = emb.encode(["one text", "another text"])

@@ -244,3 +244,44 @@ def test_aggregate_to_fixed_classes(bbc_sample, cache):
     assert out["class_id"].between(0, 4).all()
     strict = linking.aggregate(df, classes, on="title", threshold=0.99, cache=cache)
     assert (strict["class_id"] == -1).all() and strict["class"].isna().all()
+
+
+class _LetterEmbedder:
+    """A tiny stand-in Embedder (letter counts) so the keyword tests need no model."""
+
+    dim = 26
+    name = "letters"
+
+    def encode(self, texts, batch_size=None, progress=None, cache=None):
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for ch in t.lower():
+                if "a" <= ch <= "z":
+                    out[i, ord(ch) - 97] += 1
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def test_deprecated_keywords_still_work_and_warn():
+    left = pd.DataFrame({"name": ["anna", "bert", "carl"]})
+    right = pd.DataFrame({"name": ["carl", "anna", "bert"]})
+    emb = _LetterEmbedder()
+    new, _ = linking.link(left, right, on="name", model=emb, one_to_one=True, progress=False)
+    with pytest.warns(DeprecationWarning, match="one_to_one_matching"):
+        old, _ = linking.link(left, right, on="name", model=emb, one_to_one_matching=True)
+    pd.testing.assert_frame_equal(old, new)
+    assert old["right_row"].tolist() == [1, 2, 0]
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        out = linking.merge(left, right, on="name", model=emb, show_progress=False)
+    assert out["right_row"].tolist() == [1, 2, 0]
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        groups = linking.dedup(left, on="name", model=emb, show_progress=False)
+    assert groups["cluster_id"].tolist() == [0, 1, 2]
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        linking.cluster(left, on="name", model=emb, method="agglomerative", show_progress=False)
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        linking.aggregate(left, ["anna", "carl"], on="name", model=emb, show_progress=False)
+    with pytest.warns(DeprecationWarning, match=r"train\(verbose"):
+        with pytest.raises(LoomError, match="at least 2"):
+            linking.train([("anna", "ana")], verbose=False)
+    cfg = linking.LinkConfig(k=3, progress=None)
+    assert cfg.progress in (True, False) and cfg.k == 3

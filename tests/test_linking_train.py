@@ -76,7 +76,7 @@ def test_train_from_cluster_ids(tmp_path):
         output_dir=tmp_path / "m",
         batch_size=3,
         eval_fraction=0,
-        verbose=False,
+        progress=False,
     )
     report = json.loads((path / "linking_train.json").read_text())
     assert report["train_pairs"] == 3 and report["steps"] == 1

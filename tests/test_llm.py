@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from toolkit.errors import LoomError
-from toolkit.llm import LLM, OpenAILLM, get_llm
+from toolkit.llm import LLM, Completion, CompletionCache, OpenAILLM, get_llm, token_total
 from toolkit.llm_server import make_server
 
 pytestmark = pytest.mark.slow  # loads and runs the embedded LLM on CPU
@@ -131,3 +131,20 @@ def test_bad_arguments_and_specs(llm: LLM, server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
     assert e.value.code == 400
+
+
+def test_token_total_and_completion_cache_layout(tmp_path) -> None:
+    import sqlite3
+
+    import pandas as pd
+
+    assert token_total(pd.DataFrame()) == 0
+    table = pd.DataFrame(
+        {"stage": ["a", "b"], "prompt_tokens": [3, 4], "completion_tokens": [1, 2]}
+    )
+    assert token_total(table) == 10 and isinstance(token_total(table), int)
+    cache = CompletionCache(tmp_path / "c.sqlite")
+    cache.put({"k": Completion("hi", 3, 1)})
+    assert cache.get(["k", "missing"]) == {"k": Completion("hi", 3, 1, cached=True)}
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:
+        assert db.execute("SELECT * FROM completions").fetchall() == [("k", "hi", 3, 1)]

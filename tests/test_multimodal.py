@@ -76,7 +76,7 @@ def trained():
         max_steps=STEPS,
         batch_size=len(NAMES),
         learning_rate=3e-4,
-        verbose=False,
+        progress=False,
     )
     return enc, before, images
 
@@ -142,3 +142,12 @@ def test_multimodal_errors(tmp_path):
         record_vectors(df, "image", "name", enc)
     with pytest.raises(LoomError, match="image_weight"):
         record_vectors(df, "img", "name", enc, image_weight=2)
+
+
+def test_deprecated_progress_keyword_warns(tmp_path):
+    df = pd.DataFrame({"img": [render("anna", 0), None], "name": ["anna", "bert"]})
+    enc = ClipEncoder.tiny()
+    new = record_vectors(df, "img", "name", enc, progress=False)
+    with pytest.warns(DeprecationWarning, match="show_progress"):
+        old = record_vectors(df, "img", "name", enc, show_progress=False)
+    assert np.array_equal(old[0], new[0]) and old[1].tolist() == [True, True]

@@ -91,7 +91,7 @@ def test_injected_documents_cause_no_escape(tmp_path, monkeypatch) -> None:
     try:
         url = f"http://127.0.0.1:{srv.server_port}/v1"
         ws = Workspace(tmp_path / "ws")
-        res = Evaporate(llm=url, workspace=ws, show_progress=False).run(
+        res = Evaporate(llm=url, workspace=ws, progress=False).run(
             docs, attributes=["city"], sample_size=8, num_candidates=8, max_chars=4000
         )
     finally:

@@ -150,6 +150,43 @@ def test_no_private_names_imported_from_other_modules() -> None:
     assert bad == [], "private names imported from another module:\n" + "\n".join(bad)
 
 
+def _module_aliases(tree: ast.AST, name: str, mods: dict[str, Path]) -> dict[str, str]:
+    """Local names bound to project modules: `import a.b as c`, `from a import b` (b a module)."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name in mods and a.asname:
+                    aliases[a.asname] = a.name
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for a in node.names:
+                if f"{node.module}.{a.name}" in mods:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    return aliases
+
+
+def test_no_private_attributes_of_other_modules_used() -> None:
+    """`core._helper(...)` from another module is a private import in disguise."""
+    mods = _modules()
+    bad = []
+    for m, path in mods.items():
+        tree = ast.parse(path.read_text(), str(path))
+        aliases = _module_aliases(tree, m, mods)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and aliases[node.value.id] != m
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                bad.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}"
+                )
+    assert bad == [], "private names of other modules used:\n" + "\n".join(bad)
+
+
 def test_the_checks_catch_what_they_should(tmp_path) -> None:
     """The cycle finder on a planted cycle, so the tests above cannot pass by accident."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

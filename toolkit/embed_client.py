@@ -2,57 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import numpy as np
 
-from toolkit.embed import Embedder
+from toolkit.embed.base import Embedder
 from toolkit.errors import LoomError
-
-
-def api_base(url: str) -> str:
-    """Normalise a server URL to its `/v1` base."""
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
-def http_json(
-    url: str,
-    payload: dict | None = None,
-    api_key: str | None = None,
-    timeout: float = 120.0,
-    retries: int = 4,
-    backoff: float = 0.5,
-) -> Any:
-    """GET (payload None) or POST JSON with retries and exponential backoff on network/5xx errors."""
-    data = None if payload is None else json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        req = urllib.request.Request(url, data=data, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as e:
-            body = e.read().decode(errors="replace")[:500]
-            if e.code < 500 and e.code != 429:
-                raise LoomError(f"{url} answered HTTP {e.code}: {body}") from e
-            last = LoomError(f"{url} answered HTTP {e.code}: {body}")
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-            last = e
-        if attempt < retries:
-            time.sleep(backoff * 2**attempt)
-    raise LoomError(
-        f"cannot reach {url} after {retries + 1} tries ({last}); check that the server is "
-        "running and the URL is right"
-    )
+from toolkit.http_client import api_base, http_json
 
 
 class HTTPEmbedder(Embedder):
@@ -116,16 +73,21 @@ class HTTPEmbedder(Embedder):
         return vecs
 
     def _embed(
-        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
+        self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
     ) -> np.ndarray:
         from tqdm.auto import tqdm
 
         size = batch_size or self.batch_size
         parts = []
         for start in tqdm(
-            range(0, len(texts), size), disable=not show_progress, desc=f"embed via {self.base}"
+            range(0, len(texts), size), disable=not progress, desc=f"embed via {self.base}"
         ):
             parts.append(self._post(texts[start : start + size]))
         out = np.concatenate(parts)
         self._dim = out.shape[1]
         return out
+
+
+def load_embedder(name: str, device: str, **kwargs: Any) -> HTTPEmbedder:
+    """The `toolkit.embed` registry's loader for "http(s)://host:port/v1" names."""
+    return HTTPEmbedder(name, **kwargs)

@@ -10,6 +10,7 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from toolkit.embed import Embedder, get_embedder
 from toolkit.errors import LoomError
-from toolkit.openai_http import OpenAIHandler
+from toolkit.openai_http import OpenAIHandler, serve_until_interrupted
 
 
 class _Job:
@@ -144,19 +145,18 @@ def make_server(
 
 
 def serve(
-    model: str | None = None, host: str = "127.0.0.1", port: int = 8080, device: str | None = None
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str | None = None,
+    announce: Callable[[str], Any] | None = None,
 ) -> None:
-    """Run the embedding server until interrupted."""
+    """Run the embedding server until interrupted; `announce` gets the address line
+    (default: logged at INFO; the `loom embed-server` command prints it)."""
     embedder = get_embedder(model, device)
     server = make_server(embedder, host, port)
-    print(
+    banner = (
         f"loom embed-server: {embedder.name} (dim {embedder.dim}) on "
-        f"http://{host}:{server.server_port}/v1",
-        flush=True,
+        f"http://{host}:{server.server_port}/v1"
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, banner, announce)

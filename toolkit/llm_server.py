@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any
 
 from toolkit.errors import LoomError
 from toolkit.llm import LLM, get_llm
-from toolkit.openai_http import OpenAIHandler
+from toolkit.openai_http import OpenAIHandler, serve_until_interrupted
 
 
 def make_server(
@@ -100,15 +101,16 @@ def make_server(
     return server
 
 
-def serve(spec: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run an OpenAI-compatible server for the LLM `spec` until interrupted."""
+def serve(
+    spec: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    announce: Callable[[str], Any] | None = None,
+) -> None:
+    """Run an OpenAI-compatible server for the LLM `spec` until interrupted; `announce` gets
+    the address line (default: logged at INFO)."""
     llm = get_llm(spec)
     llm.set_cache(None)
     server = make_server(llm, host, port)
-    print(f"loom llm-server: {llm.name} on http://{host}:{server.server_port}/v1", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    banner = f"loom llm-server: {llm.name} on http://{host}:{server.server_port}/v1"
+    serve_until_interrupted(server, banner, announce)

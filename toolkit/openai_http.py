@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+import logging
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class OpenAIHandler(BaseHTTPRequestHandler):
@@ -41,3 +45,16 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             self._send(200, {"object": "list", "data": [self.model_info()]})
         else:
             self._error(404, f"no route {self.path}")
+
+
+def serve_until_interrupted(
+    server: HTTPServer, banner: str, announce: Callable[[str], Any] | None = None
+) -> None:
+    """Announce `server` (`announce(banner)`, default: logged at INFO), serve until Ctrl-C."""
+    (announce or logger.info)(banner)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

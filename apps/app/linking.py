@@ -10,6 +10,7 @@ import streamlit as st
 from apps.app.common import metrics_row, paginate, pick_run, section
 from apps.app.data import WorkspaceReader, quote_ident
 from toolkit import plots
+from toolkit.metrics import precision_recall_f1_curve
 
 KEYS = {"link": ("left_row", "right_row"), "dedup": ("row_a", "row_b")}
 
@@ -44,18 +45,22 @@ def precision_recall(
     """Precision, recall and F1 of keeping pairs with score >= t, for each threshold t."""
     order = np.argsort(-scores, kind="stable")
     s, g = scores[order], is_gold[order].astype(np.int64)
-    tp_cum = np.cumsum(g)
-    rows = []
-    for t in thresholds:
-        kept = int(np.searchsorted(-s, -t, side="right"))
-        tp = int(tp_cum[kept - 1]) if kept else 0
-        p = tp / kept if kept else 1.0
-        r = tp / n_gold if n_gold else 0.0
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        rows.append(
-            {"threshold": float(t), "kept": kept, "tp": tp, "precision": p, "recall": r, "f1": f1}
-        )
-    return pd.DataFrame(rows)
+    tp_cum = np.r_[0, np.cumsum(g)]
+    t = np.asarray(list(thresholds), dtype=float)
+    kept = np.searchsorted(-s, -t, side="right").astype(np.int64)
+    tp = tp_cum[kept]
+    p, r, f1 = precision_recall_f1_curve(tp, kept, n_gold)
+    p = np.where(kept > 0, p, 1.0)  # nothing kept: no false positive, precision 1
+    return pd.DataFrame(
+        {
+            "threshold": t,
+            "kept": kept,
+            "tp": tp,
+            "precision": p,
+            "recall": r,
+            "f1": f1,
+        }
+    )
 
 
 def render(reader: WorkspaceReader) -> None:

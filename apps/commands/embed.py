@@ -51,7 +51,7 @@ def embed_into_workspace(
 
     embedder = get_embedder(model, device)
     run = ws.start_run("embed", {"model": embedder.name, "n": len(texts), **(params or {})})
-    vecs = embedder.encode(texts.tolist(), show_progress=True, cache=ws)
+    vecs = embedder.encode(texts.tolist(), progress=True, cache=ws)
     index = VectorIndex(embedder.dim, "cosine").add(vecs)
     index.save(ws.run_dir(run) / "index")
     ws.save_table(
@@ -112,5 +112,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from toolkit.embed_server import serve
 
-    serve(args.model, args.host, args.port, args.device)
+    serve(
+        args.model, args.host, args.port, args.device, announce=lambda line: print(line, flush=True)
+    )
     return 0

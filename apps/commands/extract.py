@@ -53,13 +53,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_extract)
 
 
+def config_from_args(args: argparse.Namespace):
+    """The run's EvaporateConfig from the command's flags."""
+    from extraction.config import EvaporateConfig
+    from extraction.evaporate import check_attributes
+
+    return EvaporateConfig(
+        attributes=check_attributes(args.attributes),
+        mode=args.mode,
+        sample_size=args.sample_size,
+        num_candidates=args.num_candidates,
+        max_attributes=args.max_attributes,
+        direct_tokens=args.direct_tokens,
+        code_tokens=args.code_tokens,
+        seed=args.seed,
+    )
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from extraction import Evaporate, Sandbox
     from extraction.sandbox import format_isolation
     from toolkit.errors import LoomError
+    from toolkit.llm import token_total
 
+    cfg = config_from_args(args)  # the one place the flags become options
     gold = None
     if args.gold:
         try:
@@ -75,21 +94,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         print("sandbox isolation (LLM-written functions run behind these layers):")
         print(format_isolation(sandbox.isolation()))
     ev = Evaporate(llm=args.llm, embedder=args.embedder, workspace=args.out, sandbox=sandbox)
-    res = ev.run(
-        args.folder,
-        attributes=args.attributes,
-        mode=args.mode,
-        sample_size=args.sample_size,
-        num_candidates=args.num_candidates,
-        max_attributes=args.max_attributes,
-        seed=args.seed,
-        direct_tokens=args.direct_tokens,
-        code_tokens=args.code_tokens,
-        gold=gold,
-        resume=not args.no_resume,
-    )
-    tok = res.tokens
-    total = int(tok["prompt_tokens"].sum() + tok["completion_tokens"].sum()) if len(tok) else 0
+    res = ev.extract(args.folder, cfg, gold=gold, resume=not args.no_resume)
+    total = token_total(res.tokens)
     filled = res.table.drop(columns=["doc_id"]).notna().mean()
     print(
         f"extracted {len(res.table)} documents x {len(filled)} attributes "

@@ -156,10 +156,10 @@ def label_into_workspace(
     smoother = None
     if smooth != "none":
         try:
-            from labeling.liger import smooth as run_smoothing
+            from labeling.smoothing import smooth as run_smoothing
         except ImportError as e:
             raise LoomError(
-                f"--smooth {smooth} needs labeling.liger, which this build lacks"
+                f"--smooth {smooth} needs labeling.smoothing, which this build lacks"
             ) from e
         probs, pred, smoother = run_smoothing(
             smooth,

@@ -3,34 +3,56 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pandas as pd
 
 from toolkit.errors import LoomError
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each flag with its default, where it has one (not None / off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = default is not None and default is not False and default != argparse.SUPPRESS
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("link", help="link two tables on noisy key fields (nearest neighbours)")
+    p = sub.add_parser(
+        "link",
+        help="link two tables on noisy key fields (nearest neighbours)",
+        formatter_class=DefaultsFormatter,
+    )
     p.add_argument("left", help="left table: CSV, TSV, Parquet or JSON(L)")
     p.add_argument("right", help="right table")
     p.add_argument("--on", default=None, help="key column(s) in both tables, comma separated")
     p.add_argument("--left-on", default=None, help="key column(s) of the left table")
     p.add_argument("--right-on", default=None, help="key column(s) of the right table")
     p.add_argument("--blocking-on", default=None, help="only pair rows equal on these columns")
-    p.add_argument("--k", type=int, default=1, help="matches per left row (default: 1)")
+    p.add_argument("--k", type=int, default=1, help="matches per left row")
     p.add_argument("--threshold", type=float, default=None, help="minimum cosine score")
     p.add_argument("--one-to-one", action="store_true", help="each right row matched once")
     p.add_argument("--gold", default=None, help="gold pairs file (left_row,right_row) to score")
     _common(p)
     p.set_defaults(func=cmd_link)
 
-    d = sub.add_parser("dedup", help="find duplicate rows of one table")
+    d = sub.add_parser(
+        "dedup", help="find duplicate rows of one table", formatter_class=DefaultsFormatter
+    )
     d.add_argument("file", help="CSV, TSV, Parquet or JSON(L) file")
     d.add_argument("--on", required=True, help="key column(s), comma separated")
     d.add_argument("--blocking-on", default=None, help="only compare rows equal on these columns")
-    d.add_argument("--threshold", type=float, default=0.9, help="minimum cosine (default 0.9)")
+    d.add_argument("--threshold", type=float, default=0.9, help="minimum cosine")
     d.add_argument(
-        "--method", default="connected", choices=["connected", "agglomerative", "hdbscan"]
+        "--method",
+        default="connected",
+        choices=["connected", "agglomerative", "hdbscan"],
+        help="connected components of close pairs, or a clustering of the k-NN graph",
     )
     d.add_argument("--gold", default=None, help="gold duplicate pairs file (row_a,row_b)")
     _common(d)
@@ -38,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="workspace", help="workspace folder (default: ./workspace)")
+    p.add_argument("--out", default="workspace", help="workspace folder")
     p.add_argument("--model", default=None, help="model folder (e.g. from linking.train) or URL")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument(
@@ -46,7 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="share of spelling (character n-gram) similarity in the score, 0..1 "
-        "(default 0; 0.5 for records of names, dates and codes with typos)",
+        "(0.5 for records of names, dates and codes with typos)",
     )
 
 
@@ -64,27 +86,31 @@ def _gold(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
     return read_table(path, list(cols))
 
 
+def _config(args: argparse.Namespace, **options: Any) -> Any:
+    """The one LinkConfig of a command, from its flags (progress bars on)."""
+    from linking import LinkConfig
+    from linking.keys import as_columns
+
+    return LinkConfig(
+        model=args.model,
+        threshold=args.threshold,
+        char_weight=args.char_weight,
+        blocking_on=as_columns(args.blocking_on, "--blocking-on"),
+        device=args.device,
+        progress=True,
+        **options,
+    )
+
+
 def cmd_link(args: argparse.Namespace) -> int:
-    import linking
-    from linking.keys import as_columns, resolve_on
+    from linking.keys import resolve_on
+    from linking.matching import merge_tables
     from toolkit.workspace import Workspace
 
     left, right = _read(args.left), _read(args.right)
     lcols, rcols = resolve_on(args.on, args.left_on, args.right_on)
-    out = linking.merge(
-        left,
-        right,
-        left_on=lcols,
-        right_on=rcols,
-        model=args.model,
-        k=args.k,
-        threshold=args.threshold,
-        blocking_on=as_columns(args.blocking_on, "--blocking-on"),
-        one_to_one=args.one_to_one,
-        device=args.device,
-        show_progress=True,
-        char_weight=args.char_weight,
-    )
+    cfg = _config(args, k=args.k, one_to_one=args.one_to_one)
+    out = merge_tables(left, right, cfg, left_on=lcols, right_on=rcols)
     ws = Workspace(args.out)
     params = {
         "left": args.left,
@@ -118,7 +144,9 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
-    import linking
+    from linking.clustering import cluster_table
+    from linking.config import DEFAULT_DEDUP_K
+    from linking.duplicates import dedup_table
     from linking.keys import as_columns
     from toolkit.workspace import Workspace
 
@@ -126,30 +154,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     on = as_columns(args.on, "--on")
     if args.threshold is None or not -1 <= args.threshold <= 1:
         raise LoomError("--threshold must be a cosine similarity between -1 and 1")
+    cfg = _config(args, k=DEFAULT_DEDUP_K)
     if args.method == "connected":
-        clusters, pairs = linking.dedup(
-            df,
-            on,
-            threshold=args.threshold,
-            model=args.model,
-            blocking_on=as_columns(args.blocking_on, "--blocking-on"),
-            device=args.device,
-            return_pairs=True,
-            show_progress=True,
-            char_weight=args.char_weight,
-        )
+        clusters, pairs = dedup_table(df, on, cfg, return_pairs=True)
     else:
-        clusters = linking.cluster(
-            df,
-            on,
-            method=args.method,
-            threshold=args.threshold,
-            model=args.model,
-            blocking_on=as_columns(args.blocking_on, "--blocking-on"),
-            device=args.device,
-            show_progress=True,
-            char_weight=args.char_weight,
-        )
+        clusters = cluster_table(df, on, cfg, args.method)
         from linking.evaluate import pairs_from_clusters
 
         pairs = pd.DataFrame(sorted(pairs_from_clusters(clusters)), columns=["row_a", "row_b"])

@@ -16,5 +16,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_llm_server(args: argparse.Namespace) -> int:
     from toolkit.llm_server import serve
 
-    serve(args.llm, args.host, args.port)
+    serve(args.llm, args.host, args.port, announce=lambda line: print(line, flush=True))
     return 0

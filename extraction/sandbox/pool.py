@@ -13,6 +13,7 @@ from extraction.sandbox.checks import check_code
 from extraction.sandbox.lockdown import LAYERS
 from extraction.sandbox.process import WorkerProcess, exit_reason
 from toolkit.errors import LoomError
+from toolkit.progress import deprecated_progress
 
 
 def format_isolation(layers: dict[str, dict]) -> str:
@@ -90,9 +91,13 @@ class Sandbox:
         return dict(self._layers or {})
 
     def run(
-        self, functions: dict[str, str], texts: Sequence[str], show_progress: bool = False
+        self,
+        functions: dict[str, str],
+        texts: Sequence[str],
+        progress: bool = False,
+        show_progress: bool | None = None,
     ) -> tuple[dict[str, list[str | None]], dict[str, str]]:
-        """Apply each function to every text.
+        """Apply each function to every text (`show_progress=` is the old name of `progress=`).
 
         Returns (outputs: fid -> one value or None per text, failures: fid -> reason). A failed
         function gets no outputs; the others are unaffected.
@@ -108,7 +113,8 @@ class Sandbox:
         texts = list(texts)
         results: dict[str, list[str | None]] = {f: [None] * len(texts) for f in live}
         if live and texts:
-            _Run(self, live, texts, results, failures).go(show_progress)
+            progress = deprecated_progress(progress, "show_progress", show_progress, "Sandbox.run")
+            _Run(self, live, texts, results, failures).go(bool(progress))
         return ({f: v for f, v in results.items() if f not in failures}, failures)
 
 

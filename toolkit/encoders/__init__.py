@@ -1,10 +1,11 @@
 """Efficient long-context encoders for the embedding service.
 
-- `toolkit.encoders.m2bert`: M2-BERT (Monarch Mixer); loads the released
-  `m2-bert-80M-{2k,8k,32k}-retrieval` checkpoint format; `get_embedder("m2-bert:/path")`.
-- `toolkit.encoders.linear`: converts a softmax-attention sentence encoder to linear
-  attention (Hedgehog / BASED feature maps); `convert_to_linear(...)` and
-  `get_embedder("linear:/path")`.
+- `toolkit.encoders.m2bert` (modules model, checkpoint, embedder): M2-BERT (Monarch Mixer);
+  loads the released `m2-bert-80M-{2k,8k,32k}-retrieval` checkpoint format;
+  `get_embedder("m2-bert:/path")`.
+- `toolkit.encoders.linear` (modules model, convert, embedder): converts a softmax-attention
+  sentence encoder to linear attention (Hedgehog / BASED feature maps);
+  `convert_to_linear(...)` and `get_embedder("linear:/path")`.
 Submodules import torch; they are loaded only when used.
 """
 

@@ -1,4 +1,4 @@
-"""M2-BERT (Monarch Mixer BERT) for the embedding service.
+"""M2-BERT (Monarch Mixer BERT): configuration, building blocks and the backbone model.
 
 Sequence mixing is a gated, bidirectional long convolution whose filters are implicit
 (positional features -> MLP with sine activations -> exponential decay), computed with an
@@ -18,25 +18,20 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from toolkit.embed import Embedder, _token_ids, resolve_device
 from toolkit.errors import LoomError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-# Keys a checkpoint may hold that the encoder does not use (training heads, bookkeeping).
 CACHE_BYTES = 64 * 2**20  # per filter: 768 channels x 2L float32 fits up to L = 8192
-_IGNORED_PREFIXES = ("classifier.", "cls.", "dropout.", "pooler.Wqkv", "pooler.dense1")
 
 
 @dataclass
@@ -385,189 +380,3 @@ class M2BertModel(nn.Module):
         else:
             first = h[:, 0]
         return h, torch.tanh(self.pooler.dense(first))
-
-
-# ---------------------------------------------------------------- checkpoint loading
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    for name in WEIGHT_FILES:
-        f = path / name
-        if not f.is_file():
-            continue
-        if f.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(f))
-        sd = torch.load(str(f), map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "state" in sd:  # a composer checkpoint
-            sd = sd["state"]["model"]
-        return sd
-    raise LoomError(
-        f"{path} has no weights: put the checkpoint's {' or '.join(WEIGHT_FILES[:2])} next to "
-        "its config.json"
-    )
-
-
-def normalize_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Strip wrapper prefixes (module., model., bert.) and drop heads; returns (state, dropped)."""
-    out: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for key, value in sd.items():
-        k = key
-        for prefix in ("module.", "model.", "bert."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        if k.startswith(_IGNORED_PREFIXES):
-            dropped.append(key)
-            continue
-        out[k] = value
-    return out, dropped
-
-
-def load_m2bert(path: str | os.PathLike, device: str = "cpu") -> M2BertModel:
-    """Build M2BertModel from a checkpoint folder; every model weight must be in the file."""
-    path = Path(path)
-    cfg = M2BertConfig.from_dir(path)
-    model = M2BertModel(cfg)
-    sd, _ = normalize_state_dict(_read_weights(path))
-    own = model.state_dict()
-    # recomputable buffers may be absent from a checkpoint (the reference deletes pos_emb.t)
-    optional = {k for k in own if k.endswith(("pos_emb.t", "position_ids", "modulation.deltas"))}
-    missing = [k for k in own if k not in sd and k not in optional]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        raise LoomError(
-            f"{path}: weights do not match its config.json ({len(missing)} missing, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}): check that "
-            "config.json belongs to these weights (num_hidden_layers, bidirectional, "
-            "residual_long_conv, use_glu_mlp, use_monarch_mlp)"
-        )
-    bad = [
-        (k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape
-    ]
-    if bad:
-        raise LoomError(f"{path}: weight shapes differ from config.json, e.g. {bad[:3]}")
-    model.load_state_dict(sd, strict=False)
-    return model.to(device).eval()
-
-
-def save_m2bert(model: M2BertModel, path: str | os.PathLike, prefix: str = "bert.") -> Path:
-    """Write config.json + model.safetensors in the released checkpoints' layout."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(model.config.to_dict(), indent=1))
-    sd = {prefix + k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(sd, str(path / "model.safetensors"))
-    return path
-
-
-def load_tokenizer(path: Path) -> Any:
-    """The tokenizer shipped in the checkpoint folder (tokenizer.json or vocab.txt)."""
-    from transformers import AutoTokenizer, BertTokenizerFast
-
-    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(str(path))
-    if (path / "vocab.txt").is_file():
-        return BertTokenizerFast.from_pretrained(str(path), do_lower_case=True)
-    raise LoomError(
-        f"{path} has no tokenizer: the released M2-BERT models use bert-base-uncased's "
-        "tokenizer; copy its vocab.txt (or tokenizer.json) into the checkpoint folder "
-        "(the default MiniLM package ships the same uncased vocab.txt)"
-    )
-
-
-# ---------------------------------------------------------------- embedder
-
-
-class M2BertEmbedder(Embedder):
-    """`get_embedder("m2-bert:/path")`: every text padded to long_conv_l_max, [CLS] pooler output."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        device: str | None = None,
-        token_budget: int | None = None,
-        overlap: int = 32,
-        dtype: str | None = None,
-    ) -> None:
-        self.device = resolve_device(device)
-        path = Path(path)
-        self.path = path
-        self.model = load_m2bert(path, self.device)
-        self.tokenizer = load_tokenizer(path)
-        cfg = self.model.config
-        self.config = cfg
-        self.name = f"m2-bert:{path}"
-        self.dim = cfg.hidden_size
-        self.pad_length = int(cfg.long_conv_l_max)
-        self.max_length = min(self.pad_length, cfg.max_position_embeddings)
-        on_gpu = self.device.startswith("cuda")
-        self.token_budget = token_budget or (65536 if on_gpu else 8192)
-        self.overlap = overlap
-        want = dtype or ("bfloat16" if on_gpu else "float32")
-        self._autocast = None if want == "float32" else getattr(torch, want)
-        self._cls = self.tokenizer.cls_token_id
-        self._sep = self.tokenizer.sep_token_id
-        self._pad = self.tokenizer.pad_token_id or 0
-        if max(self._cls, self._sep) >= cfg.vocab_size:
-            raise LoomError(
-                f"{path}: tokenizer ids exceed vocab_size={cfg.vocab_size}: the tokenizer does "
-                "not belong to this checkpoint"
-            )
-        self._lock = threading.Lock()
-
-    def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
-        width = self.max_length - 2
-        pieces: list[list[int]] = []
-        owner: list[int] = []
-        step = max(1, width - self.overlap)
-        for i, seq in enumerate(_token_ids(self.tokenizer, texts)):
-            if len(seq) <= width:
-                spans = [seq]
-            elif long_text == "truncate":
-                # the reference tokenizes the whole text, then keeps the first max_length ids
-                pieces.append(([self._cls] + list(seq))[: self.max_length])
-                owner.append(i)
-                continue
-            else:
-                spans = [seq[s : s + width] for s in range(0, len(seq) - self.overlap, step)]
-            for span in spans:
-                pieces.append([self._cls, *span, self._sep])
-                owner.append(i)
-        return pieces, np.asarray(owner)
-
-    @torch.inference_mode()
-    def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Pooled embeddings (B, H) float32 for token ids already padded to pad_length."""
-        ids = ids.to(self.device)
-        if self._autocast is not None and self.device.startswith("cuda"):
-            with torch.autocast("cuda", dtype=self._autocast):
-                return self.model(ids)[1].float()
-        return self.model(ids)[1].float()
-
-    def _embed(
-        self, texts: list[str], batch_size: int | None, show_progress: bool, long_text: str
-    ) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        pieces, owner = self._pieces(texts, long_text)
-        rows = batch_size or max(1, self.token_budget // self.pad_length)
-        vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
-        bar = tqdm(total=len(pieces), desc="embed m2-bert", unit="text", disable=not show_progress)
-        with self._lock:
-            for start in range(0, len(pieces), rows):
-                part = pieces[start : start + rows]
-                ids = torch.full((len(part), self.pad_length), self._pad, dtype=torch.long)
-                for r, p in enumerate(part):
-                    ids[r, : len(p)] = torch.as_tensor(p)
-                vecs[start : start + len(part)] = self.forward_ids(ids).cpu().numpy()
-                bar.update(len(part))
-        bar.close()
-        if len(pieces) == len(texts):
-            return vecs
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(out, owner, vecs)
-        return out / np.bincount(owner, minlength=len(texts)).astype(np.float32)[:, None]

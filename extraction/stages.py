@@ -1,0 +1,141 @@
+"""The stages of an extraction run that are not about candidate functions: the sample, the
+schema, the direct answers and the provenance of every value."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from extraction import prompts
+from extraction.config import EvaporateConfig
+from extraction.documents import chunks
+from extraction.functions import attr_words
+
+
+def draw_sample(docs: pd.DataFrame, k: int, rng: random.Random, how: str) -> list[int]:
+    """Sample document indices. "stratified" draws round-robin over groups of documents that
+    likely share a layout (same sub-folder and format), so every layout is seen by the
+    functions; "random" is the paper's uniform sample."""
+    n = len(docs)
+    k = min(k, n)
+    if how == "random":
+        return sorted(rng.sample(range(n), k))
+    groups: dict[tuple, list[int]] = {}
+    for i, (path, fmt) in enumerate(zip(docs["path"], docs["format"])):
+        groups.setdefault((str(Path(path).parent), fmt), []).append(i)
+    pools = [rng.sample(v, len(v)) for _, v in sorted(groups.items())]
+    rng.shuffle(pools)
+    out: list[int] = []
+    while len(out) < k:
+        for pool in pools:
+            if pool and len(out) < k:
+                out.append(pool.pop())
+    return sorted(out)
+
+
+def value_span(text: str, value: str | None) -> tuple[int, int]:
+    if not value:
+        return -1, -1
+    i = text.find(value)
+    if i < 0:
+        m = re.search(re.escape(value), text, re.IGNORECASE)
+        if not m:
+            return -1, -1
+        i = m.start()
+    return i, i + len(value)
+
+
+def identify_schema(
+    tools: Any, views: list[str], raws: list[str], cfg: EvaporateConfig
+) -> list[str]:
+    """Attribute names from the sample: the LLM's lists and the labels the markup declares."""
+    max_attributes, max_chars = cfg.max_attributes, cfg.max_chars
+    texts = [chunks(v, max_chars)[0][1] for v in views]
+    comps = tools.llm.complete([prompts.SCHEMA.format(text=t) for t in texts], max_tokens=48)
+    mentions: Counter[str] = Counter()
+    for c in comps:
+        for a in set(prompts.parse_attribute_list(c.text)):
+            mentions[a] += 1
+    for raw in raws:  # labels the markup itself declares: "Label:" lines, th/dt cells, keys
+        labels = set(re.findall(r"(?m)^[ \t-]*\**([A-Za-z][\w ]{1,30}?)\**\s*[:=]", raw))
+        labels |= set(re.findall(r"(?i)<(?:th|dt)[^>]*>\s*([^<]{2,30}?)\s*</(?:th|dt)>", raw))
+        labels |= set(re.findall(r'"([A-Za-z_][\w ]{1,30})"\s*:\s*[^{\[\s]', raw))
+        for lab in labels:
+            a = prompts.attribute_name(lab)
+            if a:
+                mentions[a] += 1
+    ranked = [a for a, c in mentions.most_common() if c >= max(2, len(raws) // 3)]
+    if not ranked:
+        ranked = [a for a, _ in mentions.most_common(max_attributes)]
+    if len(ranked) > 1:
+        vecs = tools.embedder.encode([attr_words(a) for a in ranked])
+        keep: list[int] = []
+        for i in range(len(ranked)):
+            if all(float(vecs[i] @ vecs[j]) < 0.8 for j in keep):
+                keep.append(i)
+        ranked = [ranked[i] for i in keep]
+    return ranked[:max_attributes]
+
+
+def best_chunk(embedder: Any, view: str, attribute: str, max_chars: int) -> str:
+    """The part of a long document most about `attribute` (the whole of a short one)."""
+    parts = chunks(view, max_chars)
+    if len(parts) == 1:
+        return parts[0][1]
+    from toolkit.index import VectorIndex
+
+    vecs = embedder.encode([p[1] for p in parts])
+    index = VectorIndex(vecs.shape[1], metric="cosine")
+    index.add(vecs)
+    q = embedder.encode([attr_words(attribute)])
+    _, ids = index.search(q, 1)
+    return parts[int(ids[0, 0])][1]
+
+
+def direct_answers(
+    tools: Any, views: list[str], attrs: list[str], cfg: EvaporateConfig
+) -> dict[str, list[str]]:
+    """The LLM's answer for every (document, attribute), grounded in the document."""
+    max_chars, max_tokens = cfg.max_chars, cfg.direct_tokens
+    jobs = [(i, a) for i in range(len(views)) for a in attrs]
+    out = {a: [""] * len(views) for a in attrs}
+    step = 32
+    bar = tqdm(total=len(jobs), desc="direct extraction", disable=not tools.progress)
+    for s in range(0, len(jobs), step):
+        part = jobs[s : s + step]
+        ps = [
+            prompts.DIRECT.format(
+                text=best_chunk(tools.embedder, views[i], a, max_chars), attribute=attr_words(a)
+            )
+            for i, a in part
+        ]
+        comps = tools.llm.complete(ps, max_tokens=max_tokens, stop=["\n"])
+        for (i, a), c in zip(part, comps):
+            out[a][i] = prompts.ground(c.text, views[i], a)
+        bar.update(len(part))
+    bar.close()
+    return out
+
+
+def provenance(
+    docs: pd.DataFrame, table: pd.DataFrame, attrs: list[str], sources: dict
+) -> pd.DataFrame:
+    """Where each value came from: document, attribute, value, function, character span."""
+    rows = []
+    for i, (doc_id, text) in enumerate(zip(docs["doc_id"], docs["text"])):
+        for a in attrs:
+            v = table[a].iloc[i]
+            if v is None or (isinstance(v, float) and np.isnan(v)) or v == "":
+                continue
+            s, e = value_span(text, str(v))
+            rows.append((doc_id, a, str(v), sources[a][i] or "", s, e))
+    return pd.DataFrame(
+        rows, columns=["doc_id", "attribute", "value", "function_id", "start", "end"]
+    )

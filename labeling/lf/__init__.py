@@ -1,0 +1,36 @@
+"""Labeling functions: row LFs (Snorkel style), vectorized LFs, preprocessors and LF factories.
+
+An LF returns -1 (abstain) or a class 0..k-1. A row LF gets one data point `x` (fields as
+attributes and keys); a vectorized LF gets a whole DataFrame batch and returns an int array.
+"""
+
+from __future__ import annotations
+
+from labeling.constants import ABSTAIN
+from labeling.lf.core import (
+    LabelingFunction,
+    Preprocessor,
+    Row,
+    check_label,
+    labeling_function,
+    preprocessor,
+)
+from labeling.lf.models import model_lf, prompt_lf
+from labeling.lf.vectorized import begin_batch, end_batch, keyword_lf, regex_lf, threshold_lf
+
+__all__ = [
+    "ABSTAIN",
+    "LabelingFunction",
+    "Preprocessor",
+    "Row",
+    "begin_batch",
+    "check_label",
+    "end_batch",
+    "keyword_lf",
+    "labeling_function",
+    "model_lf",
+    "preprocessor",
+    "prompt_lf",
+    "regex_lf",
+    "threshold_lf",
+]

@@ -1,0 +1,64 @@
+"""Label models: turn a label matrix L (n rows x m LFs, -1 = abstain) into probabilistic labels.
+
+All models share one interface (`BaseLabelModel`): fit, predict_proba, predict, score,
+get_weights, save/load. The probabilistic ones (`LabelModel`, `DawidSkene`, `TripletModel`)
+share one parameterisation: a class balance p(y) and, per LF, a table
+P(lf_i = a | Y = y) over a in {abstain, 0..k-1}, so abstaining is evidence too (an LF that
+only ever votes one class is informative through when it fires). Work is vectorised in torch
+(one-hot blocks times small matrices), on the GPU when there is one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labeling.constants import ABSTAIN
+from labeling.model.base import MODELS, TIE_POLICIES, BaseLabelModel, register_model
+from labeling.model.checks import LabelDtypeError, LabelMatrixError, check_L, check_Y
+from labeling.model.conditional import ConditionalModel
+from labeling.model.dawid_skene import DawidSkene
+from labeling.model.label_model import LabelModel
+from labeling.model.majority import MajorityLabelVoter, MajorityVoter
+from labeling.model.triplet import TripletModel
+from labeling.model.votes import unique_rows
+from toolkit.errors import LoomError
+
+_ALIASES = {
+    "majority": "MajorityVoter",
+    "mv": "MajorityVoter",
+    "ds": "DawidSkene",
+    "triplet": "TripletModel",
+    "flyingsquid": "TripletModel",
+    "snorkel": "LabelModel",
+}
+
+
+def get_label_model(name: str, cardinality: int, **kw: Any) -> BaseLabelModel:
+    """An unfitted label model by name: LabelModel, DawidSkene, TripletModel or MajorityVoter."""
+    aliases = {k.lower(): k for k in MODELS}
+    aliases.update(_ALIASES)
+    key = aliases.get(str(name).lower())
+    if key is None:
+        raise LoomError(f"unknown label model {name!r}: choose one of {sorted(MODELS)}")
+    return MODELS[key](cardinality=cardinality, **kw)
+
+
+__all__ = [
+    "ABSTAIN",
+    "MODELS",
+    "TIE_POLICIES",
+    "BaseLabelModel",
+    "ConditionalModel",
+    "DawidSkene",
+    "LabelDtypeError",
+    "LabelMatrixError",
+    "LabelModel",
+    "MajorityLabelVoter",
+    "MajorityVoter",
+    "TripletModel",
+    "check_L",
+    "check_Y",
+    "get_label_model",
+    "register_model",
+    "unique_rows",
+]

@@ -1,0 +1,293 @@
+"""The base class of every label model: fit/predict/score, save/load and the HTML repr.
+
+Subclasses implement `_fit`, `_proba` and `get_weights` (and `_state`/`_set_state`/`_config`
+for what save() must keep) and register with `@register_model` so that load() finds them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labeling.constants import ABSTAIN
+from labeling.metrics import metric_score
+from labeling.model.checks import LabelMatrixError, check_L, check_Y
+from toolkit.errors import LoomError
+from toolkit.progress import resolve_progress
+
+TIE_POLICIES = ("abstain", "random", "true-random")
+
+#: Saved class name -> label model class, filled by `register_model`.
+MODELS: dict[str, type[BaseLabelModel]] = {}
+
+
+def register_model(cls: type[BaseLabelModel]) -> type[BaseLabelModel]:
+    """Class decorator: make a label model loadable by name (`BaseLabelModel.load`)."""
+    MODELS[cls.__name__] = cls
+    return cls
+
+
+class _hybridmethod:
+    """`Model.load(path)` returns a new model; `model.load(path)` also fills `model` (Snorkel style)."""
+
+    def __init__(self, func: Any) -> None:
+        self.func = func
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return self.func(cls, obj, *args, **kwargs)
+
+        bound.__doc__ = self.func.__doc__
+        return bound
+
+
+class BaseLabelModel:
+    """Common interface of every label model (votes are -1 = abstain or 0..k-1)."""
+
+    def __init__(
+        self, cardinality: int = 2, device: str | None = None, progress: bool | None = None
+    ) -> None:
+        if not isinstance(cardinality, (int, np.integer)) or cardinality < 2:
+            raise LabelMatrixError(
+                f"cardinality must be an integer >= 2 (number of classes), got {cardinality!r}"
+            )
+        self.cardinality = int(cardinality)
+        self.device = device
+        self.progress = progress
+        self.m: int | None = None
+        self.class_balance: np.ndarray | None = None
+        self.lf_names: list[str] | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # ---- to implement -------------------------------------------------------------------
+    def _fit(self, L: np.ndarray, **kw: Any) -> None:
+        raise NotImplementedError
+
+    def _proba(self, L: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_weights(self) -> np.ndarray:
+        """Estimated accuracy of each LF when it votes, shape (m,)."""
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    # ---- shared -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if self.m is None:
+            raise LoomError(f"{type(self).__name__} is not fitted yet: call fit(L_train) first")
+
+    def _set_class_balance(self, class_balance: Any, Y_dev: Any, n_hint: int) -> bool:
+        """Set self.class_balance from the user's prior or Y_dev; return whether it is fixed."""
+        k = self.cardinality
+        if class_balance is not None:
+            p = np.asarray(class_balance, dtype=np.float64).reshape(-1)
+            if len(p) != k:
+                raise LabelMatrixError(f"class_balance has {len(p)} entries but cardinality is {k}")
+            if (p <= 0).any() or not np.isfinite(p).all():
+                raise LabelMatrixError(f"class_balance must be positive, got {p.tolist()}")
+            self.class_balance = p / p.sum()
+            return True
+        if Y_dev is not None:
+            y = check_Y(Y_dev, len(np.asarray(Y_dev)), k, "Y_dev")
+            y = y[y >= 0]
+            if len(y) == 0:
+                raise LabelMatrixError("Y_dev has no labels (all -1)")
+            counts = np.bincount(y, minlength=k).astype(np.float64) + 1.0
+            self.class_balance = counts / counts.sum()
+            return True
+        return False
+
+    def fit(
+        self,
+        L_train: Any,
+        Y_dev: Any = None,
+        class_balance: Any = None,
+        n_epochs: int = 200,
+        lr: float = 0.01,
+        seed: int = 0,
+        progress: bool | None = None,
+        lf_names: list[str] | None = None,
+        **kwargs: Any,
+    ) -> BaseLabelModel:
+        """Fit on an (n, m) label matrix; Y_dev / class_balance only set the class prior.
+
+        progress: show a bar (None: the model's `progress`, else on in notebooks/terminals).
+        """
+        L = check_L(L_train, self.cardinality, what="L_train")
+        n, m = L.shape
+        if isinstance(L_train, pd.DataFrame) and lf_names is None:
+            lf_names = [str(c) for c in L_train.columns]
+        self.lf_names = list(lf_names) if lf_names is not None else [f"lf_{i}" for i in range(m)]
+        if len(self.lf_names) != m:
+            raise LabelMatrixError(
+                f"lf_names has {len(self.lf_names)} names but L_train has {m} columns"
+            )
+        silent = ~(L >= 0).any(0)
+        if silent.any():
+            names = [self.lf_names[i] for i in np.nonzero(silent)[0][:5]]
+            warnings.warn(
+                f"{int(silent.sum())} LF(s) never vote in L_train (e.g. {names}): they carry no "
+                "information and get the prior accuracy 1/k; check them with LFAnalysis",
+                stacklevel=2,
+            )
+        empty = int((L < 0).all(1).sum())
+        self.fit_info = {"n": n, "m": m, "rows_without_votes": empty}
+        if empty:
+            warnings.warn(
+                f"{empty} of {n} rows have no votes: predict_proba gives them P(Y | every LF abstained) "
+                "and -1 from predict (drop them with filter_unlabeled_dataframe)",
+                stacklevel=2,
+            )
+        fixed = self._set_class_balance(class_balance, Y_dev, n)
+        self._fixed_balance = fixed
+        show = resolve_progress(progress if progress is not None else self.progress)
+        self._fit(L, n_epochs=n_epochs, lr=lr, seed=seed, progress=show, **kwargs)
+        self.m = m
+        return self
+
+    def predict_proba(self, L: Any) -> np.ndarray:
+        """P(Y = y | votes) for each row, shape (n, k) (abstaining is evidence too)."""
+        self._check_fitted()
+        return self._proba(check_L(L, self.cardinality, self.m))
+
+    def predict(
+        self,
+        L: Any,
+        return_probs: bool = False,
+        tie_break_policy: str = "abstain",
+        seed: int = 0,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Most likely class per row; ties -> -1 ("abstain") or a random tied class ("random").
+
+        Rows where every LF abstained always get -1. With return_probs, returns
+        (predictions, probabilities) as Snorkel does (fit_predict elsewhere returns
+        probabilities first, as predict_proba).
+        """
+        if tie_break_policy not in TIE_POLICIES:
+            raise LoomError(
+                f"tie_break_policy must be one of {TIE_POLICIES}, got {tie_break_policy!r}"
+            )
+        L = check_L(L, self.cardinality, self.m)
+        probs = self.predict_proba(L)
+        pred = probs.argmax(1).astype(np.int64)
+        top = probs.max(1, keepdims=True)
+        tied_mask = np.abs(probs - top) < 1e-6
+        ties = tied_mask.sum(1) > 1
+        if ties.any():
+            if tie_break_policy == "abstain":
+                pred[ties] = ABSTAIN
+            else:
+                rng = np.random.default_rng(None if tie_break_policy == "true-random" else seed)
+                r = rng.random((int(ties.sum()), self.cardinality)) * tied_mask[ties]
+                pred[ties] = r.argmax(1)
+        pred[(L < 0).all(1)] = ABSTAIN
+        return (pred, probs) if return_probs else pred
+
+    def score(
+        self,
+        L: Any,
+        Y: Any,
+        metrics: list[str] | tuple[str, ...] = ("accuracy",),
+        tie_break_policy: str = "abstain",
+    ) -> dict[str, float]:
+        """Metrics of predict(L) against gold Y on the rows the model labels (-1 preds dropped)."""
+        L = check_L(L, self.cardinality, self.m)
+        y = check_Y(Y, len(L), self.cardinality)
+        pred, probs = self.predict(L, return_probs=True, tie_break_policy=tie_break_policy)
+        return {
+            mt: metric_score(
+                y,
+                pred,
+                probs=probs,
+                metric=mt,
+                filter_dict={"preds": [ABSTAIN], "golds": [ABSTAIN]},
+            )
+            for mt in metrics
+        }
+
+    # ---- persistence / display ----------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to one .npz file."""
+        self._check_fitted()
+        path = Path(path)
+        meta = {
+            "class": type(self).__name__,
+            "cardinality": self.cardinality,
+            "m": self.m,
+            "lf_names": self.lf_names,
+            "fit_info": self.fit_info,
+            "config": self._config(),
+        }
+        arrays = dict(self._state())
+        if self.class_balance is not None:
+            arrays["class_balance"] = np.asarray(self.class_balance)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez(f, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
+        return path
+
+    def _config(self) -> dict[str, Any]:
+        return {}
+
+    @_hybridmethod
+    def load(cls, obj: Any, path: str | Path) -> BaseLabelModel:
+        """Load a model written by save(); `LabelModel.load(p)` or `model.load(p)`."""
+        path = Path(path)
+        if not path.exists():
+            raise LoomError(f"no saved label model at {path}")
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        klass = MODELS.get(meta["class"])
+        if klass is None:
+            raise LoomError(f"{path} holds an unknown model class {meta['class']!r}")
+        target = cls if cls is not BaseLabelModel else klass
+        if not issubclass(klass, target):
+            raise LoomError(f"{path} holds a {meta['class']}, not a {target.__name__}")
+        model = klass(cardinality=meta["cardinality"], **meta.get("config", {}))
+        model.m = meta["m"]
+        model.lf_names = meta["lf_names"]
+        model.fit_info = meta.get("fit_info", {})
+        model.class_balance = arrays.pop("class_balance", None)
+        model._set_state(arrays)
+        if obj is not None:
+            obj.__dict__.update(model.__dict__)
+            return obj
+        return model
+
+    def weights_frame(self) -> pd.DataFrame:
+        """LF names with their estimated accuracies (the workspace's `weights` table)."""
+        self._check_fitted()
+        return pd.DataFrame({"lf": self.lf_names, "accuracy": self.get_weights()})
+
+    def __repr__(self) -> str:
+        state = f"fitted on {self.m} LFs" if self.m is not None else "not fitted"
+        return f"{type(self).__name__}(cardinality={self.cardinality}, {state})"
+
+    def _repr_html_(self) -> str:
+        head = html.escape(repr(self))
+        if self.m is None:
+            return f"<b>{head}</b>"
+        rows = "".join(
+            f"<tr><td>{html.escape(str(n))}</td><td>{w:.3f}</td>"
+            f"<td><div style='background:#4c78a8;height:10px;width:{int(100 * w)}px'></div></td></tr>"
+            for n, w in zip(self.lf_names, self.get_weights())
+        )
+        bal = ""
+        if self.class_balance is not None:
+            bal = "<p>class balance: " + ", ".join(f"{p:.3f}" for p in self.class_balance) + "</p>"
+        return (
+            f"<b>{head}</b>{bal}<table><tr><th>LF</th><th>est. accuracy</th><th></th></tr>"
+            f"{rows}</table>"
+        )

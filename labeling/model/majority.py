@@ -1,0 +1,57 @@
+"""Majority vote as a label model (the baseline every other model should beat)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from labeling.model.base import BaseLabelModel, register_model
+from labeling.model.checks import check_L
+
+
+@register_model
+class MajorityVoter(BaseLabelModel):
+    """Majority vote; ties split evenly in predict_proba; needs no fit (fit only records LFs)."""
+
+    def _fit(self, L: np.ndarray, **_: Any) -> None:
+        if self.class_balance is None:
+            self.class_balance = np.full(self.cardinality, 1.0 / self.cardinality)
+        self.m = L.shape[1]
+        pred = self.predict(L)
+        votes = L >= 0
+        keep = votes & (pred >= 0)[:, None]
+        hits = ((L == pred[:, None]) & keep).sum(0)
+        tot = keep.sum(0)
+        self._acc = np.where(tot > 0, hits / np.maximum(tot, 1), 1.0 / self.cardinality)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"acc": getattr(self, "_acc", np.zeros(0))}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self._acc = arrays.get("acc")
+
+    def get_weights(self) -> np.ndarray:
+        """Agreement of each LF with the majority vote on the fit data (no true accuracies)."""
+        self._check_fitted()
+        return self._acc
+
+    def predict_proba(self, L: Any) -> np.ndarray:
+        """Vote shares of the top classes (ties split); rows without votes get the class prior."""
+        L = check_L(L, self.cardinality, self.m)
+        k = self.cardinality
+        n = len(L)
+        counts = np.zeros((n, k), dtype=np.float32)
+        for y in range(k):
+            counts[:, y] = (L == y).sum(1)
+        top = counts.max(1, keepdims=True)
+        probs = ((counts == top) & (top > 0)).astype(np.float32)
+        s = probs.sum(1, keepdims=True)
+        prior = self.class_balance if self.class_balance is not None else np.full(k, 1.0 / k)
+        return np.where(s > 0, probs / np.maximum(s, 1), prior.astype(np.float32))
+
+    def _proba(self, L: np.ndarray) -> np.ndarray:
+        return self.predict_proba(L)
+
+
+MajorityLabelVoter = MajorityVoter

@@ -1,0 +1,121 @@
+"""The `Embedder` interface: input checks, the embedding cache, normalisation, progress.
+
+Subclasses implement `_embed` (raw vectors for validated texts); `encode` adds the rest.
+This module imports no encoder: `toolkit.embed.registry` maps model names to them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.embed.cache import EmbeddingCache
+from toolkit.embed.tokens import token_ids
+from toolkit.errors import LoomError
+from toolkit.progress import deprecated_progress, resolve_progress
+
+LONG_TEXT_MODES = ("chunk", "truncate")
+
+
+def check_texts(texts: Iterable[str] | str) -> list[str]:
+    """`texts` as a list of str; a LoomError names the first missing or non-str entry."""
+    if isinstance(texts, str):
+        raise LoomError("encode() takes a list of texts, not one string: wrap it as [text]")
+    if hasattr(texts, "tolist"):
+        texts = texts.tolist()
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            if t is None or (isinstance(t, float) and math.isnan(t)):
+                raise LoomError(
+                    f"text {i} is missing (None/NaN): drop or fill empty rows before embedding "
+                    "(e.g. df[col].fillna(''))"
+                )
+            raise LoomError(f"text {i} is a {type(t).__name__}, not a str: convert it with str()")
+    return texts
+
+
+class Embedder(ABC):
+    """Turns texts into float32 vectors; subclasses implement `_embed` (raw vectors)."""
+
+    name: str
+    dim: int
+    max_length: int
+    device: str
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
+            f"max_length={self.max_length}, device={self.device!r})"
+        )
+
+    def encode(
+        self,
+        texts: Iterable[str],
+        batch_size: int | None = None,
+        normalize: bool = True,
+        progress: bool | None = None,
+        long_text: str = "chunk",
+        cache: Any = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed `texts` in input order; returns float32 (n, dim).
+
+        progress: a progress bar (None: on in notebooks and terminals); `show_progress=` is
+        the deprecated spelling. long_text: "chunk" splits texts longer than the model's max
+        length into overlapping windows and averages them; "truncate" keeps the first
+        max_length tokens. cache: a folder, a Workspace or an EmbeddingCache; texts seen
+        before are not re-embedded.
+        """
+        progress = deprecated_progress(progress, "show_progress", show_progress, "Embedder.encode")
+        if long_text not in LONG_TEXT_MODES:
+            raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
+        if batch_size is not None and batch_size < 1:
+            raise LoomError(f"batch_size={batch_size}: use a positive number or None")
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bar = resolve_progress(progress)
+        store = self._cache(cache)
+        if store is None:
+            out = self._embed(texts, batch_size, bar, long_text)
+        else:
+            keys = [store.key(t, long_text) for t in texts]
+            hit = store.get(list(dict.fromkeys(keys)))
+            missing = list(dict.fromkeys(k for k in keys if k not in hit))
+            if missing:
+                first = {k: t for k, t in zip(keys, texts)}
+                new = self._embed([first[k] for k in missing], batch_size, bar, long_text)
+                store.put(missing, new)
+                hit.update(zip(missing, new))
+            out = np.stack([hit[k] for k in keys])
+        out = np.asarray(out, dtype=np.float32)
+        if normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out = out / np.maximum(norms, 1e-12)
+        return out
+
+    def _cache(self, cache: Any) -> EmbeddingCache | None:
+        if cache is None or isinstance(cache, EmbeddingCache):
+            return cache
+        if hasattr(cache, "cache_dir"):  # a Workspace
+            cache = Path(cache.cache_dir) / "embeddings"
+        return EmbeddingCache(cache, f"{self.name}")
+
+    @abstractmethod
+    def _embed(
+        self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
+    ) -> np.ndarray:
+        """Raw (unnormalised) vectors for non-empty, validated texts, in input order."""
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Number of model tokens in `texts` (word count where the model has no tokenizer)."""
+        tok = getattr(self, "tokenizer", None)
+        if tok is None:
+            return sum(len(t.split()) for t in texts)
+        return sum(len(ids) + 2 for ids in token_ids(tok, list(texts)))

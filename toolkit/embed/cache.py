@@ -1,0 +1,51 @@
+"""The on-disk embedding cache: raw vectors keyed by (model, text hash) in one SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.kvcache import KVTable
+
+FILE_NAME = "embeddings.sqlite"
+
+
+class EmbeddingCache:
+    """On-disk cache of raw vectors keyed by (model key, text hash), in one SQLite file.
+
+    path: the SQLite file, or a folder (also one without a suffix) that gets `embeddings.sqlite`.
+    """
+
+    def __init__(self, path: str | os.PathLike, model_key: str) -> None:
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / FILE_NAME
+        self.path = path
+        self.model_key = model_key
+        self._table = KVTable(
+            path,
+            "vectors",
+            "model TEXT, key TEXT, vec BLOB, PRIMARY KEY (model, key)",
+            values=("vec",),
+            scope=("model", model_key),
+        )
+
+    @staticmethod
+    def key(text: str, mode: str) -> str:
+        return hashlib.sha1(f"{mode}\x00{text}".encode()).hexdigest()
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """{key: float32 vector} for the keys in the cache."""
+        return {
+            k: np.frombuffer(vec, dtype=np.float32) for k, (vec,) in self._table.get(keys).items()
+        }
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        self._table.put(
+            (k, (np.ascontiguousarray(v, np.float32).tobytes(),)) for k, v in zip(keys, vectors)
+        )

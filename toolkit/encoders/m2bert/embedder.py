@@ -1,0 +1,105 @@
+"""`get_embedder("m2-bert:/path")`: an M2-BERT checkpoint behind the embedding service."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from toolkit.device import resolve_device
+from toolkit.embed.base import Embedder
+from toolkit.embed.registry import model_folder
+from toolkit.embed.tokens import average_chunks, token_ids, window_spans
+from toolkit.encoders.m2bert.checkpoint import load_m2bert, load_tokenizer
+from toolkit.errors import LoomError
+
+
+class M2BertEmbedder(Embedder):
+    """`get_embedder("m2-bert:/path")`: every text padded to long_conv_l_max, [CLS] pooler output."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        token_budget: int | None = None,
+        overlap: int = 32,
+        dtype: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        path = Path(path)
+        self.path = path
+        self.model = load_m2bert(path, self.device)
+        self.tokenizer = load_tokenizer(path)
+        cfg = self.model.config
+        self.config = cfg
+        self.name = f"m2-bert:{path}"
+        self.dim = cfg.hidden_size
+        self.pad_length = int(cfg.long_conv_l_max)
+        self.max_length = min(self.pad_length, cfg.max_position_embeddings)
+        on_gpu = self.device.startswith("cuda")
+        self.token_budget = token_budget or (65536 if on_gpu else 8192)
+        self.overlap = overlap
+        want = dtype or ("bfloat16" if on_gpu else "float32")
+        self._autocast = None if want == "float32" else getattr(torch, want)
+        self._cls = self.tokenizer.cls_token_id
+        self._sep = self.tokenizer.sep_token_id
+        self._pad = self.tokenizer.pad_token_id or 0
+        if max(self._cls, self._sep) >= cfg.vocab_size:
+            raise LoomError(
+                f"{path}: tokenizer ids exceed vocab_size={cfg.vocab_size}: the tokenizer does "
+                "not belong to this checkpoint"
+            )
+        self._lock = threading.Lock()
+
+    def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
+        width = self.max_length - 2
+        pieces: list[list[int]] = []
+        owner: list[int] = []
+        for i, seq in enumerate(token_ids(self.tokenizer, texts)):
+            if len(seq) > width and long_text == "truncate":
+                # the reference tokenizes the whole text, then keeps the first max_length ids
+                pieces.append(([self._cls] + list(seq))[: self.max_length])
+                owner.append(i)
+                continue
+            for span in window_spans(seq, width, self.overlap):
+                pieces.append([self._cls, *span, self._sep])
+                owner.append(i)
+        return pieces, np.asarray(owner)
+
+    @torch.inference_mode()
+    def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings (B, H) float32 for token ids already padded to pad_length."""
+        ids = ids.to(self.device)
+        if self._autocast is not None and self.device.startswith("cuda"):
+            with torch.autocast("cuda", dtype=self._autocast):
+                return self.model(ids)[1].float()
+        return self.model(ids)[1].float()
+
+    def _embed(
+        self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
+    ) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        pieces, owner = self._pieces(texts, long_text)
+        rows = batch_size or max(1, self.token_budget // self.pad_length)
+        vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(pieces), desc="embed m2-bert", unit="text", disable=not progress)
+        with self._lock:
+            for start in range(0, len(pieces), rows):
+                part = pieces[start : start + rows]
+                ids = torch.full((len(part), self.pad_length), self._pad, dtype=torch.long)
+                for r, p in enumerate(part):
+                    ids[r, : len(p)] = torch.as_tensor(p)
+                vecs[start : start + len(part)] = self.forward_ids(ids).cpu().numpy()
+                bar.update(len(part))
+        bar.close()
+        return average_chunks(vecs, owner, len(texts))
+
+
+def load_embedder(name: str, device: str, **kwargs: Any) -> M2BertEmbedder:
+    """The `toolkit.embed` registry's loader for "m2-bert:/path" names."""
+    return M2BertEmbedder(model_folder(name, "m2-bert:"), device=device, **kwargs)

