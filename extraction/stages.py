@@ -61,13 +61,13 @@ def identify_schema(
     comps = tools.llm.complete([prompts.SCHEMA.format(text=t) for t in texts], max_tokens=48)
     mentions: Counter[str] = Counter()
     for c in comps:
-        for a in set(prompts.parse_attribute_list(c.text)):
+        for a in dict.fromkeys(prompts.parse_attribute_list(c.text)):  # ordered: no hash luck
             mentions[a] += 1
     for raw in raws:  # labels the markup itself declares: "Label:" lines, th/dt cells, keys
-        labels = set(re.findall(r"(?m)^[ \t-]*\**([A-Za-z][\w ]{1,30}?)\**\s*[:=]", raw))
-        labels |= set(re.findall(r"(?i)<(?:th|dt)[^>]*>\s*([^<]{2,30}?)\s*</(?:th|dt)>", raw))
-        labels |= set(re.findall(r'"([A-Za-z_][\w ]{1,30})"\s*:\s*[^{\[\s]', raw))
-        for lab in labels:
+        found = re.findall(r"(?m)^[ \t-]*\**([A-Za-z][\w ]{1,30}?)\**\s*[:=]", raw)
+        found += re.findall(r"(?i)<(?:th|dt)[^>]*>\s*([^<]{2,30}?)\s*</(?:th|dt)>", raw)
+        found += re.findall(r'"([A-Za-z_][\w ]{1,30})"\s*:\s*[^{\[\s]', raw)
+        for lab in dict.fromkeys(found):  # in document order, so ties rank the same every run
             a = prompts.attribute_name(lab)
             if a:
                 mentions[a] += 1
