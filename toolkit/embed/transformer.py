@@ -11,6 +11,7 @@ import numpy as np
 
 from toolkit.device import resolve_device
 from toolkit.embed.base import Embedder
+from toolkit.embed.pipeline import PackedForward, build_packed
 from toolkit.embed.tokens import average_chunks, special_tokens, token_ids, window_spans
 from toolkit.errors import LoomError
 
@@ -39,10 +40,12 @@ class TransformerEmbedder(Embedder):
         name: str | None = None,
         token_budget: int | None = None,
         overlap: int = 32,
+        packed: bool | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.device = resolve_device(device)
+        self.path = Path(path)  # the model folder: `fingerprint` hashes its files
         try:
             self.model = SentenceTransformer(str(path), device=self.device)
         except Exception as e:  # noqa: BLE001 - any load failure becomes one clear message
@@ -57,6 +60,10 @@ class TransformerEmbedder(Embedder):
         )
         self.dim = int(get_dim())
         self._setup_batching(token_budget, overlap)
+        if packed is None:
+            packed = self.device.startswith("cuda")
+        if packed:
+            self.packed = build_packed(self)
 
     def _setup_batching(self, token_budget: int | None, overlap: int) -> None:
         """Batch sizes, window overlap, special tokens and autocast for `self.device`.
@@ -69,14 +76,15 @@ class TransformerEmbedder(Embedder):
         self.token_budget = token_budget or (131072 if on_gpu else 8192)
         self.max_rows = 1024 if on_gpu else 128
         self.overlap = overlap
-        self._prefix, self._suffix = special_tokens(self.tokenizer)
-        self._n_special = len(self._prefix) + len(self._suffix)
+        self.prefix_ids, self.suffix_ids = special_tokens(self.tokenizer)
+        self.window = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
         self._autocast = torch.float16 if on_gpu else None
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.packed: PackedForward | None = None
 
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
         """Token id lists with special tokens; long texts split into overlapping windows."""
-        width = self.max_length - self._n_special
+        width = self.window
         pieces: list[list[int]] = []
         owner: list[int] = []
         for i, seq in enumerate(token_ids(self.tokenizer, texts)):
@@ -85,7 +93,7 @@ class TransformerEmbedder(Embedder):
             else:
                 spans = window_spans(seq, width, self.overlap)
             for span in spans:
-                pieces.append(self._prefix + list(span) + self._suffix)
+                pieces.append(self.prefix_ids + list(span) + self.suffix_ids)
                 owner.append(i)
         return pieces, np.asarray(owner)
 
@@ -121,7 +129,19 @@ class TransformerEmbedder(Embedder):
     def _embed(
         self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
     ) -> np.ndarray:
-        """Length-sorted token-budget batches through `forward_ids`; chunks averaged per text."""
+        """Length-sorted token-budget batches through `forward_ids`; chunks averaged per text.
+
+        With a packed forward (on CUDA by default), texts are tokenized ahead on threads and
+        run unpadded in their input order instead (`toolkit.embed.pipeline`).
+        """
+        if self.packed is not None:
+            return self.packed.embed(texts, batch_size, progress, long_text)
+        return self.embed_padded(texts, batch_size, progress, long_text)
+
+    def embed_padded(
+        self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
+    ) -> np.ndarray:
+        """The standard forward: length-sorted, padded token-budget batches (`_embed`)."""
         import torch
         from tqdm.auto import tqdm
 
@@ -147,7 +167,7 @@ class TransformerEmbedder(Embedder):
             unit="text",
             disable=not progress,
         )
-        with self._lock, torch.inference_mode():
+        with self.lock, torch.inference_mode():
             ready = assemble(batches[0]) if batches else None
             for b, idx in enumerate(batches):
                 out = self.forward_ids(*ready)  # queued on the GPU: build the next batch meanwhile
