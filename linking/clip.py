@@ -205,8 +205,17 @@ class ClipEncoder:
         return path
 
     # inputs -------------------------------------------------------------------------------
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """The letterbox colour: the normalisation mean, so padding normalises to zero."""
+        return tuple(int(round(255 * m)) for m in self.mean)  # type: ignore[return-value]
+
     def pixels(self, images: Sequence[Any]) -> Any:
-        """Images (paths or PIL images) -> normalised float tensor (n, 3, size, size)."""
+        """Images (paths or PIL images) -> normalised float tensor (n, 3, size, size).
+
+        resize="pad" keeps the whole image: the longer side is scaled to the model's size and
+        the rest filled with the mean colour (a letterbox); "crop" scales the shorter side
+        and cuts the centre square, as CLIP's own preprocessing does."""
         import torch
         from PIL import Image
 
@@ -225,14 +234,7 @@ class ClipEncoder:
                 except OSError as e:
                     raise LoomError(f"cannot read image {img!r}: {e}") from e
             img = img.convert("RGB")
-            w, h = img.size  # shortest side to s, then a centre crop, as CLIP does
-            scale = s / min(w, h)
-            img = img.resize(
-                (max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BICUBIC
-            )
-            w, h = img.size
-            left, top = (w - s) // 2, (h - s) // 2
-            img = img.crop((left, top, left + s, top + s))
+            img = letterbox(img, s, self.fill) if self.resize == "pad" else centre_crop(img, s)
             arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
             out[i] = (arr - mean) / std
         return torch.from_numpy(out)
@@ -289,6 +291,35 @@ class ClipEncoder:
             return self.model.get_image_features(pixel_values=self.pixels(b).to(self.device))
 
         return self._features(fn, batches, progress, "images")
+
+
+def letterbox(img: Any, size: int, fill: tuple[int, int, int]) -> Any:
+    """`img` scaled so its longer side is `size`, centred on a size x size `fill` square."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / max(w, h)
+    inner = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = Image.new("RGB", (size, size), fill)
+    out.paste(
+        img.resize(inner, Image.Resampling.BICUBIC),
+        ((size - inner[0]) // 2, (size - inner[1]) // 2),
+    )
+    return out
+
+
+def centre_crop(img: Any, size: int) -> Any:
+    """`img` scaled so its shorter side is `size`, then the centre size x size square."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize(
+        (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC
+    )
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
 
 
 def clip_encoder(model: Any, device: str | None) -> ClipEncoder:

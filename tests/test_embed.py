@@ -70,13 +70,12 @@ def test_cache_hit_skips_model(embedder, tmp_path, monkeypatch, bbc_sample):
     again = embedder.encode(texts + ["a brand new text"], cache=tmp_path)
     np.testing.assert_allclose(again[:10], first, atol=1e-6)
     assert calls == [["a brand new text"]]
+    # keyed by the model's content (fingerprint), not its name
+    store = EmbeddingCache(tmp_path, embedder.cache_key())
+    assert embedder.fingerprint in embedder.cache_key()
+    assert len(store.get([EmbeddingCache.key(t, "chunk") for t in texts])) == 10
     assert (
-        len(
-            EmbeddingCache(tmp_path, embedder.name).get(
-                [EmbeddingCache.key(t, "chunk") for t in texts]
-            )
-        )
-        == 10
+        EmbeddingCache(tmp_path, embedder.name).get([EmbeddingCache.key(texts[0], "chunk")]) == {}
     )
 
 

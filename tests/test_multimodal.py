@@ -151,3 +151,26 @@ def test_deprecated_progress_keyword_warns(tmp_path):
     with pytest.warns(DeprecationWarning, match="show_progress"):
         old = record_vectors(df, "img", "name", enc, show_progress=False)
     assert np.array_equal(old[0], new[0]) and old[1].tolist() == [True, True]
+
+
+def test_pad_letterboxes_a_wide_image_instead_of_cropping_it():
+    """resize="pad" keeps the whole image (scaled into the square, the rest in the mean
+    colour); it used to be saved but ignored, so the red and blue ends were cropped off."""
+    from PIL import Image
+
+    wide = Image.new("RGB", (192, 48), (255, 255, 255))
+    wide.paste((255, 0, 0), (0, 0, 40, 48))
+    wide.paste((0, 0, 255), (152, 0, 192, 48))
+    enc = ClipEncoder.tiny(image_size=48, device="cpu")
+    assert enc.resize == "pad"
+    px = enc.pixels([wide])[0].numpy()  # (3, 48, 48), normalised
+    mean, std = np.asarray(enc.mean)[:, None], np.asarray(enc.std)[:, None]
+    rgb = px.reshape(3, -1) * std + mean  # back to 0..1
+    rgb = rgb.reshape(3, 48, 48)
+    band = rgb[:, 24, :]  # the middle row crosses the whole (scaled) image
+    assert band[0, 2] > 0.9 and band[2, 2] < 0.1  # red at the left end
+    assert band[2, -3] > 0.9 and band[0, -3] < 0.1  # blue at the right end
+    np.testing.assert_allclose(px[:, :10, :], 0, atol=0.02)  # the letterbox: mean colour
+    enc.resize = "crop"
+    cropped = enc.pixels([wide])[0].numpy().reshape(3, -1) * std + mean
+    assert cropped[0].min() > 0.9  # the centre square is white: both ends cut off

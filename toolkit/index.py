@@ -1,12 +1,13 @@
 """One vector index for every module: FAISS, exact by default, IVF/HNSW/IVF-PQ for large n.
 
 Uses FAISS on the GPU when faiss-gpu and a GPU are present (sharded over several GPUs),
-on the CPU otherwise, with the same results for exact search.
+exact torch search on the GPU without faiss-gpu (`toolkit.index_torch`), FAISS on the CPU
+otherwise, with the same results for exact search. `save` writes a folder that a reader
+never sees half written (`toolkit.index_files`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import LoomError
+from toolkit.index_files import read_index_files, write_index_files
+from toolkit.index_torch import TorchFlat
 
 METRICS = ("cosine", "ip", "l2")
 KINDS = ("flat", "ivf", "hnsw", "ivfpq")
@@ -111,7 +114,7 @@ class VectorIndex:
         faiss = _faiss()
         metric, d, n = self._faiss_metric(), self.dim, train.shape[0]
         if self.kind == "flat" and self._torch_gpu():
-            return _TorchFlat(d, self.metric, self.device)
+            return TorchFlat(d, self.metric, self.device)
         if self.kind == "flat":
             index = faiss.IndexFlat(d, metric)
         elif self.kind == "hnsw":
@@ -243,21 +246,18 @@ class VectorIndex:
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index to a folder (index.faiss, ids.npy, meta.json)."""
+        """Write the index to a folder: the FAISS index and the ids under new names, then
+        meta.json naming them with their sizes and sha256 (written last, by an atomic rename),
+        so a reader sees the old index or the new one, never a mix; old files are removed."""
         faiss = _faiss()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         index = self._index
-        if isinstance(index, _TorchFlat):
+        if isinstance(index, TorchFlat):
             cpu = faiss.IndexFlat(self.dim, self._faiss_metric())
             cpu.add(index.vectors())
             index = cpu
-        if index is not None:
-            if self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw":
+        elif index is not None and self.device.startswith("cuda") and gpu_count() > 0:
+            if self.kind != "hnsw":
                 index = faiss.index_gpu_to_cpu(index)
-            faiss.write_index(index, str(path / "index.faiss.tmp"))
-            os.replace(path / "index.faiss.tmp", path / "index.faiss")
-        np.save(path / "ids.npy", self._ids)
         meta = {
             "dim": self.dim,
             "metric": self.metric,
@@ -265,116 +265,40 @@ class VectorIndex:
             "params": self.params,
             "n": len(self),
         }
-        (path / "meta.json").write_text(json.dumps(meta))
-        return path
+        write = None if index is None else (lambda p: faiss.write_index(index, str(p)))
+        return write_index_files(Path(path), meta, self._ids, write)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None) -> VectorIndex:
-        """Read an index written by `save`."""
+    def load(
+        cls, path: str | os.PathLike, device: str | None = None, *, verify: bool = True
+    ) -> VectorIndex:
+        """Read an index written by `save`; a missing, cut or altered file is a LoomError
+        naming it (verify=False skips the sha256 check of each file, not the size check)."""
         faiss = _faiss()
-        path = Path(path)
-        if not (path / "meta.json").exists():
-            raise LoomError(f"{path} is not a saved VectorIndex (no meta.json)")
-        meta = json.loads((path / "meta.json").read_text())
+        meta, ids, index_file = read_index_files(Path(path), verify)
         obj = cls(meta["dim"], meta["metric"], meta["kind"], device=device, **meta["params"])
-        obj._ids = np.load(path / "ids.npy")
-        if (path / "index.faiss").exists():
-            index = faiss.read_index(str(path / "index.faiss"))
+        obj._ids = ids
+        if index_file is not None:
+            try:
+                index = faiss.read_index(str(index_file))
+            except RuntimeError as e:
+                raise LoomError(
+                    f"{index_file} is not a readable FAISS index ({str(e).splitlines()[0]}): "
+                    "save the index again"
+                ) from None
+            if index.ntotal != len(ids):
+                raise LoomError(
+                    f"{index_file} holds {index.ntotal} vectors but the ids file {len(ids)}: "
+                    "save the index again"
+                )
             if obj.device.startswith("cuda") and gpu_count() > 0 and obj.kind != "hnsw":
                 index = obj._to_gpu(index)
             elif obj.kind == "flat" and obj._torch_gpu():
-                flat = _TorchFlat(obj.dim, obj.metric, obj.device)
+                flat = TorchFlat(obj.dim, obj.metric, obj.device)
                 flat.add(index.reconstruct_n(0, index.ntotal))
                 index = flat
             obj._index = index
         return obj
-
-
-class _TorchFlat:
-    """Exact search on CUDA GPUs with torch (fp16 matmul + top-k), used without faiss-gpu.
-
-    `device="cuda"` shards the vectors over every visible GPU (each search runs on all
-    shards at once and the per-shard top-k lists are merged); "cuda:1" uses that GPU only.
-    A list of devices gives the shards explicitly.
-    """
-
-    is_trained = True
-
-    def __init__(self, dim: int, metric: str, device: str | list[str]) -> None:
-        import torch
-
-        if isinstance(device, str):
-            n_gpu = torch.cuda.device_count() if device == "cuda" else 0
-            device = [f"cuda:{g}" for g in range(n_gpu)] if n_gpu > 1 else [device]
-        self.torch, self.metric, self.devices = torch, metric, list(device)
-        self.x = [torch.empty((0, dim), dtype=torch.float16, device=d) for d in self.devices]
-        self.sq = [torch.empty((0,), dtype=torch.float32, device=d) for d in self.devices]
-        self.gid = [torch.empty((0,), dtype=torch.int64, device=d) for d in self.devices]
-
-    @property
-    def ntotal(self) -> int:
-        return sum(int(x.shape[0]) for x in self.x)
-
-    def add(self, x: np.ndarray) -> None:
-        """Append rows, split evenly over the shards; each shard keeps its rows' positions."""
-        torch, start = self.torch, self.ntotal
-        bounds = np.linspace(0, len(x), len(self.devices) + 1).astype(int)
-        for i, d in enumerate(self.devices):
-            part = torch.from_numpy(x[bounds[i] : bounds[i + 1]]).to(d).float()
-            pos = torch.arange(start + bounds[i], start + bounds[i + 1], device=d)
-            self.x[i] = torch.cat([self.x[i], part.half()])
-            self.sq[i] = torch.cat([self.sq[i], (part**2).sum(1)])
-            self.gid[i] = torch.cat([self.gid[i], pos])
-
-    def vectors(self) -> np.ndarray:
-        """All stored vectors (float32) in insertion order."""
-        out = np.empty((self.ntotal, self.x[0].shape[1]), np.float32)
-        for x, g in zip(self.x, self.gid):
-            out[g.cpu().numpy()] = x.float().cpu().numpy()
-        return out
-
-    def _search_shard(self, i: int, q: np.ndarray, k: int, budget: int) -> tuple[Any, Any]:
-        """(scores, global ids) of shard i's top-k, float32 on that shard's device."""
-        torch, x, sq = self.torch, self.x[i], self.sq[i]
-        kk = min(k, int(x.shape[0]))
-        chunk = int(max(1, min(8192, budget // max(1, int(x.shape[0])))))
-        out_s, out_i = [], []
-        for s in range(0, len(q), chunk):
-            qt = torch.from_numpy(q[s : s + chunk]).to(x.device)
-            sim = qt.half() @ x.T
-            if self.metric == "l2":
-                sim = 2 * sim.float() - sq[None, :]
-            idx = sim.topk(kk, dim=1).indices
-            del sim
-            top = torch.einsum("bd,bkd->bk", qt.float(), x[idx].float())
-            if self.metric == "l2":
-                top = (qt.float() ** 2).sum(1, keepdim=True) + sq[idx] - 2 * top
-            out_s.append(top)
-            out_i.append(self.gid[i][idx])
-        return torch.cat(out_s), torch.cat(out_i)
-
-    def search(self, q: np.ndarray, k: int, budget: int = 1 << 31) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k per query; query blocks sized so one block of scores holds `budget` halfs.
-
-        Inner-product scores stay in fp16 through the top-k (half the memory traffic of a
-        float32 copy); the k winners are rescored in float32 from the stored fp16 vectors.
-        """
-        torch = self.torch
-        scores = np.full((len(q), k), np.nan, np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        shards = [i for i, x in enumerate(self.x) if x.shape[0]]
-        if not shards or not len(q):
-            return scores, ids
-        with torch.inference_mode():
-            parts = [self._search_shard(i, q, k, budget) for i in shards]  # async per GPU
-            home = self.x[shards[0]].device
-            top = torch.cat([p[0].to(home) for p in parts], 1)
-            idx = torch.cat([p[1].to(home) for p in parts], 1)
-            top, order = top.sort(dim=1, descending=self.metric != "l2")
-            kk = min(k, top.shape[1])
-            scores[:, :kk] = top[:, :kk].cpu().numpy()
-            ids[:, :kk] = idx.gather(1, order)[:, :kk].cpu().numpy()
-        return scores, ids
 
 
 def _pq_m(d: int) -> int:

@@ -1,11 +1,15 @@
 """The `Embedder` interface: input checks, the embedding cache, normalisation, progress.
 
 Subclasses implement `_embed` (raw vectors for validated texts); `encode` adds the rest.
+`fingerprint` names what makes the vectors (a content hash of a local model's files, or the
+server and model id of a remote one); the embedding cache is keyed by it, so a model
+re-trained into the same folder never gets the vectors of the old one.
 This module imports no encoder: `toolkit.embed.registry` maps model names to them.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -17,7 +21,10 @@ import numpy as np
 from toolkit.embed.cache import EmbeddingCache
 from toolkit.embed.tokens import token_ids
 from toolkit.errors import LoomError
+from toolkit.fingerprint import path_fingerprint, text_fingerprint
 from toolkit.progress import deprecated_progress, resolve_progress
+
+log = logging.getLogger(__name__)
 
 LONG_TEXT_MODES = ("chunk", "truncate")
 
@@ -54,6 +61,24 @@ class Embedder(ABC):
             f"max_length={self.max_length}, device={self.device!r})"
         )
 
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of what makes this embedder's vectors.
+
+        A local model (`self.path`, a file or folder): the hash of its files' bytes (weights,
+        tokenizer, config), remembered per process while the files are unchanged. Otherwise
+        (a server): the hash of the class and name, i.e. the server URL and model id.
+        """
+        path = getattr(self, "path", None)
+        if path is not None and Path(path).exists():
+            return path_fingerprint(path)
+        return text_fingerprint(type(self).__name__, self.name)
+
+    def cache_key(self) -> str:
+        """The embedding cache's model key: class, fingerprint and max length (long texts are
+        split or cut at max_length tokens, so it changes the vectors)."""
+        return f"{type(self).__name__}@{self.fingerprint}/max_length={self.max_length}"
+
     def encode(
         self,
         texts: Iterable[str],
@@ -86,7 +111,7 @@ class Embedder(ABC):
             out = self._embed(texts, batch_size, bar, long_text)
         else:
             keys = [store.key(t, long_text) for t in texts]
-            hit = store.get(list(dict.fromkeys(keys)))
+            hit = self._checked(store, store.get(list(dict.fromkeys(keys))))
             missing = list(dict.fromkeys(k for k in keys if k not in hit))
             if missing:
                 first = {k: t for k, t in zip(keys, texts)}
@@ -105,7 +130,24 @@ class Embedder(ABC):
             return cache
         if hasattr(cache, "cache_dir"):  # a Workspace
             cache = Path(cache.cache_dir) / "embeddings"
-        return EmbeddingCache(cache, f"{self.name}")
+        return EmbeddingCache(cache, self.cache_key())
+
+    def _checked(self, store: EmbeddingCache, hit: dict[str, np.ndarray]) -> dict:
+        """The cached vectors of the right length (others are embedded again, with a warning)."""
+        if not hit:
+            return hit
+        dim = self.dim
+        bad = [k for k, v in hit.items() if v.shape != (dim,)]
+        if bad:
+            log.warning(
+                "embedding cache %s: %d vectors do not have dimension %d; embedding them again",
+                store.path,
+                len(bad),
+                dim,
+            )
+            for k in bad:
+                del hit[k]
+        return hit
 
     @abstractmethod
     def _embed(

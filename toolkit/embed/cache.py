@@ -1,4 +1,10 @@
-"""The on-disk embedding cache: raw vectors keyed by (model, text hash) in one SQLite file."""
+"""The on-disk embedding cache: raw vectors keyed by (model key, text hash) in one SQLite file.
+
+An embedder's model key (`Embedder.cache_key`) holds the content fingerprint of its model, so
+vectors of a model re-trained into the same folder are never served for the new one. The file
+is safe to share between processes, and a corrupt one is moved aside and rebuilt
+(`toolkit.kvcache`).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +48,9 @@ class EmbeddingCache:
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """{key: float32 vector} for the keys in the cache."""
         return {
-            k: np.frombuffer(vec, dtype=np.float32) for k, (vec,) in self._table.get(keys).items()
+            k: np.frombuffer(vec, dtype=np.float32)
+            for k, (vec,) in self._table.get(keys).items()
+            if isinstance(vec, bytes) and len(vec) % 4 == 0
         }
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:

@@ -6,8 +6,10 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from toolkit.errors import LoomError
+from toolkit.fingerprint import path_fingerprint, text_fingerprint
 from toolkit.llm.cache import CompletionCache, cache_root
 from toolkit.llm.completion import Completion
 
@@ -32,6 +34,16 @@ class LLM:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    @property
+    def fingerprint(self) -> str:
+        """A content hash of the model: of its file or folder (`self.path`: weights,
+        tokenizer, config), remembered per process while unchanged; for a server, of the
+        class and name (the URL and model id)."""
+        path = getattr(self, "path", None)
+        if path is not None and Path(path).exists():
+            return path_fingerprint(path)
+        return text_fingerprint(type(self).__name__, self.name)
 
     def set_cache(self, path: str | os.PathLike | None) -> None:
         """Use the completion cache at `path` (None turns caching off)."""
@@ -91,9 +103,10 @@ class LLM:
             raise LoomError(f"temperature must be >= 0, got {temperature}")
         stop = list(stop or [])
         jobs = [(p, i) for p in prompts for i in range(n)]
+        model = f"{self.name}@{self.fingerprint}" if self.cache else self.name
         keys = [
             CompletionCache.key(
-                self.name,
+                model,
                 p,
                 {
                     "max_tokens": max_tokens,
@@ -117,7 +130,9 @@ class LLM:
                     [jobs[j][0] for j in idx], max_tokens, temperature, stop, seed + i, chat
                 )
                 for j, c in zip(idx, comps, strict=True):
-                    c.text = _cut_stop(c.text, stop)
+                    cut = _cut_stop(c.text, stop)
+                    if cut != c.text:
+                        c.text, c.finish_reason = cut, "stop"
                     results[j] = c
                 if self.cache:
                     self.cache.put({keys[j]: results[j] for j in idx})

@@ -1,4 +1,10 @@
-"""The on-disk completion cache: hash(model, prompt, params, sample index) -> completion."""
+"""The on-disk completion cache: hash(model, prompt, params, sample index) -> completion.
+
+`LLM.complete` keys it by the model's name and content fingerprint (a re-trained or replaced
+model in the same place misses the old completions) and by every generation parameter that
+changes the output. The file is safe to share between processes, and a corrupt one is moved
+aside and rebuilt (`toolkit.kvcache`).
+"""
 
 from __future__ import annotations
 

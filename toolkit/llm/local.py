@@ -41,6 +41,7 @@ class TransformersLLM(LLM):
         path = Path(path)
         if not (path / "config.json").exists():
             raise LoomError(f"{path} is not a Hugging Face model directory (no config.json)")
+        self.path = path  # the model folder: `fingerprint` (in the cache key) hashes its files
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.tokenizer.padding_side = "left"
@@ -111,6 +112,7 @@ class TransformersLLM(LLM):
                         self.tokenizer.decode(ids[:n], skip_special_tokens=True),
                         int(enc["attention_mask"][row].sum()),
                         n,
+                        finish_reason="stop" if n < len(ids) else "length",
                     )
 
 
@@ -158,7 +160,10 @@ class LlamaCppLLM(LLM):
                 u = r.get("usage") or {}
                 out.append(
                     Completion(
-                        text, int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))
+                        text,
+                        int(u.get("prompt_tokens", 0)),
+                        int(u.get("completion_tokens", 0)),
+                        finish_reason=r["choices"][0].get("finish_reason"),
                     )
                 )
         return out

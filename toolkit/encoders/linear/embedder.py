@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ class LinearAttentionEmbedder(TransformerEmbedder):
         max_length: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.path = Path(path)  # the converted model folder: `fingerprint` hashes its files
         self.model, self.tokenizer, self.meta = load_linear(path, self.device)
         self.name = f"linear:{path}"
         cfg = self.model.bert.config
