@@ -5,6 +5,7 @@ Votes are -1 (abstain) or 0..k-1 everywhere. Snorkel users switch by changing im
 
 from labeling.analysis import LFAnalysis
 from labeling.apply import ApplierMetadata, DaskLFApplier, LFApplier, LFError, PandasLFApplier
+from labeling.arguments import UnknownArgumentError
 from labeling.constants import ABSTAIN
 from labeling.embroid import Embroid
 from labeling.lf import (
@@ -52,6 +53,7 @@ __all__ = [
     "PandasLFApplier",
     "Preprocessor",
     "TripletModel",
+    "UnknownArgumentError",
     "filter_unlabeled_dataframe",
     "get_label_model",
     "keyword_lf",

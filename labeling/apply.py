@@ -13,18 +13,17 @@ import pandas as pd
 
 from labeling.constants import ABSTAIN
 from labeling.lf import LabelingFunction, Row, begin_batch, end_batch
+from labeling.lf.checks import LFError, as_vote, shadowed_field_hint, vectorized_votes
 from toolkit.errors import LoomError
 from toolkit.progress import resolve_progress
 
 
-class LFError(LoomError, RuntimeError):
-    """A labeling function raised (or returned a bad value) on some data point."""
-
-
 class ApplierMetadata(NamedTuple):
-    """Faults per LF (only non-zero with fault_tolerant=True)."""
+    """Faults per LF (only non-zero with fault_tolerant=True): rows where the LF raised or
+    returned a value that is not a vote; `errors` holds the first such problem per LF."""
 
     faults: dict[str, int]
+    errors: dict[str, str] = {}
 
 
 def _check_lfs(lfs: Sequence[Any]) -> list[Any]:
@@ -44,27 +43,11 @@ def _check_lfs(lfs: Sequence[Any]) -> list[Any]:
     return lfs
 
 
-def _as_vote(value: Any, lf: str, index: Any, cardinality: int | None) -> int:
-    if value is None:
-        return ABSTAIN
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise LFError(
-            f"LF {lf!r} returned {value!r} on row {index!r}: return -1 (abstain) or a class 0..k-1"
-        ) from None
-    if v != value or v < ABSTAIN or (cardinality is not None and v >= cardinality):
-        raise LFError(
-            f"LF {lf!r} returned {value!r} on row {index!r}: votes must be -1 (abstain) or 0..{'k-1' if cardinality is None else cardinality - 1}"
-        )
-    return v
-
-
 # state inherited by forked workers (so LFs written in a notebook need not be picklable)
 _FORK_STATE: dict[str, Any] = {}
 
 
-def _rows_worker(bounds: tuple[int, int]) -> tuple[np.ndarray, dict[str, int]]:
+def _rows_worker(bounds: tuple[int, int]) -> tuple[np.ndarray, dict[str, int], dict[str, str]]:
     st = _FORK_STATE
     return _apply_rows(
         st["records"][bounds[0] : bounds[1]],
@@ -84,9 +67,11 @@ def _apply_rows(
     cardinality: int | None,
     row_type: str,
     bar: Any = None,
-) -> tuple[np.ndarray, dict[str, int]]:
+) -> tuple[np.ndarray, dict[str, int], dict[str, str]]:
+    """Votes of row LFs, faults per LF and the first fault's message per LF."""
     out = np.full((len(records), len(lfs)), ABSTAIN, dtype=np.int64)
     faults = dict.fromkeys((lf.name for lf in lfs), 0)
+    errors: dict[str, str] = {}
     for r, (rec, idx) in enumerate(zip(records, index)):
         if row_type == "series":
             x: Any = pd.Series(rec, name=idx)
@@ -95,43 +80,33 @@ def _apply_rows(
             x.name = idx
         for j, lf in enumerate(lfs):
             try:
-                value = lf(x)
+                out[r, j] = as_vote(lf(x), lf.name, idx, cardinality)
+            except LFError as e:  # a value that is not a vote
+                if not fault_tolerant:
+                    raise LFError(
+                        f"{e}; fix the LF or apply with fault_tolerant=True to record abstains "
+                        "and count the faults"
+                    ) from None
+                faults[lf.name] += 1
+                errors.setdefault(lf.name, str(e))
             except Exception as e:
+                faults[lf.name] += 1
+                if fault_tolerant and lf.name in errors:
+                    continue
+                msg = (
+                    f"LF {lf.name!r} raised on row {idx!r} ({type(e).__name__}: {e})"
+                    f"{shadowed_field_hint(lf, rec, row_type, idx)}"
+                )
                 if fault_tolerant:
-                    faults[lf.name] += 1
+                    errors[lf.name] = msg
                     continue
                 raise LFError(
-                    f"LF {lf.name!r} raised on row {idx!r} ({type(e).__name__}: {e}); fix the LF or "
-                    "apply with fault_tolerant=True to record abstains and count the faults"
+                    f"{msg}. Fix the LF or apply with fault_tolerant=True to record abstains and "
+                    "count the faults"
                 ) from e
-            out[r, j] = _as_vote(value, lf.name, idx, cardinality)
         if bar is not None and r % 1000 == 999:
             bar.update(1000)
-    return out, faults
-
-
-def _check_vectorized_output(values: Any, lf: str, n: int, cardinality: int | None) -> np.ndarray:
-    arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values)
-    if arr.shape != (n,):
-        raise LFError(
-            f"vectorized LF {lf!r} returned shape {arr.shape}; it must return one vote per row ({n},)"
-        )
-    if arr.dtype.kind not in "iub":
-        if arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all():
-            arr = arr.astype(np.int64)
-        else:
-            raise LFError(
-                f"vectorized LF {lf!r} returned dtype {arr.dtype}: return integer votes (-1 = abstain)"
-            )
-    arr = arr.astype(np.int64, copy=False)
-    if n and (arr.min() < ABSTAIN or (cardinality is not None and arr.max() >= cardinality)):
-        bad = int(
-            np.nonzero((arr < ABSTAIN) | ((arr >= cardinality) if cardinality else False))[0][0]
-        )
-        raise LFError(
-            f"vectorized LF {lf!r} returned {arr[bad]} at row position {bad}: votes must be -1 or 0..k-1"
-        )
-    return arr
+    return out, faults, errors
 
 
 class LFApplier:
@@ -166,8 +141,23 @@ class LFApplier:
     ) -> np.ndarray | tuple[np.ndarray, ApplierMetadata]:
         """L (n, m) int64, -1 = abstain; `n_jobs` > 1 forks processes for the row LFs.
 
-        progress: show bars (None: on in notebooks and terminals).
+        progress: show bars (None: on in notebooks and terminals). fault_tolerant: an LF that
+        raises, or returns a value that is not a vote, abstains on that row instead of stopping
+        the run; the faults are counted per LF (`return_meta=True`) and warned about.
         """
+        L, meta = self._apply(df, n_jobs, progress, fault_tolerant, min_rows_per_job)
+        if fault_tolerant and any(meta.faults.values()):
+            warnings.warn(_faults_message(meta.faults, meta.errors), stacklevel=2)
+        return (L, meta) if return_meta else L
+
+    def _apply(
+        self,
+        df: pd.DataFrame | Sequence[Any],
+        n_jobs: int = 1,
+        progress: bool | None = None,
+        fault_tolerant: bool = False,
+        min_rows_per_job: int = 20_000,
+    ) -> tuple[np.ndarray, ApplierMetadata]:
         from tqdm.auto import tqdm
 
         progress = resolve_progress(progress)
@@ -182,6 +172,7 @@ class LFApplier:
         n = len(df)
         L = np.full((n, len(self.lfs)), ABSTAIN, dtype=np.int64)
         faults = dict.fromkeys(self.names, 0)
+        errors: dict[str, str] = {}
         vec = [j for j, lf in enumerate(self.lfs) if getattr(lf, "vectorized", False)]
         rows = [j for j, lf in enumerate(self.lfs) if not getattr(lf, "vectorized", False)]
         begin_batch()
@@ -191,25 +182,28 @@ class LFApplier:
             ) as bar:
                 for j in vec:
                     lf = self.lfs[j]
+                    bar.update(1)
                     try:
                         out = lf(df)
                     except LoomError:
                         raise
                     except Exception as e:
+                        span = f"{df.index[0]!r}..{df.index[-1]!r}" if n else "(none)"
+                        msg = (
+                            f"vectorized LF {lf.name!r} raised on the batch of rows {span} "
+                            f"({type(e).__name__}: {e})"
+                        )
                         if fault_tolerant:
                             faults[lf.name] += n
-                            warnings.warn(
-                                f"vectorized LF {lf.name!r} raised {e!r}; recorded as abstain",
-                                stacklevel=2,
-                            )
-                            bar.update(1)
+                            errors.setdefault(lf.name, msg)
                             continue
-                        raise LFError(
-                            f"vectorized LF {lf.name!r} raised on the batch of rows {df.index[0]!r}..{df.index[-1]!r} "
-                            f"({type(e).__name__}: {e}); fix the LF or apply with fault_tolerant=True"
-                        ) from e
-                    L[:, j] = _check_vectorized_output(out, lf.name, n, self.cardinality)
-                    bar.update(1)
+                        raise LFError(f"{msg}; fix the LF or apply with fault_tolerant=True") from e
+                    L[:, j], bad, problem = vectorized_votes(
+                        out, lf.name, df.index, self.cardinality, fault_tolerant
+                    )
+                    if bad:
+                        faults[lf.name] += bad
+                        errors.setdefault(lf.name, problem)
         finally:
             end_batch()
         if rows and n:
@@ -221,16 +215,17 @@ class LFApplier:
             )
             if jobs <= 1 or "fork" not in mp.get_all_start_methods():
                 with tqdm(total=n, desc="row LFs", disable=not progress, leave=False) as bar:
-                    part, f = _apply_rows(
-                        records,
-                        index,
-                        row_lfs,
-                        fault_tolerant,
-                        self.cardinality,
-                        self.row_type,
-                        bar,
-                    )
-                parts, fl = [part], [f]
+                    res = [
+                        _apply_rows(
+                            records,
+                            index,
+                            row_lfs,
+                            fault_tolerant,
+                            self.cardinality,
+                            self.row_type,
+                            bar,
+                        )
+                    ]
             else:
                 _FORK_STATE.update(
                     records=records,
@@ -255,15 +250,13 @@ class LFApplier:
                         )
                 finally:
                     _FORK_STATE.clear()
-                parts, fl = [r[0] for r in res], [r[1] for r in res]
-            L[:, rows] = np.vstack(parts)
-            for f in fl:
+            L[:, rows] = np.vstack([r[0] for r in res])
+            for _, f, errs in res:
                 for k, v in f.items():
                     faults[k] += v
-        if fault_tolerant and any(faults.values()):
-            bad = {k: v for k, v in faults.items() if v}
-            warnings.warn(f"LFs raised on some rows (recorded as abstain): {bad}", stacklevel=2)
-        return (L, ApplierMetadata(faults)) if return_meta else L
+                for k, v in errs.items():
+                    errors.setdefault(k, v)
+        return L, ApplierMetadata(faults, errors)
 
 
 PandasLFApplier = LFApplier
@@ -295,11 +288,9 @@ class DaskLFApplier:
             )
         applier = self.applier
 
-        def run(part: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
-            L, meta = applier.apply(
-                part, progress=False, fault_tolerant=fault_tolerant, return_meta=True
-            )
-            return L, meta.faults
+        def run(part: pd.DataFrame) -> tuple[np.ndarray, ApplierMetadata]:
+            # no warning per partition: one for the whole frame, below
+            return applier._apply(part, progress=False, fault_tolerant=fault_tolerant)
 
         tasks = [dask.delayed(run)(p) for p in ddf.to_delayed()]
         kw = {"scheduler": scheduler} if scheduler is not None else {}
@@ -310,10 +301,24 @@ class DaskLFApplier:
             else np.zeros((0, len(self.names)), np.int64)
         )
         faults = dict.fromkeys(self.names, 0)
-        for _, f in results:
-            for k, v in f.items():
+        errors: dict[str, str] = {}
+        for _, meta in results:
+            for k, v in meta.faults.items():
                 faults[k] += v
-        return (L, ApplierMetadata(faults)) if return_meta else L
+            for k, v in meta.errors.items():
+                errors.setdefault(k, v)
+        if fault_tolerant and any(faults.values()):
+            warnings.warn(_faults_message(faults, errors), stacklevel=2)
+        return (L, ApplierMetadata(faults, errors)) if return_meta else L
+
+
+def _faults_message(faults: dict[str, int], errors: dict[str, str]) -> str:
+    bad = {k: v for k, v in faults.items() if v}
+    first = "; ".join(errors[k] for k in bad if k in errors)
+    return (
+        f"LFs raised or returned values that are not votes on some rows (recorded as abstain): "
+        f"{bad}. First problem per LF: {first}"
+    )
 
 
 def lf_names(lfs: Sequence[LabelingFunction]) -> list[str]:

@@ -23,7 +23,13 @@ import pandas as pd
 
 from labeling.constants import ABSTAIN
 from labeling.model import check_L, check_Y
-from labeling.neighbors import build_index, check_embeddings, label_smoothness, neighbours
+from labeling.neighbors import (
+    build_index,
+    check_embeddings,
+    embeddings_digest,
+    label_smoothness,
+    neighbours,
+)
 from labeling.partitions import assign_partitions, spherical_kmeans
 from labeling.smoother import fit_label_model, predictions, save_smoothing
 from toolkit.device import resolve_device
@@ -130,6 +136,7 @@ class Liger:
         # 1. neighbours through the shared index, then per-LF radius and extension
         self.index_ = build_index(X, dev, self.index_kind)
         self.L_train_ = L
+        self.embeddings_digest_ = embeddings_digest(X)
         S, ids = neighbours(
             self.index_, X, k, exclude_self=True, progress=progress, desc="Liger kNN"
         )
@@ -307,8 +314,8 @@ class Liger:
                 f"embeddings have dimension {X.shape[1]} but Liger was fitted on "
                 f"{self.centroids_.shape[1]}: embed with the same model"
             )
-        if len(L) == len(self.L_train_) and np.array_equal(L, self.L_train_):
-            return self.extended_L.copy()
+        if np.array_equal(L, self.L_train_) and embeddings_digest(X) == self.embeddings_digest_:
+            return self.extended_L.copy()  # the training rows themselves: their own extension
         S, ids = neighbours(self.index_, X, self.k_, exclude_self=False)
         return self._extend(L, S, ids)
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labeling.arguments import check_kwargs
 from toolkit.errors import LoomError
 
 METRICS = (
@@ -35,7 +36,8 @@ def metric_score(
     """One metric of preds against golds (Snorkel's metric_score).
 
     `filter_dict={"golds": [-1], "preds": [-1]}` drops rows whose gold/pred is in the list
-    before scoring (except for "coverage", the share of preds that are not -1).
+    before scoring (except for "coverage", the share of preds that are not -1). kwargs:
+    `pos_label=` (precision, recall, f1, fbeta) and `beta=` (fbeta); others are an error.
     """
     golds = np.asarray(golds).reshape(-1)
     preds = np.asarray(preds).reshape(-1)
@@ -43,6 +45,14 @@ def metric_score(
         raise LoomError(f"golds ({len(golds)}) and preds ({len(preds)}) differ in length")
     if metric not in METRICS:
         raise LoomError(f"unknown metric {metric!r}: choose one of {METRICS}")
+    options = {"precision": ("pos_label",), "recall": ("pos_label",), "f1": ("pos_label",)}
+    options["fbeta"] = ("pos_label", "beta")
+    check_kwargs(
+        f"metric_score(metric={metric!r})",
+        kwargs,
+        options.get(metric, ()),
+        {"average": "use metric='f1_micro' or metric='f1_macro' for an averaged F1"},
+    )
     if metric == "coverage":
         return float((preds != -1).mean()) if len(preds) else 0.0
     keep = np.ones(len(golds), dtype=bool)

@@ -6,6 +6,7 @@ Shared by the smoothers (`labeling.liger`, `labeling.embroid`): unit-row embeddi
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,14 @@ def check_embeddings(E: Any, n: int, what: str = "embeddings") -> np.ndarray:
             "some models) or drop those rows"
         )
     return x / norms[:, None]
+
+
+def embeddings_digest(X: np.ndarray) -> str:
+    """Content hash of an embedding matrix (shape, dtype and values in row order)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(f"{X.shape}{X.dtype.str}".encode())
+    h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()
 
 
 def default_index_kind(n: int, device: str) -> str:

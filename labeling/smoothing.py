@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labeling.arguments import check_kwargs, keyword_names
 from labeling.embroid import Embroid, tfidf_svd_embeddings
 from labeling.liger import Liger
 from labeling.smoother import save_smoothing
@@ -36,12 +37,15 @@ def smooth(
 
     Embeddings come from `embeddings` or are computed from `texts` with the shared embedder
     (`embedder` name, default MiniLM); Embroid also gets a TF-IDF/SVD space when texts are
-    given (50 or more). With `ws` and `run`, the `coverage` and
+    given (50 or more). `kwargs` are the Liger / Embroid constructor's arguments (an unknown
+    one is an error naming the close matches). With `ws` and `run`, the `coverage` and
     `partition_accuracy` tables are written to that run (for `loom label --smooth`).
     """
     method = str(method).lower()
     if method not in ("liger", "embroid"):
         raise LoomError(f"--smooth {method!r}: use 'liger' or 'embroid'")
+    cls = Liger if method == "liger" else Embroid
+    check_kwargs(f"smooth({method!r})", kwargs, keyword_names(cls.__init__, skip=("cardinality",)))
     if isinstance(L, pd.DataFrame) and lf_names is None:
         lf_names = [str(c) for c in L.columns]
     if embeddings is None:

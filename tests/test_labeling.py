@@ -232,3 +232,83 @@ def test_deprecated_names_still_work_and_warn():
     with pytest.warns(DeprecationWarning, match="check_L"):
         L = labeling.liger.check_label_matrix(np.zeros((3, 2), dtype=int), 2)
     assert np.array_equal(L, check_L(np.zeros((3, 2), dtype=int), 2))
+
+
+def test_fit_rejects_unknown_arguments_and_names_close_matches():
+    """Issue 20: fit(**_) swallowed misspelt and unsupported keywords."""
+    L = make_synthetic(2000, 6, 2, seed=2)["L"]
+    with pytest.raises(TypeError, match=r"LabelModel.fit\(\).*'n_epoch'.*did you mean 'n_epochs'"):
+        LabelModel(2).fit(L, n_epoch=500)
+    with pytest.raises(TypeError, match="dependency modelling .* not implemented yet"):
+        LabelModel(2).fit(L, dependencies=[(0, 1)])
+    with pytest.raises(TypeError, match=r"DawidSkene.fit\(\).*'tol_'.*did you mean 'tol'"):
+        DawidSkene(2).fit(L, tol_=1e-3)
+    with pytest.raises(TypeError, match=r"TripletModel.fit\(\).*did you mean 'min_overlap'"):
+        TripletModel(2).fit(L, min_overlp=5)
+    with pytest.raises(TypeError, match=r"MajorityVoter.fit\(\).*'class_balanse'.*'class_balance'"):
+        MajorityVoter(2).fit(L, class_balanse=[0.5, 0.5])
+    with pytest.raises(TypeError, match=r"LabelModel\(\).*'devcie'.*did you mean 'device'"):
+        get_label_model("label_model", 2, devcie="cpu")
+    with pytest.raises(LoomError, match="Adam only"):
+        LabelModel(2).fit(L, optimizer="sgd")
+    from labeling import metric_score
+
+    y = np.array([0, 1, 1])
+    with pytest.raises(TypeError, match=r"'bta'.*did you mean 'beta'"):
+        metric_score(y, y, metric="fbeta", bta=2.0)
+    with pytest.raises(TypeError, match="f1_macro"):
+        metric_score(y, y, metric="f1", average="macro")
+    # what is accepted is honoured (n_epochs, l2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = LabelModel(2, refine="none").fit(L, n_epochs=5)
+        more = LabelModel(2, refine="none").fit(L, n_epochs=300)
+        pulled = LabelModel(2, refine="none").fit(L, n_epochs=300, l2=10.0)
+    assert not np.allclose(base.get_weights(), more.get_weights())
+    assert not np.allclose(more.get_weights(), pulled.get_weights())
+    with pytest.warns(UserWarning, match=r"TripletModel.fit\(\) ignores n_epochs= and lr="):
+        TripletModel(2).fit(L, n_epochs=50, lr=0.1)
+
+
+def test_snorkel_fit_arguments_are_honoured(caplog):
+    L = make_synthetic(2000, 6, 2, seed=2)["L"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with caplog.at_level("INFO", logger="labeling.model.label_model"):
+            LabelModel(2).fit(L, n_epochs=20, log_freq=10, progress_bar=False, seed=0)
+    logged = [r.getMessage() for r in caplog.records if "matrix completion" in r.getMessage()]
+    assert len(logged) == 2 and "epoch 20/20" in logged[-1]
+
+
+def _no_overlap_L(n=268, m=5, seed=0):
+    """Sparse LFs that rarely vote together: no triplet has min_overlap=10 co-votes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    L = np.full((n, m), -1)
+    for j in range(m):
+        fire = rng.random(n) < 0.06
+        L[:, j] = np.where(fire, np.where(rng.random(n) < 0.8, y, 1 - y), -1)
+    return L
+
+
+def test_degenerate_fit_warns_with_the_alternative(tmp_path):
+    """Issue 21: TripletModel finished with every accuracy 0.5, every probability 0.5, all -1."""
+    L = _no_overlap_L()
+    with pytest.warns(UserWarning, match="TripletModel cannot estimate anything") as rec:
+        model = TripletModel(2).fit(L)
+    msg = model.fit_warnings_[-1]
+    assert "at chance" in msg and "uniform" in msg and "-1" in msg and "min_overlap" in msg
+    assert "--label-model label_model or majority" in msg
+    assert any(str(w.message) == msg for w in rec)
+    assert TripletModel.load(model.save(tmp_path / "t.npz")).fit_warnings_ == model.fit_warnings_
+    # a model whose every prediction is a tie says so too
+    ties = np.array([[0, 1], [1, 0]] * 50)
+    with pytest.warns(UserWarning, match="MajorityVoter cannot estimate.*every row"):
+        assert MajorityVoter(2).fit(ties).fit_warnings_
+    # a healthy fit stays quiet
+    d = make_synthetic(5000, 8, 2, seed=1)
+    covered = d["L"][(d["L"] >= 0).any(1)]
+    for cls in [*ESTIMATORS, MajorityVoter]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert cls(2).fit(covered).fit_warnings_ == []

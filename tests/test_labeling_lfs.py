@@ -272,6 +272,7 @@ def test_regex_lf_falls_back_for_patterns_re2_rejects(reviews):
 @pytest.mark.slow
 def test_prompt_lf_with_the_embedded_llm():
     """The default toolkit.llm client: one batched call; votes follow the model's own answers."""
+    from labeling.lf import parse_label_answer
     from toolkit.llm import get_llm
 
     df = pd.DataFrame({"text": ["I loved this film, wonderful!", "Awful, boring and too long."]})
@@ -279,9 +280,181 @@ def test_prompt_lf_with_the_embedded_llm():
     lf = prompt_lf("smol", template, {"positive": 1, "negative": 0}, max_tokens=4)
     L = LFApplier([lf]).apply(df, progress=False)
     answers = get_llm().complete([template.format(text=t) for t in df["text"]], max_tokens=4)
-    expected = [
-        1 if "positive" in a.text.lower() else 0 if "negative" in a.text.lower() else -1
-        for a in answers
-    ]
+    expected = [parse_label_answer(a.text, {"positive": 1, "negative": 0}) for a in answers]
     assert L[:, 0].tolist() == expected
     assert all(a.cached for a in answers)  # the LF's call filled the completion cache
+
+
+def _bad_values_frame(n=400):
+    return pd.DataFrame({"text": [f"row {i}" for i in range(n)], "i": np.arange(n)})
+
+
+@labeling_function()
+def lf_bad_values(x):
+    """Votes i % 2, but 'yes' on rows 5, 15, ..., 7 on 7, 17, ... and 0.5 on 9, 19, ..."""
+    return {5: "yes", 7: 7, 9: 0.5}.get(x.i % 10, x.i % 2)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_fault_tolerant_records_bad_return_values(n_jobs):
+    """Issue 20: a bad return value raised even with fault_tolerant=True (row and vectorized)."""
+    df = _bad_values_frame()
+
+    def vec(d):
+        out = (d.i % 2).to_numpy().astype(object)
+        out[(d.i % 10 == 5).to_numpy()] = "yes"
+        out[(d.i % 10 == 7).to_numpy()] = 7
+        out[(d.i % 10 == 9).to_numpy()] = 0.5
+        return out
+
+    lfs = [lf_bad_values, labeling_function(name="vec_bad", vectorized=True)(vec)]
+    applier = LFApplier(lfs, cardinality=2)
+    with pytest.warns(UserWarning, match="not votes"):
+        L, meta = applier.apply(
+            df, n_jobs=n_jobs, min_rows_per_job=50, fault_tolerant=True, return_meta=True
+        )
+    bad = np.isin(df.i.to_numpy() % 10, [5, 7, 9])
+    expected = np.where(bad, -1, df.i.to_numpy() % 2)
+    assert L[:, 0].tolist() == expected.tolist() and L[:, 1].tolist() == expected.tolist()
+    assert meta.faults == {"lf_bad_values": int(bad.sum()), "vec_bad": int(bad.sum())}
+    assert "'yes'" in meta.errors["lf_bad_values"] and "'yes'" in meta.errors["vec_bad"]
+    if n_jobs == 1:  # the dask applier, per partition, sums the same faults
+        import dask.dataframe as dd
+
+        with pytest.warns(UserWarning, match="not votes"):
+            Ld, meta_d = DaskLFApplier(lfs, cardinality=2).apply(
+                dd.from_pandas(df, npartitions=3),
+                fault_tolerant=True,
+                return_meta=True,
+                scheduler="sync",
+            )
+        assert np.array_equal(Ld, L) and meta_d.faults == meta.faults
+    # without fault_tolerant: the error names the LF, the row and the bad value
+    with pytest.raises(LFError, match=r"lf_bad_values.*'yes' on row 5"):
+        LFApplier(lfs[:1], cardinality=2).apply(df, n_jobs=n_jobs, min_rows_per_job=50)
+    with pytest.raises(LFError, match=r"vec_bad.*'yes' on row 5"):
+        LFApplier(lfs[1:], cardinality=2).apply(df)
+    with pytest.raises(LFError, match=r"vec_bad.*returned 7 on row 7"):
+        LFApplier(
+            [
+                labeling_function(name="vec_bad", vectorized=True)(
+                    lambda d: np.where(d.i == 7, 7, -1)
+                )
+            ],
+            cardinality=2,
+        ).apply(df)
+
+
+def test_row_lf_reading_x_name_gets_a_hint():
+    """Issue 21: x.name on a frame with a `name` column is the row's index (pandas)."""
+
+    @labeling_function()
+    def starts_a(x):
+        return 1 if x.name.startswith("A") else -1
+
+    df = pd.DataFrame({"name": ["Alice", "Bob"], "text": ["a", "b"]})
+    for row_type in ("row", "series"):
+        with pytest.raises(LFError, match=r"starts_a.*'int' object.*x\['name'\]"):
+            LFApplier([starts_a], row_type=row_type).apply(df, progress=False)
+    with pytest.warns(UserWarning, match=r"x\['name'\]"):
+        LFApplier([starts_a]).apply(df, progress=False, fault_tolerant=True)
+
+    @labeling_function()
+    def fragile(x):
+        return 1 if x.text.startswith("A") else -1
+
+    bad = pd.DataFrame({"name": ["Alice"], "text": [None]})
+    with pytest.raises(LFError, match="fragile") as err:
+        LFApplier([fragile]).apply(bad, progress=False)
+    assert "x['name']" not in str(err.value)  # the LF never reads x.name: no hint
+
+
+def test_preprocessor_memo_key_covers_every_field():
+    """Issue 20: the memo key ignored non-scalar fields (and 1 == True), so rows shared results."""
+    calls = []
+
+    @preprocessor(memoize=True)
+    def describe(x):
+        calls.append(1)
+        x.desc = f"{sorted(x.tags)}:{type(x.n).__name__}"
+        return x
+
+    @labeling_function(pre=[describe])
+    def tagged(x):
+        return 1 if "spam" in x.desc else 0
+
+    @labeling_function(pre=[describe])
+    def boolean(x):
+        return 1 if x.desc.endswith("bool") else 0
+
+    df = pd.DataFrame(
+        {
+            "text": ["a", "a", "a", "a"],
+            "tags": [["ham"], ["spam"], ["ham"], ["ham"]],
+            "n": pd.Series([1, 1, 1, True], dtype=object),
+        }
+    )
+    L = LFApplier([tagged, boolean]).apply(df, progress=False)
+    assert L.tolist() == [[0, 0], [1, 0], [0, 0], [0, 1]]
+    assert len(calls) == 3  # rows 0 and 2 are equal in every field: computed once
+
+
+def test_model_lf_cache_is_keyed_by_row_order(embedder):
+    """Issue 20: the embedding cache key summed row hashes, so a reordered copy of the frame
+    got the cached vectors in the old order."""
+    zs = model_lf(
+        "zs",
+        class_descriptions={0: "a terrible, boring movie", 1: "a wonderful, moving movie"},
+        embedder=embedder,
+    )
+    df = pd.DataFrame(
+        {"text": ["a wonderful movie", "terrible and boring", "moving, wonderful", "boring"]}
+    )
+    v = LFApplier([zs]).apply(df, progress=False)[:, 0]
+    assert v.tolist() == [1, 0, 1, 0]
+    rev = LFApplier([zs]).apply(df.iloc[::-1], progress=False)[:, 0]
+    assert rev.tolist() == v[::-1].tolist()
+
+
+def test_embedding_cache_key_uses_fingerprint_and_order():
+    """A namespace stands in for two embedders of one name with different weights (a test
+    double: Embedder.fingerprint comes from toolkit, and no two real models share a name)."""
+    from types import SimpleNamespace
+
+    from labeling.lf import embedding_cache_key
+
+    texts = pd.Series(["a", "b", "c"])
+    old = SimpleNamespace(name="minilm", fingerprint="w1")
+    new = SimpleNamespace(name="minilm", fingerprint="w2")
+    assert embedding_cache_key(texts, old) != embedding_cache_key(texts, new)
+    assert embedding_cache_key(texts, old) != embedding_cache_key(texts[::-1], old)
+    assert embedding_cache_key(texts, old) == embedding_cache_key(texts.copy(), old)
+    assert embedding_cache_key(texts, SimpleNamespace(name="minilm"))[0] == "minilm"
+
+
+def test_prompt_lf_reads_negations():
+    """Issue 20: "not positive" voted positive (first label word anywhere).
+
+    The LLM is a test double: prompt_lf takes any callable prompt -> answer."""
+    answers = {
+        "r1": "Not positive.",
+        "r2": "It isn't negative; it is positive.",
+        "r3": "Negative, not positive.",
+        "r4": "Positive or negative? Hard to say.",
+        "r5": "No.",
+        "r6": "The review is neither positive nor negative.",
+        "r7": "Is it positive or negative? Negative.",
+        "r8": "POSITIVE",
+    }
+    prompts = []
+
+    def llm(prompt: str) -> str:
+        prompts.append(prompt)
+        return answers[prompt.split("\n")[0]]
+
+    df = pd.DataFrame({"text": list(answers)})
+    lf = prompt_lf("sentiment", "{text}", {"positive": 1, "negative": 0}, llm=llm)
+    assert LFApplier([lf]).apply(df, progress=False)[:, 0].tolist() == [-1, 1, 0, -1, -1, -1, 0, 1]
+    yes_no = prompt_lf("like", "{text}", {"yes": 1, "no": 0}, llm=llm, constrain=True)
+    assert LFApplier([yes_no]).apply(df, progress=False)[:, 0].tolist()[4] == 0
+    assert prompts[-1].endswith("\nAnswer with one of: yes, no.")

@@ -259,3 +259,27 @@ def test_cli_label_smooth(tmp_path, method):
     assert pa["accuracy"].dropna().between(0, 1).all()
     probs = ws.load_table(run, "probs")
     assert len(probs) == len(df) and (probs["pred"] >= -1).all()
+
+
+def test_extend_uses_the_embeddings_given(data):
+    """Issue 20: extend() returned the training extension whenever L equalled the training
+    matrix, whatever embeddings were passed."""
+    L, X, _ = data
+    lig = Liger(2, base="MajorityVoter", n_partitions=1, radius=0.3).fit(L, X)
+    assert np.array_equal(lig.extend(L, X), lig.extended_L)  # the training rows themselves
+    perm = np.random.default_rng(0).permutation(len(L))
+    ext = lig.extend(L, X[perm])
+    # row i now sits exactly on training point perm[i]: its nearest voted neighbour for an LF
+    # that voted there is that point itself (distance 0), so it takes that vote
+    take = (L < 0) & (L[perm] >= 0)
+    assert take.sum() > 100
+    assert np.array_equal(ext[take], L[perm][take])
+    assert np.array_equal(ext[L >= 0], L[L >= 0])  # own votes are kept
+
+
+def test_smooth_names_close_matches_of_unknown_arguments(data):
+    L, X, _ = data
+    with pytest.raises(TypeError, match=r"'n_partition'.*did you mean 'n_partitions'"):
+        smooth("liger", L, 2, embeddings=X, n_partition=2)
+    with pytest.raises(TypeError, match=r"'k_neighbours'.*did you mean 'k_neighbors'"):
+        smooth("embroid", L, 2, embeddings=X, k_neighbours=5)

@@ -39,8 +39,35 @@ class Row(dict):
         return r
 
 
+def memo_key(value: Any) -> Any:
+    """A hashable key equal for equal content, all fields included (lists, dicts, arrays).
+
+    Types are part of the key (1, 1.0 and True differ), dict and set order is not. Raises
+    TypeError for a value with no content key (the caller then does not memoize).
+    """
+    if isinstance(value, Mapping):
+        items = [(memo_key(k), memo_key(v)) for k, v in value.items()]
+        return ("mapping", frozenset(items))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(memo_key(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, frozenset(memo_key(v) for v in value))
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "O":
+            return ("ndarray", value.shape, tuple(memo_key(v) for v in value.ravel().tolist()))
+        return ("ndarray", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (pd.Series, pd.DataFrame, pd.Index)):
+        return (type(value).__name__, memo_key(value.to_numpy()), memo_key(list(value.index)))
+    hash(value)  # TypeError for other unhashable values
+    return (type(value).__name__, value)
+
+
 class Preprocessor:
-    """Maps a data point to a new one (e.g. adds a field) before LFs see it; optional memoization."""
+    """Maps a data point to a new one (e.g. adds a field) before LFs see it; optional memoization.
+
+    With memoize, a data point seen before (same content in every field, see `memo_key`)
+    gets the stored result; `memoize_key(x)` replaces the content key.
+    """
 
     def __init__(
         self,
@@ -60,13 +87,9 @@ class Preprocessor:
     def _memo_key(self, x: Any) -> Any:
         if self._key is not None:
             return self._key(x)
-        if isinstance(x, Mapping):
-            return tuple(
-                sorted((k, v) for k, v in x.items() if isinstance(v, (str, int, float, bool)))
-            )
         if isinstance(x, pd.Series):
-            return tuple(x.to_dict().items())
-        return x
+            x = x.to_dict()
+        return memo_key(x)
 
     def __call__(self, x: Any) -> Any:
         if not self.memoize:
@@ -145,6 +168,11 @@ class LabelingFunction:
                 f"LF {name!r}: preprocessors work on single data points; a vectorized LF gets the "
                 "whole DataFrame, so transform the DataFrame before applying instead"
             )
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """The wrapped function (as the user wrote it, before preprocessors)."""
+        return self._f
 
     def __call__(self, x: Any) -> Any:
         for pre in self._pre:

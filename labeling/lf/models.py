@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from labeling.constants import ABSTAIN
+from labeling.lf.answers import AnswerParser
 from labeling.lf.core import LabelingFunction, check_label
 from labeling.lf.vectorized import text_column
 from toolkit.errors import LoomError
@@ -19,8 +21,21 @@ from toolkit.progress import resolve_progress
 _EMB_CACHE: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
 
+def embedding_cache_key(texts: pd.Series, embedder: Any) -> tuple[str, int, str]:
+    """(model fingerprint, n, digest of the texts in row order): the key of cached vectors.
+
+    The fingerprint is the embedder's content hash of its weights (`Embedder.fingerprint`)
+    where it has one, else its name; the digest hashes every row's hash in order, so a
+    shuffled or sorted copy of the same texts gets its own entry.
+    """
+    model = getattr(embedder, "fingerprint", None) or embedder.name
+    rows = pd.util.hash_pandas_object(texts, index=False).to_numpy()
+    digest = hashlib.blake2b(np.ascontiguousarray(rows).tobytes(), digest_size=20).hexdigest()
+    return (str(model), len(texts), digest)
+
+
 def _embed_column(texts: pd.Series, embedder: Any, batch_size: int | None) -> np.ndarray:
-    key = (embedder.name, len(texts), int(pd.util.hash_pandas_object(texts, index=False).sum()))
+    key = embedding_cache_key(texts, embedder)
     if key in _EMB_CACHE:
         return _EMB_CACHE[key]
     vecs = embedder.encode(texts.tolist(), batch_size=batch_size, progress=len(texts) > 2000)
@@ -164,22 +179,23 @@ def prompt_lf(
     llm: Any = None,
     progress: bool | None = None,
     max_tokens: int = 16,
+    constrain: bool = False,
 ) -> LabelingFunction:
-    """Ask an LLM `template.format(**row)` and vote the label of the first `label_map` word in
-    the answer (case-insensitive, whole word), else abstain. Several prompts aggregated by a
+    """Ask an LLM `template.format(**row)` and vote the label its answer gives, else abstain.
+
+    The answer is read by `labeling.lf.answers.AnswerParser`: label words (case-insensitive,
+    whole words) that are negated ("not positive", "isn't negative") do not vote; a sentence
+    naming two labels ("positive or negative?") is ambiguous; the first sentence naming one
+    label decides. `constrain=True` appends "Answer with one of: <label words>." to every
+    prompt, so the model answers with a label word only. Several prompts aggregated by a
     label model is the Ask-Me-Anything recipe.
 
     llm: None for `toolkit.llm.get_llm()` (the embedded default), a `toolkit.llm` client or
     spec string, or any callable prompt -> answer. `toolkit.llm` clients get all rows' prompts
     in one batched, cached `complete()` call of at most `max_tokens` tokens each.
     """
-    if not label_map:
-        raise LoomError(f"prompt_lf {name!r}: label_map must map answer words to labels")
-    labels = {str(k).lower(): check_label(v, name) for k, v in label_map.items()}
-    rx = re.compile(
-        r"\b(" + "|".join(re.escape(k) for k in sorted(labels, key=len, reverse=True)) + r")\b",
-        re.I,
-    )
+    parse = AnswerParser(label_map, f"prompt_lf {name!r}")
+    suffix = f"\nAnswer with one of: {parse.choices()}." if constrain else ""
     fields = set(re.findall(r"{(\w+)", template))
     state: dict[str, Any] = {}
 
@@ -191,9 +207,8 @@ def prompt_lf(
             raise LoomError(
                 f"prompt_lf {name!r}: template uses fields {sorted(missing)} the data lacks"
             )
-        out = np.full(len(df), ABSTAIN, dtype=np.int64)
         rows = df[sorted(fields)].to_dict("records") if fields else [{}] * len(df)
-        prompts = [template.format(**row) for row in rows]
+        prompts = [template.format(**row) + suffix for row in rows]
         client = _llm_client(llm)
         if client is not None:
             answers = [c.text for c in client.complete(prompts, max_tokens=max_tokens)]
@@ -205,10 +220,6 @@ def prompt_lf(
                 _answer_text(state["call"](p))
                 for p in tqdm(prompts, desc=f"prompt {name}", disable=not show, leave=False)
             ]
-        for i, answer in enumerate(answers):
-            hit = rx.search(answer)
-            if hit:
-                out[i] = labels[hit.group(1).lower()]
-        return out
+        return np.array([parse(a) for a in answers], dtype=np.int64)
 
     return LabelingFunction(name, f, vectorized=True)

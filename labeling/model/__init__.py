@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from labeling.arguments import UnknownArgumentError, check_kwargs, keyword_names
 from labeling.constants import ABSTAIN
 from labeling.model.base import MODELS, TIE_POLICIES, BaseLabelModel, register_model
 from labeling.model.checks import LabelDtypeError, LabelMatrixError, check_L, check_Y
 from labeling.model.conditional import ConditionalModel
 from labeling.model.dawid_skene import DawidSkene
+from labeling.model.diagnostics import degenerate_message, degenerate_symptoms
 from labeling.model.label_model import LabelModel
 from labeling.model.majority import MajorityLabelVoter, MajorityVoter
 from labeling.model.triplet import TripletModel
@@ -30,17 +32,28 @@ _ALIASES = {
     "triplet": "TripletModel",
     "flyingsquid": "TripletModel",
     "snorkel": "LabelModel",
+    "label_model": "LabelModel",
+    "dawid_skene": "DawidSkene",
+    "triplet_model": "TripletModel",
+    "majority_voter": "MajorityVoter",
 }
 
 
 def get_label_model(name: str, cardinality: int, **kw: Any) -> BaseLabelModel:
-    """An unfitted label model by name: LabelModel, DawidSkene, TripletModel or MajorityVoter."""
+    """An unfitted label model by name: LabelModel, DawidSkene, TripletModel or MajorityVoter.
+
+    Names are case-insensitive; snake_case (label_model, majority) and short aliases (mv, ds,
+    triplet) work too. `kw` are the model's constructor arguments (e.g. device=); an unknown
+    one is an UnknownArgumentError naming the close matches.
+    """
     aliases = {k.lower(): k for k in MODELS}
     aliases.update(_ALIASES)
     key = aliases.get(str(name).lower())
     if key is None:
         raise LoomError(f"unknown label model {name!r}: choose one of {sorted(MODELS)}")
-    return MODELS[key](cardinality=cardinality, **kw)
+    cls = MODELS[key]
+    check_kwargs(f"{key}()", kw, keyword_names(cls.__init__, skip=("cardinality",)))
+    return cls(cardinality=cardinality, **kw)
 
 
 __all__ = [
@@ -56,8 +69,11 @@ __all__ = [
     "MajorityLabelVoter",
     "MajorityVoter",
     "TripletModel",
+    "UnknownArgumentError",
     "check_L",
     "check_Y",
+    "degenerate_message",
+    "degenerate_symptoms",
     "get_label_model",
     "register_model",
     "unique_rows",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labeling.arguments import check_kwargs, keyword_names
 from labeling.constants import ABSTAIN
 from labeling.metrics import metric_score
 from labeling.model.checks import LabelMatrixError, check_L, check_Y
+from labeling.model.diagnostics import degenerate_message
 from toolkit.errors import LoomError
 from toolkit.progress import resolve_progress
 
+logger = logging.getLogger(__name__)
+
 TIE_POLICIES = ("abstain", "random", "true-random")
+
+#: Arguments of Snorkel's LabelModel.fit that loom does not take, and why (said instead of
+#: "unexpected argument"). A model that implements one lists it in its `_fit` signature.
+UNSUPPORTED_FIT_ARGS = {
+    "dependencies": "dependency modelling between LFs is not implemented yet (it is planned); "
+    "until then drop one LF of each strongly correlated pair, or use TripletModel, which is "
+    "robust to a few dependent pairs",
+    "optimizer_config": "loom fits with its own Adam loop; only lr=, n_epochs= and l2= tune it",
+    "lr_scheduler": "loom fits with a constant learning rate (lr=)",
+    "lr_scheduler_config": "loom fits with a constant learning rate (lr=)",
+    "prec_init": "loom starts from majority vote, not from a fixed LF precision",
+    "mu_eps": "loom bounds the estimated probabilities itself",
+}
 
 #: Saved class name -> label model class, filled by `register_model`.
 MODELS: dict[str, type[BaseLabelModel]] = {}
@@ -66,7 +84,8 @@ class BaseLabelModel:
         self.fit_info: dict[str, Any] = {}
 
     # ---- to implement -------------------------------------------------------------------
-    def _fit(self, L: np.ndarray, **kw: Any) -> None:
+    def _fit(self, L: np.ndarray) -> None:
+        """Estimate the parameters from L; the keyword parameters are the model's fit options."""
         raise NotImplementedError
 
     def _proba(self, L: np.ndarray) -> np.ndarray:
@@ -113,8 +132,8 @@ class BaseLabelModel:
         L_train: Any,
         Y_dev: Any = None,
         class_balance: Any = None,
-        n_epochs: int = 200,
-        lr: float = 0.01,
+        n_epochs: int | None = None,
+        lr: float | None = None,
         seed: int = 0,
         progress: bool | None = None,
         lf_names: list[str] | None = None,
@@ -122,8 +141,35 @@ class BaseLabelModel:
     ) -> BaseLabelModel:
         """Fit on an (n, m) label matrix; Y_dev / class_balance only set the class prior.
 
+        n_epochs / lr: None = the model's default (LabelModel 200 epochs at lr 0.01,
+        DawidSkene at most 200 EM iterations); a model without epochs or a learning rate
+        warns that it ignores them. Other keywords are the model's own options (the keyword
+        parameters of its `_fit`); anything else is an UnknownArgumentError naming the close
+        matches. Snorkel's `progress_bar=` is `progress=`.
         progress: show a bar (None: the model's `progress`, else on in notebooks/terminals).
+        After fit, `fit_warnings_` lists what fit warned about (LFs that never vote, rows
+        without votes, a degenerate fit); empty when all is well.
         """
+        name = type(self).__name__
+        options = self.fit_options()
+        if "progress_bar" in kwargs:  # Snorkel's spelling
+            bar = kwargs.pop("progress_bar")
+            progress = bar if progress is None else progress
+        check_kwargs(
+            f"{name}.fit()",
+            kwargs,
+            [*keyword_names(BaseLabelModel.fit, skip=("L_train",)), "progress_bar", *options],
+            UNSUPPORTED_FIT_ARGS,
+        )
+        ignored = [a for a, v in (("n_epochs", n_epochs), ("lr", lr)) if v is not None]
+        ignored = [a for a in ignored if a not in options]
+        if ignored:
+            msg = (
+                f"{name}.fit() ignores {' and '.join(a + '=' for a in ignored)}: {name} has no "
+                "training epochs or learning rate"
+            )
+            logger.info(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
         L = check_L(L_train, self.cardinality, what="L_train")
         n, m = L.shape
         if isinstance(L_train, pd.DataFrame) and lf_names is None:
@@ -133,28 +179,46 @@ class BaseLabelModel:
             raise LabelMatrixError(
                 f"lf_names has {len(self.lf_names)} names but L_train has {m} columns"
             )
+        self.fit_warnings_: list[str] = []
         silent = ~(L >= 0).any(0)
         if silent.any():
             names = [self.lf_names[i] for i in np.nonzero(silent)[0][:5]]
-            warnings.warn(
+            self._fit_warning(
                 f"{int(silent.sum())} LF(s) never vote in L_train (e.g. {names}): they carry no "
-                "information and get the prior accuracy 1/k; check them with LFAnalysis",
-                stacklevel=2,
+                "information and get the prior accuracy 1/k; check them with LFAnalysis"
             )
         empty = int((L < 0).all(1).sum())
         self.fit_info = {"n": n, "m": m, "rows_without_votes": empty}
         if empty:
-            warnings.warn(
+            self._fit_warning(
                 f"{empty} of {n} rows have no votes: predict_proba gives them P(Y | every LF abstained) "
-                "and -1 from predict (drop them with filter_unlabeled_dataframe)",
-                stacklevel=2,
+                "and -1 from predict (drop them with filter_unlabeled_dataframe)"
             )
         fixed = self._set_class_balance(class_balance, Y_dev, n)
         self._fixed_balance = fixed
         show = resolve_progress(progress if progress is not None else self.progress)
-        self._fit(L, n_epochs=n_epochs, lr=lr, seed=seed, progress=show, **kwargs)
+        given = {"n_epochs": n_epochs, "lr": lr, "seed": seed, "progress": show}
+        shared = {a: v for a, v in given.items() if a in options and v is not None}
+        self._fit(L, **shared, **kwargs)
         self.m = m
+        degenerate = degenerate_message(self, L, seed)
+        if degenerate:
+            self._fit_warning(degenerate)
         return self
+
+    def fit_options(self) -> list[str]:
+        """The keyword options this model's fit reads beyond L (its `_fit` parameters)."""
+        return keyword_names(self._fit, skip=("L",))
+
+    def degenerate_reason(self) -> str:
+        """Why the fitted model may be unable to estimate anything ("" when nothing to add)."""
+        return ""
+
+    def _fit_warning(self, msg: str) -> None:
+        """Warn (UserWarning and the log) about the fit, and keep it in fit_warnings_."""
+        self.fit_warnings_.append(msg)
+        logger.info(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
 
     def predict_proba(self, L: Any) -> np.ndarray:
         """P(Y = y | votes) for each row, shape (n, k) (abstaining is evidence too)."""
@@ -227,6 +291,7 @@ class BaseLabelModel:
             "m": self.m,
             "lf_names": self.lf_names,
             "fit_info": self.fit_info,
+            "fit_warnings": getattr(self, "fit_warnings_", []),
             "config": self._config(),
         }
         arrays = dict(self._state())
@@ -259,6 +324,7 @@ class BaseLabelModel:
         model.m = meta["m"]
         model.lf_names = meta["lf_names"]
         model.fit_info = meta.get("fit_info", {})
+        model.fit_warnings_ = list(meta.get("fit_warnings", []))
         model.class_balance = arrays.pop("class_balance", None)
         model._set_state(arrays)
         if obj is not None:

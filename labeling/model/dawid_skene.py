@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from labeling.model.base import register_model
@@ -18,15 +16,15 @@ class DawidSkene(ConditionalModel):
     def _fit(
         self,
         L: np.ndarray,
-        n_epochs: int = 100,
-        lr: float = 0.0,
+        n_epochs: int = 200,
         seed: int = 0,
         progress: bool = False,
         tol: float = 1e-4,
         smoothing: float = 1.0,
         em_sample: int | None = None,
-        **_: Any,
     ) -> None:
+        """n_epochs: at most this many EM iterations (stops earlier at tol); em_sample: rows EM
+        runs on (None: all)."""
         import torch
 
         dev = self._torch_device()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,8 @@ from labeling.model.conditional import ConditionalModel
 from labeling.model.votes import VoteBlocks, compress_rows
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
+
+logger = logging.getLogger(__name__)
 
 
 def _fit_mu(
@@ -22,6 +25,7 @@ def _fit_mu(
     lr: float,
     l2: float,
     progress: bool,
+    log_freq: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Matrix completion: Adam on ||mask*(O - mu P mu^T)||^2 + ||mu p - diag(O)||^2 (numpy, float64)."""
     from tqdm.auto import tqdm
@@ -46,6 +50,8 @@ def _fit_mu(
         m2 = b2 * m2 + (1 - b2) * grad**2
         step = lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
         mu = np.clip(mu - step, 1e-6, 1.0)
+        if log_freq and t % log_freq == 0:
+            logger.info("LabelModel matrix completion: epoch %d/%d, loss %.6g", t, n_epochs, loss)
     return mu, loss
 
 
@@ -93,9 +99,22 @@ class LabelModel(ConditionalModel):
         smoothing: float = 1.0,
         fit_sample: int | None = 200_000,
         em_sample: int | None = None,
-        **_: Any,
+        log_freq: int | None = None,
+        optimizer: str = "adam",
     ) -> None:
+        """Options: em_iters/tol/smoothing (EM), l2 (pull towards the majority-vote start),
+        fit_sample (rows the fit runs on; `em_sample` is its older name), log_freq (log the
+        matrix-completion loss every log_freq epochs at INFO, as Snorkel's), optimizer
+        (Snorkel's; only "adam", which loom always uses)."""
         import torch
+
+        if str(optimizer).lower() != "adam":
+            raise LoomError(
+                f"LabelModel.fit(optimizer={optimizer!r}): loom's LabelModel fits with Adam only; "
+                "drop optimizer= (or pass 'adam')"
+            )
+        if log_freq is not None and (not isinstance(log_freq, int) or log_freq < 1):
+            raise LoomError(f"LabelModel.fit(log_freq={log_freq!r}): use a positive integer")
 
         dev = self._torch_device()
         m = L.shape[1]
@@ -113,7 +132,7 @@ class LabelModel(ConditionalModel):
             overlap = overlap.double().cpu().numpy() / n
         p = self.class_balance if self._fixed_balance else p0.double().cpu().numpy()
         mu0 = cond0[:, 1:, :].reshape(m * k, k).double().cpu().numpy()
-        mu, loss = _fit_mu(overlap, mu0, p, k, n_epochs, lr, l2, progress)
+        mu, loss = _fit_mu(overlap, mu0, p, k, n_epochs, lr, l2, progress, log_freq)
         votes = mu.reshape(m, k, k)
         votes = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
         abst = np.clip(1.0 - votes.sum(1, keepdims=True), 1e-6, None)

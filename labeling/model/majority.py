@@ -14,7 +14,7 @@ from labeling.model.checks import check_L
 class MajorityVoter(BaseLabelModel):
     """Majority vote; ties split evenly in predict_proba; needs no fit (fit only records LFs)."""
 
-    def _fit(self, L: np.ndarray, **_: Any) -> None:
+    def _fit(self, L: np.ndarray) -> None:
         if self.class_balance is None:
             self.class_balance = np.full(self.cardinality, 1.0 / self.cardinality)
         self.m = L.shape[1]

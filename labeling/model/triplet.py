@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from labeling.model.base import register_model
@@ -23,14 +21,12 @@ class TripletModel(ConditionalModel):
     def _fit(
         self,
         L: np.ndarray,
-        n_epochs: int = 0,
-        lr: float = 0.0,
         seed: int = 0,
-        progress: bool = False,
         min_overlap: int = 10,
         max_triplets: int = 2000,
-        **_: Any,
     ) -> None:
+        """min_overlap: rows two LFs must vote on together to form a pair; max_triplets: pairs
+        sampled per LF (with `seed`)."""
         import torch
 
         dev = self._torch_device()
@@ -73,6 +69,7 @@ class TripletModel(ConditionalModel):
         b = np.where(fallback, 0.0, np.clip(b, 0.0, 1.0 - 1e-4))
         acc = (1.0 + (k - 1) * b) / k
         self.fit_info["lfs_without_triplets"] = int(fallback.sum())
+        self.fit_info["min_overlap"] = int(min_overlap)
         cond = np.zeros((m, k + 1, k))
         cond[:, 0, :] = (1.0 - cov)[:, None]
         wrong = cov * (1.0 - acc) / (k - 1)
@@ -88,3 +85,15 @@ class TripletModel(ConditionalModel):
             has = (L >= 0).any(1)
             bal = probs[has].mean(0) if has.any() else np.full(k, 1.0 / k)
             self.class_balance = (bal + 1e-3) / (bal + 1e-3).sum()
+
+    def degenerate_reason(self) -> str:
+        """Names the LFs the triplet estimator could not place (too few co-votes)."""
+        missing = self.fit_info.get("lfs_without_triplets", 0)
+        if not missing:
+            return ""
+        return (
+            f"TripletModel needs each LF to vote together with two others on at least "
+            f"min_overlap={self.fit_info.get('min_overlap', 10)} rows; {missing} of {self.m} LFs "
+            "had no such triplet and got the chance accuracy 1/k (lower min_overlap= on small "
+            "data)."
+        )
