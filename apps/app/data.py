@@ -1,16 +1,20 @@
 """Read-only access to a workspace for the app: the catalog and paginated SQL over Parquet.
 
-The app never opens the workspace's `catalog.duckdb` for writing, and never holds a lock on
-it: it reads a private copy (a few KB), so a running `loom` job can keep writing results
-while the app is open. Tables are read with DuckDB straight from Parquet, a page at a time.
+The app never opens the workspace's `catalog.duckdb` for writing: it takes the workspace
+lock for the few milliseconds it needs to copy the catalog, then reads the private copy, so
+running `loom` jobs keep writing results while the app is open and the copy is never caught
+half-way through a write. Tables are read with DuckDB straight from Parquet, a page at a time;
+a table file is replaced atomically, so a page never comes from a half-written table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,9 @@ import pyarrow.parquet as pq
 
 from toolkit.errors import LoomError
 from toolkit.workspace import SCHEMA_VERSION
+from toolkit.workspace_catalog import CatalogLock
+
+log = logging.getLogger(__name__)
 
 # Columns the app needs per (run kind, table), from docs/workspace.md.
 REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
@@ -102,16 +109,30 @@ class WorkspaceReader:
         paths = [self.catalog_path, self.catalog_path.with_name("catalog.duckdb.wal")]
         return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
 
+    def _locked(self) -> AbstractContextManager:
+        """The workspace lock while the catalog is copied; none where the folder is read-only."""
+        lock = CatalogLock(self.path, timeout=30.0)
+        try:
+            lock.path.touch(exist_ok=True)
+        except OSError as e:
+            log.info("reading %s without its lock (%s); retrying on a torn copy", self.path, e)
+            return nullcontext()
+        return lock.hold()
+
+    def _copy_catalog(self, copy: Path) -> None:
+        with self._locked():
+            shutil.copyfile(self.catalog_path, copy)
+            wal = self.catalog_path.with_name("catalog.duckdb.wal")
+            if wal.exists():
+                shutil.copyfile(wal, copy.with_name("catalog.duckdb.wal"))
+
     def _read_catalog(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         last: Exception | None = None
         for attempt in range(5):
             with tempfile.TemporaryDirectory(prefix="loom-app-") as tmp:
                 copy = Path(tmp) / "catalog.duckdb"
                 try:
-                    shutil.copyfile(self.catalog_path, copy)
-                    wal = self.catalog_path.with_name("catalog.duckdb.wal")
-                    if wal.exists():
-                        shutil.copyfile(wal, copy.with_name("catalog.duckdb.wal"))
+                    self._copy_catalog(copy)
                     con = duckdb.connect(str(copy))
                     try:
                         names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
