@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from apps.options import DefaultsFormatter
 from toolkit.errors import LoomError
 
 COMMANDS = ("embed", "demo", "label", "extract", "llm_server", "link", "app", "doctor")
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that capability is not part of this build
             raise
         module.register(sub)
+    for command in sub.choices.values():  # every command's --help shows its defaults
+        command.formatter_class = DefaultsFormatter
     return parser
 
 
@@ -40,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loom {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        again = "resume" if args.command == "extract" else "start again"
         print(
-            f"loom {args.command}: interrupted; re-run the same command to resume", file=sys.stderr
+            f"loom {args.command}: interrupted; re-run the same command to {again}", file=sys.stderr
         )
         return 130
 

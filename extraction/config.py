@@ -50,8 +50,17 @@ class EvaporateConfig:
             raise LoomError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
         if self.sampling not in SAMPLINGS:
             raise LoomError(f"unknown sampling {self.sampling!r}: use 'stratified' or 'random'")
-        if self.sample_size < 1 or self.num_candidates < 0:
-            raise LoomError("sample_size must be >= 1 and num_candidates >= 0")
+        if self.sample_size < 1:
+            raise LoomError(
+                f"sample_size={self.sample_size}: give at least 1 (documents the LLM reads; "
+                "on the command line --sample-size)"
+            )
+        if self.num_candidates < 0:
+            raise LoomError(
+                f"num_candidates={self.num_candidates}: give 0 or more (LLM-written functions "
+                "per attribute; 0 = only LLM-free induced ones; on the command line "
+                "--num-candidates)"
+            )
         for name in (
             "max_attributes",
             "max_functions",

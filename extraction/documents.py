@@ -1,5 +1,8 @@
 """Load a folder of semi-structured documents (HTML, text, Markdown, JSON, PDF) into a table.
 
+A file is read by its extension or, when the extension is unknown or missing (README,
+METADATA, notes.log), by its content: UTF-8 text without binary bytes is read.
+
 `documents.text` is what extraction functions read (HTML keeps its markup, JSON is the file,
 PDF is its text layer); `readable(text, fmt)` is the cleaned text shown to the LLM.
 """
@@ -51,6 +54,42 @@ def _looks_binary(data: bytes) -> bool:
     return len(head) > 0 and ctrl / len(head) > 0.1
 
 
+def sniff_format(data: bytes) -> str | None:
+    """The format of a file with an unknown (or no) extension, from its content: pdf, html,
+    json or text when it is UTF-8 text without binary bytes; None otherwise."""
+    if data.startswith(b"%PDF-"):
+        return "pdf"
+    if not data or _looks_binary(data):
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+    head = text.lstrip()[:512].lower()
+    if head.startswith(("<!doctype html", "<html", "<?xml")) or re.match(
+        r"<(head|body|div|table|p)\b", head
+    ):
+        return "html"
+    if head[:1] in ("{", "["):
+        try:
+            json.loads(text)
+            return "json"
+        except json.JSONDecodeError:
+            pass
+    return "text"
+
+
+def sniff_file(path: Path, max_bytes: int = MAX_BYTES) -> str | None:
+    """`sniff_format` of a file whose extension says nothing; an empty or too large file is
+    "text" (the size checks then report it), an unreadable one None."""
+    try:
+        if not 0 < path.stat().st_size <= max_bytes:
+            return "text"
+        return sniff_format(path.read_bytes())
+    except OSError:
+        return None
+
+
 def _pdf_text(path: Path) -> str:
     from pypdf import PdfReader
 
@@ -80,11 +119,16 @@ def load_folder(
     progress = deprecated_progress(progress, "show_progress", show_progress, "load_folder")
     for path in tqdm(files, desc="load documents", disable=not progress):
         rel = str(path.relative_to(folder))
-        fmt = FORMATS.get(path.suffix.lower())
+        fmt = FORMATS.get(path.suffix.lower()) or sniff_file(path, max_bytes)
         if fmt is None:
-            skipped.append((rel, f"unsupported file type {path.suffix or '(none)'}"))
+            kind = path.suffix or "(no extension)"
+            skipped.append((rel, f"unsupported file type {kind}: not UTF-8 text"))
             continue
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            skipped.append((rel, "vanished while the folder was read"))
+            continue
         if size > max_bytes:
             skipped.append((rel, f"too large ({size} bytes > max_bytes={max_bytes})"))
             continue
@@ -110,6 +154,9 @@ def load_folder(
                     except json.JSONDecodeError as e:
                         skipped.append((rel, f"invalid JSON: {e}"))
                         continue
+        except FileNotFoundError:
+            skipped.append((rel, "vanished while the folder was read"))
+            continue
         except Exception as e:  # noqa: BLE001 - corrupt files of any kind are reported, not fatal
             skipped.append((rel, f"unreadable: {type(e).__name__}: {e}"[:200]))
             continue

@@ -140,7 +140,8 @@ class Evaporate:
             why = "; ".join(f"{p}: {r}" for p, r in skipped.head(5).itertuples(index=False))
             raise LoomError(
                 f"no readable documents in {folder} ({len(skipped)} files skipped"
-                f"{': ' + why if why else ''}). Give a folder of .html/.txt/.md/.json/.pdf files"
+                f"{': ' + why if why else ''}). Give a folder of .html/.txt/.md/.json/.pdf or "
+                "other UTF-8 text files"
             )
         params = {"folder": str(Path(folder).resolve()), **dataclasses.asdict(cfg),
                   "llm": self.llm.name, "documents": len(docs)}  # fmt: skip
@@ -149,28 +150,39 @@ class Evaporate:
             run = self._resumable_run(params) if resume else None
             if run is None:
                 run = ws.start_run("extract", params)
+            saved = set(ws.tables(run)["name"])  # a run killed while starting lacks them
+            if "documents" not in saved:
                 ws.save_table(run, "documents", docs[["doc_id", "path", "text"]])
-                if not skipped.empty:
-                    ws.save_table(run, "skipped", skipped)
+            if not skipped.empty and "skipped" not in saved:
+                ws.save_table(run, "skipped", skipped)
         self.llm.reset_usage()
         try:
             result = self._stages(docs, skipped, cfg, run)
-        except BaseException:
+            result.run_id = run
+            if isolation:
+                result.report["isolation"] = isolation
+            if gold is not None:
+                try:
+                    result.report["evaluation"] = result.evaluate(gold).to_dict(orient="records")
+                except (LoomError, KeyError) as e:  # a gold table that does not fit is reported
+                    result.report["evaluation_error"] = f"gold table not usable: {e}"
+                    gold = None
+            if ws is not None and run is not None:
+                self._save(ws, run, result, gold, docs)
+        except KeyboardInterrupt:
             if ws is not None and run is not None:
                 # left 'running' so the same command resumes it; never marked complete
                 ws.save_json(run, "interrupted", {"note": "re-run the same command to resume"})
             raise
-        result.run_id = run
-        if isolation:
-            result.report["isolation"] = isolation
-        if gold is not None:
-            try:
-                result.report["evaluation"] = result.evaluate(gold).to_dict(orient="records")
-            except (LoomError, KeyError) as e:  # a gold table that does not fit is reported
-                result.report["evaluation_error"] = f"gold table not usable: {e}"
-                gold = None
-        if ws is not None and run is not None:
-            self._save(ws, run, result, gold, docs)
+        except Exception as e:
+            if ws is not None and run is not None:
+                log.error("extract run %s failed: %s: %s", run, type(e).__name__, e)
+                ws.finish_run(run, "failed", {
+                    "error": f"{type(e).__name__}: {e}",
+                    "resume": "the stages done so far are saved: re-running the same command "
+                              "resumes from them (resume=False / --no-resume starts over)",
+                })  # fmt: skip
+            raise
         return result
 
     # ------------------------------------------------------------------ the stages
@@ -218,6 +230,11 @@ class Evaporate:
             run, "scores", lambda: fn.score_candidates(self.sandbox, cands, raws, sample_vals, cfg)
         )
         funcs, values, sources, unextractable = fn.apply_functions(self, scored, texts, cfg)
+        for a in attrs:  # an attribute without any candidate function is still a column
+            if a not in values:
+                values[a], sources[a] = [None] * n, [None] * n
+                unextractable.append(a)
+        values = {a: values[a] for a in attrs}
         report["unextractable"] = unextractable
         if unextractable:
             report["message"] = (
@@ -225,6 +242,8 @@ class Evaporate:
                 "value the LLM could find for them or every candidate failed; try a larger "
                 "sample_size, more num_candidates or a stronger LLM"
             )
+            if cfg.num_candidates == 0:
+                report["message"] += " (num_candidates=0: only LLM-free induced functions ran)"
         report["functions_kept"] = int(funcs["kept"].sum())
         report["functions_total"] = len(funcs)
         report["failures"] = [  # functions the sandbox dropped, and why
@@ -241,8 +260,10 @@ class Evaporate:
     # ------------------------------------------------------------------ workspace plumbing
     def _resumable_run(self, params: dict) -> str | None:
         runs = self.workspace.runs("extract")
-        for r in runs.itertuples():
-            if r.status == "running" and r.params == json.loads(json.dumps(params, default=str)):
+        for r in runs.itertuples():  # interrupted (running) or failed part-way: resume it
+            if r.status in ("running", "failed") and r.params == json.loads(
+                json.dumps(params, default=str)
+            ):
                 return str(r.run_id)
         return None
 
@@ -260,8 +281,16 @@ class Evaporate:
         return out
 
     def _checkpoint_frame(self, run: str | None, name: str, compute) -> pd.DataFrame:
-        records = self._checkpoint(run, name, lambda: compute().to_dict(orient="records"))
-        return pd.DataFrame.from_records(records)
+        """A stage's table, checkpointed with its columns (an empty table keeps them)."""
+
+        def frame_json():
+            df = compute()
+            return {"columns": list(df.columns), "records": df.to_dict(orient="records")}
+
+        saved = self._checkpoint(run, name, frame_json)
+        if isinstance(saved, list):  # a checkpoint written before the columns were kept
+            return pd.DataFrame.from_records(saved)
+        return pd.DataFrame.from_records(saved["records"], columns=saved["columns"])
 
     def _tokens(self, mode: str) -> pd.DataFrame:
         rows = [{"mode": mode, "stage": st, **u} for st, u in self.llm.usage.items()]

@@ -187,3 +187,63 @@ def test_cli_extract(corpus, first_run, capsys) -> None:
     assert "sandbox isolation" in out and "  seccomp      on" in out
     assert main(["extract", str(root / "missing"), "--out", str(root / "ws")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- issue 21: --num-candidates 0, and runs that fail part-way ------------------------------
+
+
+def test_no_candidate_function_still_gives_every_attribute(corpus, tmp_path) -> None:
+    _, folder, _ = corpus
+    ws = Workspace(tmp_path / "ws")
+    ev = Evaporate(llm=GarbageLLM(cache=False), workspace=ws, progress=False)
+    # no LLM-written function and no induced one (the noise answers ground nowhere)
+    res = ev.run(folder, **{**RUN, "num_candidates": 0})
+    assert list(res.table.columns) == ["doc_id", *ATTRS] and res.table[ATTRS].isna().all().all()
+    assert res.report["unextractable"] == ATTRS and res.functions.empty
+    assert "num_candidates=0" in res.report["message"]
+    assert ws.runs("extract").iloc[0]["status"] == "complete"
+
+
+class _CrashingSandbox(Sandbox):
+    """A sandbox whose pool dies on the first batch: a stand-in for a crash mid-run, which no
+    real input causes on purpose (test double)."""
+
+    def __init__(self) -> None:
+        super().__init__(n_workers=1)
+
+    def run(self, functions, texts, progress=False):
+        raise RuntimeError("worker pool died")
+
+
+def test_run_that_fails_part_way_is_marked_failed_and_resumes(corpus, tmp_path) -> None:
+    _, folder, _ = corpus
+    ws = Workspace(tmp_path / "ws")
+    llm = GarbageLLM(cache=False)
+    with pytest.raises(RuntimeError, match="worker pool died"):
+        Evaporate(llm=llm, workspace=ws, sandbox=_CrashingSandbox(), progress=False).run(
+            folder, **RUN
+        )
+    row = ws.runs("extract").iloc[0]
+    assert row["status"] == "failed"  # never left `running`
+    assert row["summary"]["error"] == "RuntimeError: worker pool died"
+    assert "resumes" in row["summary"]["resume"]
+    res = Evaporate(llm=llm, workspace=ws, progress=False).run(folder, **RUN)
+    assert res.run_id == row["run_id"]  # the saved stages are reused
+    assert ws.runs("extract").set_index("run_id").loc[res.run_id, "status"] == "complete"
+
+
+def test_cli_extract_with_no_llm_written_functions(corpus, first_run, capsys) -> None:
+    from apps.cli import main
+
+    root, folder, _ = corpus
+    args = ["extract", str(folder), "--out", str(root / "ws"), "--attributes", ",".join(ATTRS)]
+    args += ["--sample-size", "4", "--direct-tokens", "12", "--workers", "1"]
+    assert main([*args, "--num-candidates", "0"]) == 0  # the sample answers are cached
+    out = capsys.readouterr().out
+    assert "extracted 25 documents x 2 attributes" in out
+    ws = Workspace(root / "ws")
+    runs = ws.runs("extract")
+    run = runs[runs["params"].map(lambda p: p["num_candidates"] == 0)].iloc[0]
+    assert run["status"] == "complete"
+    funcs = ws.load_table(run["run_id"], "functions")
+    assert set(funcs["source"]) <= {"induced"}  # LLM-free functions only

@@ -147,3 +147,55 @@ def test_stratified_sample_covers_every_layout(corpus) -> None:
     assert len(set(docs["path"].iloc[picked].str.split("/").str[0])) == 5
     assert len(draw_sample(docs, 8, random.Random(0), "random")) == 8
     assert draw_sample(docs, 500, random.Random(0), "stratified") == list(range(len(docs)))
+
+
+# ---- issue 21: text files by content; `loom extract` checks its inputs before any work ------
+
+
+def test_files_without_a_known_extension_are_read_by_content(tmp_path) -> None:
+    (tmp_path / "README").write_text("Name: Ann Lee\nCity: Leeds\n")
+    (tmp_path / "METADATA").write_text('{"name": "Ann Lee"}')
+    (tmp_path / "notes.log").write_text("City: York\n")
+    (tmp_path / "page").write_text("<html><body><p>City: Hull</p></body></html>")
+    (tmp_path / "LICENSE.bin").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (tmp_path / "latin").write_bytes("Caf\xe9\n".encode("latin-1"))
+    docs, skipped = load_folder(tmp_path)
+    formats = dict(zip(docs["path"], docs["format"]))
+    assert formats == {"METADATA": "json", "README": "text", "notes.log": "text", "page": "html"}
+    assert docs.set_index("path").loc["README", "text"] == "Name: Ann Lee\nCity: Leeds\n"
+    reasons = dict(zip(skipped["path"], skipped["reason"]))
+    assert reasons["LICENSE.bin"].startswith("unsupported file type .bin")
+    assert reasons["latin"] == "unsupported file type (no extension): not UTF-8 text"
+
+
+def test_cli_extract_checks_flags_and_gold_before_any_work(tmp_path, capsys) -> None:
+    from apps.cli import main
+
+    folder = tmp_path / "docs"
+    gold = febrl_corpus(folder, n=4, seed=1, layouts=("kv",))
+    ws = tmp_path / "ws"
+    base = ["extract", str(folder), "--out", str(ws), "--attributes", "surname,postcode"]
+
+    def error(*flags: str, gold_frame: pd.DataFrame | None = None) -> str:
+        extra = []
+        if gold_frame is not None:
+            path = tmp_path / "gold.csv"
+            gold_frame.to_csv(path, index=False)
+            extra = ["--gold", str(path)]
+        assert main([*base, *flags, *extra]) == 2
+        return capsys.readouterr().err
+
+    g = str(tmp_path / "gold.csv")
+    assert f"--gold {g} has no `path` column" in error(gold_frame=gold.drop(columns=["path"]))
+    assert "no attribute column besides `path`" in error(gold_frame=gold[["path"]])
+    renamed = gold.rename(columns={"surname": "last_name", "postcode": "zip"})
+    assert "none of which is in --attributes surname,postcode" in error(
+        gold_frame=renamed[["path", "last_name", "zip"]]
+    )
+    elsewhere = gold.assign(path="other/" + gold["path"])
+    assert f"is a file under {folder}; give paths relative" in error(gold_frame=elsewhere)
+    assert "--sample-size 0: give a whole number >= 1" in error("--sample-size", "0")
+    assert "--num-candidates -1: give a whole number >= 0" in error("--num-candidates", "-1")
+    assert "--llm /no/such/model: unknown LLM" in error("--llm", "/no/such/model")
+    assert "--sandbox-allow-missing firewall" in error("--sandbox-allow-missing", "firewall")
+    assert not ws.exists()  # nothing was started

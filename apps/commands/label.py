@@ -19,21 +19,51 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from apps.label_checks import degenerate_fit, gold_labels, lf_file_cardinality, lf_frame
+from apps.options import check_device, failed_on_error, read_input
 from toolkit.errors import LoomError
 
 MODEL_CHOICES = ("LabelModel", "DawidSkene", "TripletModel", "MajorityVoter")
+#: lower-case names and the short names users type (`--label-model triplet`)
+MODEL_NAMES = {
+    **{m.lower(): m for m in MODEL_CHOICES},
+    "triplet": "TripletModel",
+    "flyingsquid": "TripletModel",
+    "ds": "DawidSkene",
+    "majority": "MajorityVoter",
+    "mv": "MajorityVoter",
+    "snorkel": "LabelModel",
+}
+
+
+def model_name(value: str) -> str:
+    """The label model a `--label-model` value names (any case, snake_case or a short name)."""
+    return MODEL_NAMES.get(value.strip().lower().replace("_", ""), value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "label", help="apply labeling functions and fit a label model into a workspace"
+        "label",
+        help="apply labeling functions and fit a label model into a workspace",
+        description="Apply the labeling functions of a Python file to a table, fit a label "
+        "model on their votes and store it all in a workspace. The LF file may set "
+        "`cardinality = k`; --cardinality must then agree with it.",
     )
     p.add_argument("--data", required=True, help="CSV, TSV, Parquet or JSON(L) file")
     p.add_argument("--lfs", required=True, help="Python file defining labeling functions")
-    p.add_argument("--out", default="workspace", help="workspace folder (default: ./workspace)")
-    p.add_argument("--label-model", default="LabelModel", choices=MODEL_CHOICES)
+    p.add_argument("--out", default="workspace", help="workspace folder")
     p.add_argument(
-        "--text-column", default="text", help="text column shown in the app (default: text)"
+        "--label-model",
+        default="LabelModel",
+        type=model_name,
+        choices=MODEL_CHOICES,
+        help="label model (any case; short names triplet, ds, mv work too)",
+    )
+    p.add_argument(
+        "--text-column",
+        default="text",
+        help="the column the LFs read as x.text (the data keeps it under its own name too) "
+        "and the app shows",
     )
     p.add_argument(
         "--gold-column", default=None, help="optional gold label column (ints, -1 unknown)"
@@ -42,10 +72,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cardinality",
         type=int,
         default=None,
-        help="number of classes (default: from lfs.py or the votes)",
+        help="number of classes (default: `cardinality = k` of the LF file, else from the votes; "
+        "when both are given they must agree)",
     )
-    p.add_argument("--smooth", default="none", choices=("none", "liger", "embroid"))
-    p.add_argument("--n-jobs", type=int, default=1, help="processes for row LFs (default: 1)")
+    p.add_argument(
+        "--smooth",
+        default="none",
+        choices=("none", "liger", "embroid"),
+        help="sharpen the labels with embeddings (docs/smoothing.md)",
+    )
+    p.add_argument("--n-jobs", type=int, default=1, help="processes for row LFs")
+    p.add_argument(
+        "--fault-tolerant",
+        action="store_true",
+        help="an LF that raises on a row abstains there (faults counted in the summary) "
+        "instead of stopping the run",
+    )
     p.add_argument(
         "--device", default=None, help="cpu or cuda for the label model (default: cuda if present)"
     )
@@ -103,27 +145,35 @@ def label_into_workspace(
     device: str | None = None,
     params: dict | None = None,
     progress: bool = True,
+    fault_tolerant: bool = False,
 ) -> tuple[str, dict]:
-    """Apply `lfs` to `df`, fit the label model, write a `label` run; return (run_id, summary)."""
-    from labeling import LFAnalysis, LFApplier, MajorityVoter, get_label_model
-    from labeling.analysis import summary_table
+    """Apply `lfs` to `df`, fit the label model, write a `label` run; return (run_id, summary).
 
-    if text_column not in df.columns:
-        raise LoomError(f"text column {text_column!r} not in the data; columns: {list(df.columns)}")
-    gold = None
-    if gold_column is not None:
-        if gold_column not in df.columns:
-            raise LoomError(
-                f"gold column {gold_column!r} not in the data; columns: {list(df.columns)}"
-            )
-        g = pd.to_numeric(df[gold_column], errors="coerce")
-        if g.isna().any() or (g != np.round(g)).any():
-            raise LoomError(
-                f"gold column {gold_column!r} must hold integer labels 0..k-1 (-1 = unknown)"
-            )
-        gold = g.to_numpy().astype(np.int64)
+    The LFs read `text_column` as `x.text`. The summary's `warnings` lists what makes the
+    labels doubtful (a model that could estimate nothing, LF faults, rows without votes);
+    each is also printed to stderr. A run that fails part-way is marked `failed`.
+    """
+    from labeling import LFApplier
+    from labeling.apply import LFError
+
+    source = (params or {}).get("data", "the data")
+    df = lf_frame(df, text_column, source)
+    gold = gold_labels(df, gold_column, cardinality, source)
     df = df.reset_index(drop=True)
-    L = LFApplier(lfs, cardinality=cardinality).apply(df, n_jobs=n_jobs, progress=progress)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            L, meta = LFApplier(lfs, cardinality=cardinality).apply(
+                df,
+                n_jobs=n_jobs,
+                progress=progress,
+                fault_tolerant=fault_tolerant,
+                return_meta=True,
+            )
+    except LFError as e:
+        where = f"--lfs {params['lfs']}: " if params and "lfs" in params else ""
+        hint = "" if fault_tolerant else " (on the command line: --fault-tolerant)"
+        raise LoomError(f"{where}{e}{hint}") from e
     names = [lf.name for lf in lfs]
     k = cardinality or max(2, int(L.max()) + 1, int(gold.max()) + 1 if gold is not None else 0)
     run = ws.start_run(
@@ -134,9 +184,32 @@ def label_into_workspace(
             "m": len(lfs),
             "cardinality": k,
             "smooth": smooth,
+            "fault_tolerant": fault_tolerant,
             **(params or {}),
         },
     )
+    with failed_on_error(ws, run):
+        summary = _fit_and_save(
+            ws, run, df, L, names, k, gold, label_model, text_column, smooth, device, progress
+        )
+        faults = {n: int(c) for n, c in meta.faults.items() if c}
+        applied = [str(w.message) for w in caught]
+        if faults:
+            summary["lf_faults"] = faults
+            if not applied:
+                applied = [f"LFs raised on some rows and abstained there: {faults}"]
+        summary["warnings"][:0] = applied
+        for w in summary["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
+        ws.finish_run(run, summary=summary)
+    return run, summary
+
+
+def _fit_and_save(ws, run, df, L, names, k, gold, label_model, text_column, smooth, device,
+                  progress) -> dict[str, Any]:  # fmt: skip
+    from labeling import LFAnalysis, MajorityVoter, get_label_model
+    from labeling.analysis import summary_table
+
     data = pd.DataFrame({"row": np.arange(len(df)), "text": df[text_column].astype(str).to_numpy()})
     if gold is not None:
         data["gold"] = gold
@@ -151,8 +224,10 @@ def label_into_workspace(
         model.fit(L, lf_names=names, progress=progress)
         probs = model.predict_proba(L)
         pred = model.predict(L)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    notes = [str(w) for w in getattr(model, "fit_warnings_", None) or []]
+    if not notes:
+        notes = degenerate_fit(label_model, model.get_weights(), L, pred)
+    notes += [str(w.message) for w in caught if str(w.message) not in notes]
     smoother = None
     if smooth != "none":
         try:
@@ -186,7 +261,7 @@ def label_into_workspace(
     model.save(ws.run_dir(run) / "label_model.npz")
     summary: dict[str, Any] = {
         "n": len(df),
-        "m": len(lfs),
+        "m": len(names),
         "cardinality": k,
         "label_model": label_model,
         "coverage": analysis.label_coverage(),
@@ -208,17 +283,22 @@ def label_into_workspace(
         summary["mv_accuracy"] = (
             float((mv == gold)[known & (mv >= 0)].mean()) if (known & (mv >= 0)).any() else None
         )
-    ws.finish_run(run, summary=summary)
-    return run, summary
+    summary["warnings"] = notes
+    return summary
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from toolkit.io import read_table
     from toolkit.workspace import Workspace
 
-    lfs, card = load_lfs(args.lfs)
-    cols = [args.text_column] + ([args.gold_column] if args.gold_column else [])
-    df = read_table(args.data, cols)
+    lfs, declared = load_lfs(args.lfs)
+    card = lf_file_cardinality(args.cardinality, declared, args.lfs)
+    device = check_device(args.device)
+    cols = {"--text-column": [args.text_column]}
+    if args.gold_column:
+        cols["--gold-column"] = [args.gold_column]
+    df = read_input(args.data, "--data", cols)
+    lf_frame(df, args.text_column, args.data)  # checked before the workspace is touched
+    gold_labels(df, args.gold_column, card, args.data)
     ws = Workspace(args.out)
     run, summary = label_into_workspace(
         ws,
@@ -227,15 +307,23 @@ def cmd_label(args: argparse.Namespace) -> int:
         label_model=args.label_model,
         text_column=args.text_column,
         gold_column=args.gold_column,
-        cardinality=args.cardinality or card,
+        cardinality=card,
         smooth=args.smooth,
         n_jobs=args.n_jobs,
-        device=args.device,
+        device=device,
         params={"data": str(args.data), "lfs": str(args.lfs)},
+        fault_tolerant=args.fault_tolerant,
     )
     print(ws.load_table(run, "lf_summary").to_string(index=False, float_format="%.3f"))
     line = ", ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()
+        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in summary.items()
+        if k not in ("warnings", "lf_faults")
     )
     print(f"label run {run} in {ws.path}: {line}")
+    if summary["warnings"]:
+        print(
+            f"{len(summary['warnings'])} warning(s) above, also in the run's summary",
+            file=sys.stderr,
+        )
     return 0

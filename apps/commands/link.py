@@ -7,19 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from apps.options import DefaultsFormatter, check_device, read_input
 from toolkit.errors import LoomError
-
-
-class DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends each flag with its default, where it has one (not None / off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        shown = default is not None and default is not False and default != argparse.SUPPRESS
-        if shown and action.option_strings and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--right-on", default=None, help="key column(s) of the right table")
     p.add_argument("--blocking-on", default=None, help="only pair rows equal on these columns")
     p.add_argument("--k", type=int, default=1, help="matches per left row")
-    p.add_argument("--threshold", type=float, default=None, help="minimum cosine score")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum cosine score, -1..1 (default: none, every nearest match is kept)",
+    )
     p.add_argument("--one-to-one", action="store_true", help="each right row matched once")
     p.add_argument("--gold", default=None, help="gold pairs file (left_row,right_row) to score")
     _common(p)
@@ -72,18 +66,44 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _read(path: str) -> pd.DataFrame:
-    from toolkit.io import read_table
-
-    return read_table(path)
-
-
 def _gold(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
     if path is None:
         return None
-    from toolkit.io import read_table
+    return read_input(path, "--gold", {"the gold pairs format": cols})
 
-    return read_table(path, list(cols))
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Flags whose values the library would reject later, named as flags."""
+    if args.threshold is not None and not -1 <= args.threshold <= 1:
+        raise LoomError(f"--threshold {args.threshold}: give a cosine similarity between -1 and 1")
+    if not 0 <= args.char_weight < 1:
+        raise LoomError(
+            f"--char-weight {args.char_weight}: give a share in [0, 1) (0.5 suits names, dates "
+            "and codes with typos)"
+        )
+    args.device = check_device(args.device)
+
+
+def _link_columns(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    from linking.keys import as_columns
+
+    if args.on is not None and (args.left_on is not None or args.right_on is not None):
+        raise LoomError("give either --on or --left-on and --right-on, not both")
+    if args.on is None and (args.left_on is None or args.right_on is None):
+        raise LoomError(
+            "say which columns to link on: --on name,city (both tables), or --left-on and "
+            "--right-on"
+        )
+    if args.on is not None:
+        on = as_columns(args.on, "--on")
+        return on, on
+    lcols, rcols = as_columns(args.left_on, "--left-on"), as_columns(args.right_on, "--right-on")
+    if len(lcols) != len(rcols):
+        raise LoomError(
+            f"--left-on has {len(lcols)} column(s) {lcols} but --right-on has {len(rcols)} "
+            f"{rcols}: give the same number, in matching order"
+        )
+    return lcols, rcols
 
 
 def _config(args: argparse.Namespace, **options: Any) -> Any:
@@ -103,12 +123,22 @@ def _config(args: argparse.Namespace, **options: Any) -> Any:
 
 
 def cmd_link(args: argparse.Namespace) -> int:
-    from linking.keys import resolve_on
+    from linking.keys import as_columns
     from linking.matching import merge_tables
     from toolkit.workspace import Workspace
 
-    left, right = _read(args.left), _read(args.right)
-    lcols, rcols = resolve_on(args.on, args.left_on, args.right_on)
+    _check_options(args)
+    if args.k < 1:
+        raise LoomError(f"--k {args.k}: give a positive number of matches per left row")
+    if args.one_to_one and args.k != 1:
+        raise LoomError("--one-to-one keeps one match per row: use it with --k 1")
+    lcols, rcols = _link_columns(args)
+    blocking = as_columns(args.blocking_on, "--blocking-on")
+    key = "--on" if args.on is not None else "--left-on"
+    left = read_input(args.left, "LEFT", {key: lcols, "--blocking-on": blocking})
+    key = "--on" if args.on is not None else "--right-on"
+    right = read_input(args.right, "RIGHT", {key: rcols, "--blocking-on": blocking})
+    gold = _gold(args.gold, ("left_row", "right_row"))
     cfg = _config(args, k=args.k, one_to_one=args.one_to_one)
     out = merge_tables(left, right, cfg, left_on=lcols, right_on=rcols)
     ws = Workspace(args.out)
@@ -126,9 +156,7 @@ def cmd_link(args: argparse.Namespace) -> int:
     }
     from linking.store import save_link_run
 
-    run, summary = save_link_run(
-        ws, left, right, out, (lcols, rcols), params, _gold(args.gold, ("left_row", "right_row"))
-    )
+    run, summary = save_link_run(ws, left, right, out, (lcols, rcols), params, gold)
     matched = out["right_row"].notna().sum()
     print(
         f"linked {matched} of {len(left)} left rows to {len(right)} right rows "
@@ -150,10 +178,14 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     from linking.keys import as_columns
     from toolkit.workspace import Workspace
 
-    df = _read(args.file)
+    _check_options(args)
     on = as_columns(args.on, "--on")
-    if args.threshold is None or not -1 <= args.threshold <= 1:
-        raise LoomError("--threshold must be a cosine similarity between -1 and 1")
+    df = read_input(
+        args.file,
+        "FILE",
+        {"--on": on, "--blocking-on": as_columns(args.blocking_on, "--blocking-on")},
+    )
+    gold = _gold(args.gold, ("row_a", "row_b"))
     cfg = _config(args, k=DEFAULT_DEDUP_K)
     if args.method == "connected":
         clusters, pairs = dedup_table(df, on, cfg, return_pairs=True)
@@ -175,9 +207,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     }
     from linking.store import save_dedup_run
 
-    run, summary = save_dedup_run(
-        ws, clusters, pairs, on, params, _gold(args.gold, ("row_a", "row_b"))
-    )
+    run, summary = save_dedup_run(ws, clusters, pairs, on, params, gold)
     print(
         f"{summary['rows']} rows -> {summary['clusters']} clusters; "
         f"{summary['duplicate_rows']} duplicate rows in {summary['duplicate_groups']} groups"
