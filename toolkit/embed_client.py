@@ -13,7 +13,12 @@ from toolkit.http_client import api_base, http_json
 
 
 class HTTPEmbedder(Embedder):
-    """`encode` over HTTP: batches texts into POST /v1/embeddings requests."""
+    """`encode` over HTTP: batches texts into POST /v1/embeddings requests.
+
+    api_key: sent as `Authorization: Bearer KEY`; default $LOOM_EMBED_API_KEY, else
+    $LOOM_API_KEY (the key `loom embed-server` reads), else $OPENAI_API_KEY. A busy server's
+    503/429 with Retry-After is waited out (`toolkit.http_client`).
+    """
 
     def __init__(
         self,
@@ -27,7 +32,10 @@ class HTTPEmbedder(Embedder):
         self.base = api_base(url)
         self.device = "remote"
         self.api_key = (
-            api_key or os.environ.get("LOOM_EMBED_API_KEY") or os.environ.get("OPENAI_API_KEY")
+            api_key
+            or os.environ.get("LOOM_EMBED_API_KEY")
+            or os.environ.get("LOOM_API_KEY")
+            or os.environ.get("OPENAI_API_KEY")
         )
         self.batch_size = batch_size
         self.timeout, self.retries = timeout, retries

@@ -8,12 +8,17 @@ from typing import Any
 
 @dataclass
 class Completion:
-    """One generated text with its token counts; `cached` is True when read from the cache."""
+    """One generated text with its token counts; `cached` is True when read from the cache.
+
+    finish_reason: "stop" (the model ended or a stop string cut the text), "length"
+    (max_tokens was reached), or None where the backend did not say (e.g. from the cache).
+    """
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     cached: bool = False
+    finish_reason: str | None = None
 
 
 def token_total(usage_table: Any) -> int:

@@ -106,6 +106,7 @@ class OpenAILLM(LLM):
             text or "",
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
+            finish_reason=choice.get("finish_reason"),
         )
 
     def _generate(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
