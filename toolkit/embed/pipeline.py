@@ -12,8 +12,10 @@ the only synchronisation is at the end.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from toolkit.embed.tokens import average_chunks, window_spans
 
 logger = logging.getLogger(__name__)
 CHUNK_TEXTS = 4096
+MIN_CHUNK_TEXTS = 32
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,32 @@ def tokenize_chunk(
     )
 
 
+def tokenizer_threads() -> int:
+    """Threads of the shared tokenizer pool: all cores but one, at most 32."""
+    return max(1, min(32, (os.cpu_count() or 2) - 1))
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def tokenizer_pool() -> ThreadPoolExecutor:
+    """One process-wide pool, so concurrent `encode` calls (a server) share the cores."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(tokenizer_threads(), thread_name_prefix="loom-tokenize")
+        return _POOL
+
+
+def _forget_pool() -> None:  # a forked child has none of its parent's threads
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def tokenized_chunks(
     tokenizer: Any,
     texts: list[str],
@@ -93,32 +122,29 @@ def tokenized_chunks(
     prefix: list[int],
     suffix: list[int],
     truncate: bool,
-    threads: int | None = None,
 ) -> Iterator[Chunk]:
-    """Chunks of `texts` in order, tokenized ahead on a thread pool."""
-    threads = threads or max(1, min(32, (os.cpu_count() or 2) - 1))
-    starts = range(0, len(texts), CHUNK_TEXTS)
-    with ThreadPoolExecutor(threads, thread_name_prefix="loom-tokenize") as pool:
-        futures = [
-            pool.submit(
-                tokenize_chunk,
-                tokenizer,
-                texts[s : s + CHUNK_TEXTS],
-                s,
-                width,
-                overlap,
-                prefix,
-                suffix,
-                truncate,
-            )
-            for s in starts
-        ]
+    """Chunks of `texts` in order; all are submitted to the pool before this returns.
+
+    Chunks are small enough that a single call of a few hundred texts still spreads over
+    every thread, and at most CHUNK_TEXTS texts each.
+    """
+    size = min(CHUNK_TEXTS, max(MIN_CHUNK_TEXTS, -(-len(texts) // tokenizer_threads())))
+    args = (width, overlap, prefix, suffix, truncate)
+    pool = tokenizer_pool()
+    futures = [
+        pool.submit(tokenize_chunk, tokenizer, texts[s : s + size], s, *args)
+        for s in range(0, len(texts), size)
+    ]
+
+    def results() -> Iterator[Chunk]:
         try:
             for f in futures:
                 yield f.result()
         finally:
             for f in futures:
                 f.cancel()
+
+    return results()
 
 
 def token_batches(lengths: np.ndarray, token_budget: int, max_rows: int) -> list[slice]:
@@ -203,6 +229,8 @@ class PackedForward:
             e.suffix_ids,
             truncate=long_text == "truncate",
         )
+        first = next(chunks, None)  # tokenized outside the lock: concurrent calls overlap
+        chunks = itertools.chain([first] if first is not None else [], chunks)
         bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
         with e.lock, torch.inference_mode():
             vecs, owner = run_packed(
