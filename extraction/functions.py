@@ -19,6 +19,7 @@ from extraction.candidates import induce, normalize
 from extraction.config import EvaporateConfig
 from extraction.ensemble import aggregate
 from extraction.sandbox import run_on_cluster
+from extraction.structure import label_candidates
 from toolkit.metrics import precision_recall_f1
 
 KEY = ["attribute", "function_id"]
@@ -56,7 +57,8 @@ def _code_prompt(a: str, k: int, raws: list[str], values: list[str], rng: random
 def write_candidates(
     llm: Any, raws: list[str], sample_vals: dict[str, list[str]], cfg: EvaporateConfig
 ) -> pd.DataFrame:
-    """Induced (LLM-free) and LLM-written candidates for every attribute, one row each."""
+    """Induced (LLM-free), label-anchored (`extraction.structure`) and LLM-written
+    candidates for every attribute, one row each."""
     rng = random.Random(cfg.seed)
     rows: list[dict] = []
     jobs = []
@@ -65,6 +67,9 @@ def write_candidates(
         for k, (kind, code) in enumerate(induce(pairs, cfg.max_induced)):
             rows.append({"attribute": a, "function_id": f"induced_{kind}_{k}",
                          "source": "induced", "code": code, "raw": ""})  # fmt: skip
+        for fid, code in label_candidates(a, raws):  # the documents' own `Label:` lines
+            rows.append({"attribute": a, "function_id": fid, "source": "label", "code": code,
+                         "raw": ""})  # fmt: skip
         for k in range(cfg.num_candidates):
             jobs.append((a, k, _code_prompt(a, k, raws, values, rng), 0.0 if k < 2 else 0.7))
     for temp in sorted({j[3] for j in jobs}):

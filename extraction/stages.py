@@ -14,9 +14,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from extraction import prompts
+from extraction.candidates import normalize
 from extraction.config import EvaporateConfig
 from extraction.documents import chunks
 from extraction.functions import attr_words
+from extraction.structure import declared_values, find_labels, label_spans
 
 
 def draw_sample(docs: pd.DataFrame, k: int, rng: random.Random, how: str) -> list[int]:
@@ -64,11 +66,8 @@ def identify_schema(
         for a in dict.fromkeys(prompts.parse_attribute_list(c.text)):  # ordered: no hash luck
             mentions[a] += 1
     for raw in raws:  # labels the markup itself declares: "Label:" lines, th/dt cells, keys
-        found = re.findall(r"(?m)^[ \t-]*\**([A-Za-z][\w ]{1,30}?)\**\s*[:=]", raw)
-        found += re.findall(r"(?i)<(?:th|dt)[^>]*>\s*([^<]{2,30}?)\s*</(?:th|dt)>", raw)
-        found += re.findall(r'"([A-Za-z_][\w ]{1,30})"\s*:\s*[^{\[\s]', raw)
-        for lab in dict.fromkeys(found):  # in document order, so ties rank the same every run
-            a = prompts.attribute_name(lab)
+        names = [prompts.attribute_name(lab) for lab, _ in find_labels(raw)]
+        for a in dict.fromkeys(names):  # in document order, so ties rank the same every run
             if a:
                 mentions[a] += 1
     ranked = [a for a, c in mentions.most_common() if c >= max(2, len(raws) // 3)]
@@ -85,10 +84,19 @@ def identify_schema(
 
 
 def best_chunk(embedder: Any, view: str, attribute: str, max_chars: int) -> str:
-    """The part of a long document most about `attribute` (the whole of a short one)."""
+    """The part of a long document most about `attribute` (the whole of a short one).
+
+    A part that holds the attribute's label (`Label:` line, `Label | value` row, JSON key)
+    ranks before semantic similarity: the first such part is shown."""
     parts = chunks(view, max_chars)
     if len(parts) == 1:
         return parts[0][1]
+    for s in label_spans(view, attribute):  # the first part holding the whole label line
+        end = view.find("\n", s)
+        end = len(view) if end < 0 else end
+        for start, part in parts:
+            if start <= s and min(end, s + max_chars // 2) <= start + len(part):
+                return part
     from toolkit.index import VectorIndex
 
     vecs = embedder.encode([p[1] for p in parts])
@@ -122,6 +130,28 @@ def direct_answers(
         bar.update(len(part))
     bar.close()
     return out
+
+
+def sample_values(
+    raws: list[str], answers: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, dict[str, int]]]:
+    """The sample's values: what a document's own label for the attribute declares (a
+    `Version:` header line, a `<th>Version</th>` cell, a `"version"` key), else the LLM's
+    grounded answer. Returns them and, per attribute, how many came from labels, from the
+    LLM, and how many LLM answers a label contradicted."""
+    values: dict[str, list[str]] = {}
+    stats: dict[str, dict[str, int]] = {}
+    for a, said in answers.items():
+        declared = declared_values(raws, a)
+        values[a] = [d or s for d, s in zip(declared, said)]
+        stats[a] = {
+            "from_labels": sum(1 for d in declared if d),
+            "from_llm": sum(1 for d, s in zip(declared, said) if s and not d),
+            "llm_contradicted": sum(
+                1 for d, s in zip(declared, said) if d and s and normalize(d) != normalize(s)
+            ),
+        }
+    return values, stats
 
 
 def provenance(
