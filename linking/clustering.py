@@ -11,7 +11,8 @@ import pandas as pd
 
 from linking.checks import check_k, check_method, check_new_columns, check_threshold
 from linking.config import DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkConfig
-from linking.duplicates import dedup_table, renumber, table_keys, table_vectors, with_clusters
+from linking.duplicates import dedup_table, table_keys, table_vectors, with_clusters
+from linking.groups import renumber
 from linking.keys import check_frame
 from linking.search import block_groups, embed_keys, masked_texts
 from toolkit.errors import LoomError

@@ -1,7 +1,7 @@
 """Compatibility re-exports: linking.core was split into stage modules.
 
 `linking.search` (embedding keys, candidate search), `linking.matching` (link, merge,
-merge_knn, assemble), `linking.duplicates` (dedup, components), `linking.clustering` (cluster,
+merge_knn, assemble), `linking.duplicates` (dedup), `linking.groups` (components), `linking.clustering` (cluster,
 aggregate), `linking.checks` (input checks), `linking.config` (LinkConfig). Import from
 those; `from linking.core import X` keeps working for the public names below.
 `embed_keys`, `search_pairs` and `self_pairs` here also accept their old keyword
@@ -20,7 +20,8 @@ from linking import search
 from linking.checks import CLUSTER_METHODS, HOWS, EmptyKeyWarning
 from linking.clustering import aggregate, cluster, cluster_block, cluster_table
 from linking.config import DEFAULT_DEDUP_THRESHOLD, DEFAULT_LINK_THRESHOLD, LinkConfig
-from linking.duplicates import components, dedup, dedup_table, renumber, with_clusters
+from linking.duplicates import dedup, dedup_table, with_clusters
+from linking.groups import components, renumber
 from linking.matching import assemble, link, link_pairs, merge, merge_knn, merge_tables
 from linking.search import CHAR_DIM, block_groups, one_to_one
 

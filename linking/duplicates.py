@@ -6,18 +6,31 @@ within the table (`search.self_pairs`), groups (`components`), output (`with_clu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from linking.checks import check_k, check_new_columns, check_threshold, warn_empty_keys
-from linking.config import DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkConfig
-from linking.keys import as_columns, block_keys, check_frame, check_has, key_texts
+from linking.cascade import FALLBACK_DEDUP_THRESHOLD, cascade_self
+from linking.checks import (
+    check_char_weight,
+    check_k,
+    check_new_columns,
+    check_threshold,
+    warn_empty_keys,
+)
+from linking.config import AUTO, DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkConfig
+from linking.decide import ScoreMixture
+from linking.groups import components
+from linking.keys import as_columns, block_keys, check_frame, check_has, field_values, key_texts
 from linking.search import embed_keys, masked_texts, self_pairs
+from linking.select import choose_threshold, quality_report
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
+
+logger = logging.getLogger(__name__)
 
 
 def table_keys(
@@ -53,27 +66,6 @@ def table_vectors(
     return vecs, valid, blocks, report
 
 
-def renumber(labels: np.ndarray) -> np.ndarray:
-    """Relabel so cluster ids are 0, 1, ... in order of their first row."""
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[inverse]
-
-
-def components(n: int, pairs: pd.DataFrame) -> np.ndarray:
-    """Cluster ids 0.. in order of first row, from the connected components of `pairs`."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    a, b = pairs["row_a"].to_numpy(np.int64), pairs["row_b"].to_numpy(np.int64)
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return renumber(labels)
-
-
 def with_clusters(df: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     """A copy of `df` with `cluster_id` and `duplicate` (every row after its group's first)."""
     check_new_columns(df, ("cluster_id", "duplicate"), "before clustering")
@@ -86,7 +78,7 @@ def with_clusters(df: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
 def dedup(
     df: pd.DataFrame,
     on: str | Sequence[str],
-    threshold: float = DEFAULT_DEDUP_THRESHOLD,
+    threshold: float | str = AUTO,
     model: Any = None,
     k: int = DEFAULT_DEDUP_K,
     blocking_on: str | Sequence[str] | None = None,
@@ -95,16 +87,20 @@ def dedup(
     return_pairs: bool = False,
     progress: bool | None = None,
     cache: Any = None,
-    char_weight: float = 0.0,
+    char_weight: float | str = AUTO,
     *,
     show_progress: bool | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Find duplicate rows: a copy of `df` (same rows, order and index) with `cluster_id`
-    (rows linked by a chain of pairs with cosine >= threshold share it) and `duplicate`
+    (rows linked by a chain of pairs with score >= threshold share it) and `duplicate`
     (True for every row after the first of its group: `df[~out.duplicate]` drops them).
 
     return_pairs=True also returns the pairs (row_a, row_b, score) behind the groups.
-    char_weight: as in `merge` (scores, and so the threshold, then mix in spelling).
+    threshold="auto", char_weight="auto" (defaults): the cascade of `merge` over the k
+    nearest rows of each row by character n-grams; the mixture of their scores sets the
+    threshold, the encoder rescores unsure pairs only; `out.attrs["linking"]` reports the
+    choices and the expected precision. A number as threshold: encoder cosine (char_weight
+    "auto" = 0, or a number to mix in spelling as in `merge`), cut there.
     progress: progress bars (None = on in notebooks and terminals; show_progress= is the
     deprecated spelling).
     """
@@ -119,11 +115,35 @@ def dedup_table(
     """`dedup` with its search options as a `LinkConfig` (e.g. built once by the CLI)."""
     check_threshold(cfg.threshold)
     if cfg.threshold is None:
-        raise LoomError("dedup needs a threshold: e.g. threshold=0.9 (tune it with tune_threshold)")
+        raise LoomError(
+            "dedup needs a threshold: threshold='auto' (chosen from the data) or a number, "
+            "e.g. 0.9 (tune it with tune_threshold)"
+        )
     check_k(cfg.k)
-    vecs, valid, blocks, report = table_vectors(df, on, cfg)
-    pairs = self_pairs(vecs, valid, cfg, blocks)
+    check_char_weight(cfg.char_weight)
+    if cfg.uses_cascade():
+        texts, valid, blocks, report = table_keys(df, on, cfg.blocking_on)
+        values = field_values(df, as_columns(on, "on"))
+        cands, mixture, info = cascade_self(values, texts, valid, cfg, blocks, cfg.k)
+        mode, fallback = "cascade", FALLBACK_DEDUP_THRESHOLD
+    else:
+        ecfg = cfg.encoder_only()
+        vecs, valid, blocks, report = table_vectors(df, on, ecfg)
+        cands = self_pairs(vecs, valid, ecfg, blocks)
+        mixture = ScoreMixture.fit(cands["score"].to_numpy()) if cfg.threshold == AUTO else None
+        mode, fallback, info = "encoder", DEFAULT_DEDUP_THRESHOLD, {"char_weight": ecfg.char_weight}
+    threshold, source = choose_threshold(cfg.threshold, mixture, fallback)
+    pairs = cands[cands["score"] >= threshold][["row_a", "row_b", "score"]]
+    pairs = pairs.reset_index(drop=True)
     out = with_clusters(df, components(len(df), pairs))
-    report["pairs"] = len(pairs)
+    report.update(info)
+    report.update(quality_report(mixture, pairs["score"].to_numpy(), cands["score"].to_numpy()))
+    report.update(mode=mode, threshold=threshold, threshold_source=source, pairs=len(pairs))
+    logger.info(
+        "dedup: %s, threshold %s (%s), char_weight %s, %d pairs%s",
+        mode, threshold, source, report["char_weight"], len(pairs),
+        f", expected precision {report['expected_precision']}"
+        if "expected_precision" in report else "",
+    )  # fmt: skip
     out.attrs["linking"] = report
     return (out, pairs) if return_pairs else out

@@ -93,6 +93,11 @@ def _cell(value: object, column: str, row: int) -> str:
     )
 
 
+def field_values(df: pd.DataFrame, cols: Sequence[str]) -> list[list[str]]:
+    """The cells of each key column as texts ('' = missing), one list per column."""
+    return [[_cell(v, c, i) for i, v in enumerate(df[c].tolist())] for c in cols]
+
+
 def key_texts(
     df: pd.DataFrame, cols: Sequence[str], labels: Sequence[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
@@ -102,7 +107,7 @@ def key_texts(
     names (`labels`, default the column names) so the encoder sees which value is which.
     """
     labels = list(labels or cols)
-    values = [[_cell(v, c, i) for i, v in enumerate(df[c].tolist())] for c in cols]
+    values = field_values(df, cols)
     n = len(df)
     if len(cols) == 1:
         texts = values[0]

@@ -7,23 +7,39 @@ masks (`link_keys`), embed (`search.embed_keys`), search (`search.match_pairs`),
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from linking.cascade import cascade_link
 from linking.checks import (
+    check_cardinality,
+    check_char_weight,
     check_how,
     check_link_options,
     check_link_tables,
+    check_merge_how,
     warn_empty_keys,
 )
-from linking.config import LinkConfig, renamed_keyword
-from linking.keys import RESERVED, block_keys, key_texts
-from linking.search import embed_keys, masked_texts, match_pairs
+from linking.config import AUTO, LinkConfig, renamed_keyword
+from linking.decide import ScoreMixture
+from linking.keys import RESERVED, block_keys, field_values, key_texts
+from linking.search import embed_keys, masked_texts, match_pairs, search_pairs
+from linking.select import (
+    best_per,
+    choose_threshold,
+    first_scores,
+    quality_report,
+    select_pairs,
+)
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
+
+logger = logging.getLogger(__name__)
 
 
 def link_keys(
@@ -70,19 +86,67 @@ def link_pairs(
     """`link` with its options as a `LinkConfig`: the pairs and a report dict."""
     lcols, rcols, bcols = check_link_tables(left, right, on, left_on, right_on, cfg.blocking_on)
     check_link_options(cfg)
+    check_char_weight(cfg.char_weight)
+    check_cardinality(cfg)
     (ltexts, rtexts), (lvalid, rvalid), (lb, rb), report = link_keys(
         left, right, lcols, rcols, bcols
     )
     warn_empty_keys("left", report["left_empty_keys"], len(left))
     warn_empty_keys("right", report["right_empty_keys"], len(right))
-    if vectors is None:
-        lv, rv = embed_keys([masked_texts(ltexts, lvalid), masked_texts(rtexts, rvalid)], cfg)
+    card = cfg.link_cardinality()
+    swap = card == "one_to_many"  # candidates of each right row among the left rows
+    m = max(cfg.k, 5 if card == "one_to_one" else 2)
+    if cfg.uses_cascade(vectors is not None):
+        values = (field_values(left, lcols), field_values(right, rcols))
+        sides = [values, (ltexts, rtexts), (lvalid, rvalid), (lb, rb)]
+        if swap:
+            sides = [tuple(reversed(x)) for x in sides]
+        cands, mixture, info = cascade_link(*sides[:3], cfg, sides[3], m)
+        mode, fallback = "cascade", None
     else:
-        lv, rv = vectors
-    pairs = match_pairs(lv, rv, lvalid, rvalid, cfg, lb, rb)
+        ecfg = cfg.encoder_only()
+        if vectors is None:
+            lv, rv = embed_keys([masked_texts(ltexts, lvalid), masked_texts(rtexts, rvalid)], ecfg)
+        else:
+            lv, rv = vectors
+        if cfg.threshold != AUTO and cfg.cardinality is None:
+            pairs = match_pairs(lv, rv, lvalid, rvalid, ecfg, lb, rb)  # as before
+            return pairs, _finish(report, pairs, ecfg, "encoder", cfg.threshold, "given")
+        sides = [(lv, rv), (lvalid, rvalid), (lb, rb)]
+        if swap:
+            sides = [tuple(reversed(x)) for x in sides]
+        cands = search_pairs(*sides[0], *sides[1], ecfg, *sides[2], m)
+        mixture = None
+        if cfg.threshold == AUTO:
+            top2 = best_per(cands, "left_row", 2)
+            first = top2.groupby("left_row").cumcount().to_numpy() == 0
+            mixture = ScoreMixture.fit(top2["score"].to_numpy(), likely=first)
+        mode, fallback, info = "encoder", None, {"char_weight": ecfg.char_weight}
+    if swap:
+        cands = cands.rename(columns={"left_row": "right_row", "right_row": "left_row"})
+    threshold, source = choose_threshold(cfg.threshold, mixture, fallback)
+    pairs = select_pairs(cands, threshold, cfg.k, card)
+    best = first_scores(cands, "right_row" if swap else "left_row", 1)
+    report.update(info)
+    report.update(quality_report(mixture, pairs["score"].to_numpy(), best))
+    return pairs, _finish(report, pairs, cfg.encoder_only(), mode, threshold, source)
+
+
+def _finish(
+    report: dict, pairs: pd.DataFrame, cfg: LinkConfig, mode: str, threshold: Any, source: str
+) -> dict:
+    """The report's counts and choices; logged at INFO."""
+    report.setdefault("char_weight", cfg.char_weight)
+    report.update(mode=mode, threshold=threshold, threshold_source=source)
     report["pairs"] = len(pairs)
     report["matched_left_rows"] = int(pairs["left_row"].nunique())
-    return pairs, report
+    logger.info(
+        "link: %s, threshold %s (%s), char_weight %s, %d pairs%s",
+        mode, threshold, source, report["char_weight"], len(pairs),
+        f", expected precision {report['expected_precision']}"
+        if "expected_precision" in report else "",
+    )  # fmt: skip
+    return report
 
 
 def merge_tables(
@@ -95,10 +159,16 @@ def merge_tables(
     how: str = "left",
     suffixes: tuple[str, str] = ("_left", "_right"),
 ) -> pd.DataFrame:
-    """`merge` with its search options as a `LinkConfig` (e.g. built once by the CLI)."""
-    check_how(how)
+    """`merge` with its search options as a `LinkConfig` (e.g. built once by the CLI).
+
+    how: the join ("left", "inner") or a cardinality ("one_to_one", "one_to_many",
+    "many_to_one": matches by threshold, every left row kept)."""
+    join, card = check_merge_how(how)
+    if card is not None:
+        cfg = replace(cfg, cardinality=card)
     pairs, report = link_pairs(left, right, cfg, on, left_on, right_on)
-    out = assemble(left, right, pairs, how, suffixes, with_rank=cfg.k > 1)
+    ranked = cfg.k > 1 or cfg.link_cardinality() == "one_to_many"
+    out = assemble(left, right, pairs, join, suffixes, with_rank=ranked)
     out.attrs["linking"] = report
     return out
 
@@ -164,7 +234,7 @@ def link(
     right_on: str | Sequence[str] | None = None,
     model: Any = None,
     k: int = 1,
-    threshold: float | None = None,
+    threshold: float | str | None = AUTO,
     blocking_on: str | Sequence[str] | None = None,
     one_to_one: bool = False,
     device: str | None = None,
@@ -173,17 +243,26 @@ def link(
     batch_size: int | None = None,
     progress: bool | None = None,
     cache: Any = None,
-    char_weight: float = 0.0,
+    char_weight: float | str = AUTO,
     vectors: tuple[np.ndarray, np.ndarray] | None = None,
     client: Any = None,
     *,
+    how: str | None = None,
     one_to_one_matching: bool | None = None,
     show_progress: bool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """The pairs behind `merge` (left_row, right_row, score, rank) and a report dict.
+    """The pairs behind `merge` (left_row, right_row, score, rank) and a report dict (the
+    counts, the threshold and char_weight in force, expected precision; see `merge`).
 
+    how: None or a cardinality as in `merge` ("many_to_one", "one_to_many", "one_to_one").
     one_to_one_matching= and show_progress= are deprecated spellings of one_to_one=, progress=.
     """
+    if how is not None and check_merge_how(how)[1] is None:
+        raise LoomError(
+            f"link(how={how!r}): link returns pairs, so how= is a cardinality: "
+            "'many_to_one', 'one_to_many' or 'one_to_one' (joins are merge's)"
+        )
+    cardinality = how
     one_to_one = renamed_keyword(
         one_to_one, "one_to_one_matching", one_to_one_matching, "one_to_one", "link"
     )
@@ -200,7 +279,7 @@ def merge(
     right_on: str | Sequence[str] | None = None,
     model: Any = None,
     k: int = 1,
-    threshold: float | None = None,
+    threshold: float | str | None = AUTO,
     blocking_on: str | Sequence[str] | None = None,
     how: str = "left",
     one_to_one: bool = False,
@@ -211,23 +290,39 @@ def merge(
     batch_size: int | None = None,
     progress: bool | None = None,
     cache: Any = None,
-    char_weight: float = 0.0,
+    char_weight: float | str = AUTO,
     client: Any = None,
     *,
     show_progress: bool | None = None,
 ) -> pd.DataFrame:
-    """Link two tables on noisy key fields by nearest neighbours in embedding space.
+    """Link two tables on noisy key fields: character n-grams for spelling, a sentence
+    encoder for meaning, a threshold chosen from the data.
 
-    Returns every column of both tables (shared names get `suffixes`) plus `score` (cosine),
+    Returns every column of both tables (shared names get `suffixes`) plus `score`,
     `left_row` and `right_row` (row positions), ordered by left row; `k>1` adds `rank` and
     up to k rows per left row. how="left" keeps left rows without a match (NaN right side);
-    how="inner" keeps matches only. Rows whose key is empty are never matched (a warning
-    says how many); `blocking_on` only pairs rows that agree exactly on those columns, and
-    with a dask.distributed `client` each block is searched as a task on the cluster.
-    char_weight w in [0, 1) mixes in spelling: score = (1 - w) * encoder cosine + w * cosine
-    of character n-gram vectors fitted on both tables' keys (0.5 suits records of names,
-    dates, codes and ids with typos; see docs/linking.md). progress: progress bars (None =
-    on in notebooks and terminals); show_progress= is its deprecated spelling.
+    how="inner" keeps matches only; how="many_to_one" (each left row its best right row),
+    "one_to_many" (each right row its best left row; adds `rank`) or "one_to_one" (each row
+    of both sides at most once) match by threshold and keep every left row.
+
+    Defaults decide (threshold="auto", char_weight="auto"): candidates come from per-field
+    character n-gram TF-IDF vectors, a two-component mixture over their scores sets the
+    threshold, and the encoder (`model`) rescores only the pairs the character score is
+    unsure about, with the share of each score chosen on them; `score` is then the character
+    cosine, or `w * character + (1 - w) * encoder cosine` (mapped onto the character scale)
+    for rescored pairs. Rows whose best candidate is below the threshold get no match.
+    `out.attrs["linking"]` reports the threshold, char_weight, the expected precision and
+    recall and how many texts were embedded (also logged at INFO). threshold=None keeps
+    the k nearest right rows by encoder cosine (the behaviour before "auto"); a number cuts
+    there. char_weight w in [0, 1) with any threshold: every key is embedded and score =
+    (1 - w) * encoder cosine + w * cosine of character n-gram LSA vectors (0.5 suits records
+    of names, dates, codes and ids with typos; see docs/linking.md).
+
+    Rows whose key is empty are never matched (a warning says how many); `blocking_on` only
+    pairs rows that agree exactly on those columns, and with a dask.distributed `client`
+    each block is searched as a task on the cluster (embed-everything path). progress:
+    progress bars (None = on in notebooks and terminals); show_progress= is its deprecated
+    spelling.
     """
     progress = deprecated_progress(progress, "show_progress", show_progress, "merge")
     cfg = LinkConfig.from_options(locals())
