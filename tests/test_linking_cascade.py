@@ -286,3 +286,37 @@ def test_unsure_pairs_are_rescored_when_the_encoder_helps():
     f_cascade = linking.evaluate(out, gold)["f1"]
     f_chars = linking.evaluate(chars, gold)["f1"]
     assert f_cascade > f_chars, (f_cascade, f_chars)
+
+
+def test_cli_link_and_dedup_decide_by_default(febrl4, febrl3, tmp_path, capsys):
+    """`loom link`/`loom dedup` with no --threshold/--char-weight run the cascade, print what
+    they chose and record it in the run's params (the flags used to force cosine 0.9 / none)."""
+    from apps.cli import main
+    from toolkit.workspace import Workspace
+
+    a, b, gold = febrl4
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    gold.to_csv(tmp_path / "gold.csv", index=False)
+    ws_path = tmp_path / "ws"
+    argv = ["link", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--on", ",".join(FIELDS)]
+    assert main([*argv, "--gold", str(tmp_path / "gold.csv"), "--out", str(ws_path)]) == 0
+    err = capsys.readouterr().err
+    assert "chose threshold" in err and "expected precision" in err
+    runs = Workspace(ws_path).runs(kind="link")
+    params = runs["params"].iloc[-1]
+    summary = runs["summary"].iloc[-1]
+    assert params["threshold"] == "auto" and params["decided"]["mode"] == "cascade"
+    assert summary["f1"] >= 0.95, summary
+
+    febrl3[FIELDS].to_csv(tmp_path / "d.csv", index=False)
+    assert main(["dedup", str(tmp_path / "d.csv"), "--on", ",".join(FIELDS), "--out",
+                 str(ws_path)]) == 0  # fmt: skip
+    assert "chose threshold" in capsys.readouterr().err
+    runs = Workspace(ws_path).runs(kind="dedup")
+    assert runs["params"].iloc[-1]["decided"]["mode"] == "cascade"
+    # 'none' keeps the nearest-neighbour behaviour, a bad value names the flag
+    assert main([*argv, "--threshold", "none", "--char-weight", "0", "--out", str(ws_path)]) == 0
+    with pytest.raises(SystemExit):
+        main([*argv, "--threshold", "high", "--out", str(ws_path)])
+    assert "--threshold" in capsys.readouterr().err

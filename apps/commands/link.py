@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import pandas as pd
@@ -26,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=1, help="matches per left row")
     p.add_argument(
         "--threshold",
-        type=float,
-        default=None,
-        help="minimum cosine score, -1..1 (default: none, every nearest match is kept)",
+        type=threshold_flag,
+        default="auto",
+        help="'auto' (chosen from the data with --char-weight auto: rows whose best candidate "
+        "is not a match get none), a minimum cosine -1..1, or 'none' (every nearest match kept)",
     )
     p.add_argument("--one-to-one", action="store_true", help="each right row matched once")
     p.add_argument("--gold", default=None, help="gold pairs file (left_row,right_row) to score")
@@ -41,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("file", help="CSV, TSV, Parquet or JSON(L) file")
     d.add_argument("--on", required=True, help="key column(s), comma separated")
     d.add_argument("--blocking-on", default=None, help="only compare rows equal on these columns")
-    d.add_argument("--threshold", type=float, default=0.9, help="minimum cosine")
+    d.add_argument(
+        "--threshold",
+        type=threshold_flag,
+        default="auto",
+        help="'auto' (chosen from the data with --char-weight auto) or a minimum cosine -1..1",
+    )
     d.add_argument(
         "--method",
         default="connected",
@@ -59,10 +66,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument(
         "--char-weight",
-        type=float,
-        default=0.0,
-        help="share of spelling (character n-gram) similarity in the score, 0..1 "
-        "(0.5 for records of names, dates and codes with typos)",
+        type=share_flag,
+        default="auto",
+        help="share of spelling (character n-gram) similarity in the score, 0..1, or 'auto' "
+        "(with --threshold auto: character candidates first, the encoder only on unsure pairs; "
+        "0 for other languages or paraphrases)",
     )
 
 
@@ -72,11 +80,34 @@ def _gold(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
     return read_input(path, "--gold", {"the gold pairs format": cols})
 
 
+def threshold_flag(value: str) -> float | str | None:
+    """--threshold: 'auto', 'none' or a number."""
+    low = value.strip().lower()
+    if low in ("auto", "none"):
+        return None if low == "none" else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give 'auto', 'none' or a cosine similarity between -1 and 1"
+        ) from None
+
+
+def share_flag(value: str) -> float | str:
+    """--char-weight: 'auto' or a number."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: give 'auto' or a share in [0, 1)") from None
+
+
 def _check_options(args: argparse.Namespace) -> None:
     """Flags whose values the library would reject later, named as flags."""
-    if args.threshold is not None and not -1 <= args.threshold <= 1:
+    if isinstance(args.threshold, float) and not -1 <= args.threshold <= 1:
         raise LoomError(f"--threshold {args.threshold}: give a cosine similarity between -1 and 1")
-    if not 0 <= args.char_weight < 1:
+    if isinstance(args.char_weight, float) and not 0 <= args.char_weight < 1:
         raise LoomError(
             f"--char-weight {args.char_weight}: give a share in [0, 1) (0.5 suits names, dates "
             "and codes with typos)"
@@ -122,6 +153,19 @@ def _config(args: argparse.Namespace, **options: Any) -> Any:
     )
 
 
+def decided(frame: pd.DataFrame) -> dict[str, Any]:
+    """What the library chose (threshold, char_weight, expected precision), printed to stderr."""
+    report = dict(frame.attrs.get("linking") or {})
+    if report:
+        parts = [f"threshold {report.get('threshold')} ({report.get('threshold_source', 'given')})"]
+        parts.append(f"char_weight {report.get('char_weight')}")
+        for key in ("expected_precision", "expected_recall"):
+            if key in report:
+                parts.append(f"{key.replace('_', ' ')} {report[key]}")
+        print("chose " + ", ".join(parts), file=sys.stderr)
+    return report
+
+
 def cmd_link(args: argparse.Namespace) -> int:
     from linking.keys import as_columns
     from linking.matching import merge_tables
@@ -141,6 +185,7 @@ def cmd_link(args: argparse.Namespace) -> int:
     gold = _gold(args.gold, ("left_row", "right_row"))
     cfg = _config(args, k=args.k, one_to_one=args.one_to_one)
     out = merge_tables(left, right, cfg, left_on=lcols, right_on=rcols)
+    report = decided(out)
     ws = Workspace(args.out)
     params = {
         "left": args.left,
@@ -153,6 +198,7 @@ def cmd_link(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "blocking_on": args.blocking_on,
         "one_to_one": args.one_to_one,
+        "decided": report,
     }
     from linking.store import save_link_run
 
@@ -195,6 +241,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
         pairs = pd.DataFrame(sorted(pairs_from_clusters(clusters)), columns=["row_a", "row_b"])
         pairs["score"] = float("nan")
+    report = decided(clusters)
     ws = Workspace(args.out)
     params = {
         "file": args.file,
@@ -204,6 +251,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         "model": args.model,
         "char_weight": args.char_weight,
         "blocking_on": args.blocking_on,
+        "decided": report,
     }
     from linking.store import save_dedup_run
 
