@@ -148,3 +148,11 @@ def test_token_total_and_completion_cache_layout(tmp_path) -> None:
     assert cache.get(["k", "missing"]) == {"k": Completion("hi", 3, 1, cached=True)}
     with sqlite3.connect(tmp_path / "c.sqlite") as db:
         assert db.execute("SELECT * FROM completions").fetchall() == [("k", "hi", 3, 1)]
+
+
+def test_unknown_llm_option_is_refused_not_swallowed():
+    """The llama.cpp backend used to take **_ and ignore a misspelt option."""
+    from toolkit.llm import get_llm
+
+    with pytest.raises(TypeError, match="max_new_token"):
+        get_llm(None, max_new_token=5, cache=False)

@@ -126,10 +126,16 @@ class LlamaCppLLM(LLM):
         n_threads: int | None = None,
         cache: str | os.PathLike | bool | None = None,
         device: str | None = None,
-        **_: Any,
+        threads: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
+        """threads: the transformers backend's name for n_threads, accepted so one set of
+        options (`get_llm(spec, threads=4)`) works with either backend; batch_size is accepted
+        for the same reason and has no effect here (llama.cpp runs one prompt at a time)."""
         super().__init__(cache)
         from llama_cpp import Llama
+
+        n_threads = n_threads or threads
 
         self.path = Path(path)
         self.model = Llama(
