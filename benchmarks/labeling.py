@@ -3,11 +3,16 @@
     python benchmarks/labeling.py --quick                       # < 1 min on CPU
     python benchmarks/labeling.py                               # quality n=1e5, speed n=1e6 m=50, applier 200k rows
     python benchmarks/labeling.py --device cuda --n 10000000 --m 100 --skip-quality --skip-applier
+    python benchmarks/labeling.py --grids                       # dependency grid + auto table, CPU
 
 Quality: synthetic L with known truth (binary and multi-class, 10-100 LFs, accuracies
 0.55-0.95, coverage 0.05-0.6, with and without correlated LF pairs): accuracy of the argmax
 on rows with a vote, and the mean absolute error of the estimated LF accuracies.
 Speed: fit + predict_proba; LFApplier vs PandasLFApplier with 20 keyword/regex LFs.
+Grids (issue 22): LabelModel(dependencies="auto") on planted correlated LF groups (sizes
+2-5, copy probability 0.5-0.95) vs the independent model, majority vote and Snorkel; and
+get_label_model("auto") with and without gold dev labels, scored on held-out test rows,
+over synthetic settings and two real sets (Rotten Tomatoes, BBC News with keyword LFs).
 Each timed job runs in its own process, so its peak memory (ru_maxrss) is its own.
 """
 
@@ -246,6 +251,13 @@ def main() -> None:
     ap.add_argument("--skip-applier", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="only the quality table")
     ap.add_argument("--skip-lm", action="store_true", help="no label-model speed test")
+    ap.add_argument(
+        "--grids",
+        action="store_true",
+        help="only the dependency grid and the auto-selection table (issue 22)",
+    )
+    ap.add_argument("--grid-n", type=int, default=20_000, help="rows per grid setting")
+    ap.add_argument("--grid-seeds", type=int, default=2)
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--job", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -256,7 +268,25 @@ def main() -> None:
         return
     if args.quick:
         args.n, args.m, args.quality_n, args.rows = 20_000, 20, 5_000, 3_000
+        args.grid_n, args.grid_seeds = 5_000, 1
     results: dict = {"args": vars(args)}
+    if args.grids:
+        from benchmarks.labeling_grids import auto_table, copied_pairs, dependency_grid
+
+        print(f"== dependency grid, n={args.grid_n}, m=20, two groups per setting")
+        results["dependency_grid"] = dependency_grid(
+            args.grid_n, 20, args.grid_seeds, args.snorkel_epochs
+        )
+        print(
+            f"\n== copied pairs (the quality table, n={args.quality_n}) and the identifiability limit"
+        )
+        results["dependency_cases"] = copied_pairs(args.quality_n)
+        print(f"\n== auto selection, n={args.grid_n} training rows")
+        results["auto_selection"] = auto_table(args.grid_n, args.grid_seeds, 1_000)
+        name = "labeling" + ("-quick" if args.quick else "") + "-grids"
+        path = write_results(name + (f"-{args.tag}" if args.tag else ""), args.device, results)
+        print(f"\nwrote {path}")
+        return
 
     if not args.skip_quality:
         settings = QUALITY_SETTINGS[:3] if args.quick else QUALITY_SETTINGS

@@ -1,14 +1,20 @@
-"""LF analysis: polarity, coverage, overlaps, conflicts and (with gold) empirical accuracy."""
+"""LF analysis: polarity, coverage, overlaps, conflicts, (with gold) empirical accuracy,
+dependent LF pairs and the LFs to look at (never fire, below chance, near-duplicates)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labeling.model import check_L, check_Y
+from labeling.dependencies import MIN_STRENGTH, dependencies_from_overlap, overlap_matrix
+from labeling.model import LabelModel, check_L, check_Y
+
+#: LFs that agree on at least this share of the rows where either votes are near-duplicates.
+DUPLICATE_AGREEMENT = 0.95
 
 
 class LFAnalysis:
@@ -108,6 +114,108 @@ class LFAnalysis:
                 raise ValueError(f"est_weights has {len(w)} entries for {len(df)} LFs")
             df["est_acc"] = w
         return df
+
+    def _cardinality(self, cardinality: int | None) -> int:
+        if cardinality is not None:
+            return int(cardinality)
+        return max(int(self.L.max()) + 1, 2)
+
+    def dependencies(
+        self, cardinality: int | None = None, min_strength: float = MIN_STRENGTH
+    ) -> pd.DataFrame:
+        """LF pairs that depend on each other beyond the class, learned from the votes alone.
+
+        One row per pair, strongest first: lf_i, lf_j, i, j, strength (partial canonical
+        correlation not explained by the class, 0..1; see labeling.dependencies), threshold
+        (what it had to exceed) and agreement (share of the rows both vote on where they vote
+        the same). Pass the pairs to `LabelModel.fit(L, dependencies=...)`, or use
+        dependencies="auto" there. cardinality: default the largest vote + 1.
+        """
+        k = self._cardinality(cardinality)
+        check_L(self.L, k)
+        if not 0.0 < min_strength < 1.0:
+            raise ValueError(f"min_strength must be in (0, 1), got {min_strength}")
+        table = dependencies_from_overlap(overlap_matrix(self.L, k), k, len(self.L), min_strength)
+        both = (self._votes[:, table["i"]] & self._votes[:, table["j"]]).sum(0)
+        same = ((self.L[:, table["i"]] == self.L[:, table["j"]]) & self._votes[:, table["i"]]).sum(
+            0
+        )
+        out = pd.DataFrame(
+            {
+                "lf_i": [self.names[i] for i in table["i"]],
+                "lf_j": [self.names[j] for j in table["j"]],
+                "i": table["i"],
+                "j": table["j"],
+                "strength": table["strength"],
+                "threshold": table["threshold"],
+                "agreement": np.where(both > 0, same / np.maximum(both, 1), np.nan),
+            }
+        )
+        return out
+
+    def warnings(
+        self,
+        est_weights: Any = None,
+        cardinality: int | None = None,
+        duplicate_agreement: float = DUPLICATE_AGREEMENT,
+    ) -> pd.DataFrame:
+        """The LFs to look at, one row per finding: lf, j, issue, value, detail.
+
+        issue is one of "never_fires" (coverage 0), "below_chance" (estimated accuracy
+        under 1/k: the LF votes against the class more often than not; value = the
+        accuracy), "near_duplicate" (agrees with an earlier LF on at least
+        `duplicate_agreement` of the rows where either votes; value = that share; keep one
+        of the two, or model them together with LabelModel.fit(dependencies=...)).
+        est_weights: estimated LF accuracies (e.g. a fitted model's get_weights()); None
+        fits a LabelModel with dependencies="auto" on L to get them. An empty frame means
+        nothing to report.
+        """
+        k = self._cardinality(cardinality)
+        m = self.L.shape[1]
+        rows = []
+        cov = self.lf_coverages()
+        for j in np.nonzero(cov == 0)[0]:
+            rows.append((j, "never_fires", 0.0, "never votes on any row"))
+        if est_weights is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the findings below say what matters
+                est_weights = LabelModel(k).fit(self.L, dependencies="auto").get_weights()
+        w = np.asarray(est_weights, dtype=float).reshape(-1)
+        if len(w) != m:
+            raise ValueError(f"est_weights has {len(w)} entries for {m} LFs")
+        for j in np.nonzero((w < 1.0 / k) & (cov > 0))[0]:
+            rows.append(
+                (
+                    j,
+                    "below_chance",
+                    float(w[j]),
+                    f"estimated accuracy {w[j]:.3f} < 1/k = {1 / k:.3f}",
+                )
+            )
+        votes = self._votes.astype(np.float64)
+        both = votes.T @ votes
+        same = np.zeros((m, m))
+        for y in range(k):
+            hit = (self.L == y).astype(np.float64)
+            same += hit.T @ hit
+        either = votes.sum(0)[:, None] + votes.sum(0)[None, :] - both
+        with np.errstate(invalid="ignore", divide="ignore"):
+            agree = np.where(either > 0, same / either, 0.0)
+        for j in range(m):
+            earlier = np.nonzero(agree[j, :j] >= duplicate_agreement)[0]
+            if len(earlier):
+                i = int(earlier[np.argmax(agree[j, earlier])])
+                rows.append(
+                    (
+                        j,
+                        "near_duplicate",
+                        float(agree[j, i]),
+                        f"agrees with {self.names[i]} on {agree[j, i]:.1%} of the rows either votes",
+                    )
+                )
+        out = pd.DataFrame(rows, columns=["j", "issue", "value", "detail"])
+        out.insert(0, "lf", [self.names[j] for j in out["j"]])
+        return out.sort_values(["j", "issue"], ignore_index=True)
 
     def __repr__(self) -> str:
         return (

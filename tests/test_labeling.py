@@ -239,8 +239,8 @@ def test_fit_rejects_unknown_arguments_and_names_close_matches():
     L = make_synthetic(2000, 6, 2, seed=2)["L"]
     with pytest.raises(TypeError, match=r"LabelModel.fit\(\).*'n_epoch'.*did you mean 'n_epochs'"):
         LabelModel(2).fit(L, n_epoch=500)
-    with pytest.raises(TypeError, match="dependency modelling .* not implemented yet"):
-        LabelModel(2).fit(L, dependencies=[(0, 1)])
+    with pytest.raises(TypeError, match=r"DawidSkene.fit\(\) does not support dependencies=.*"):
+        DawidSkene(2).fit(L, dependencies=[(0, 1)])
     with pytest.raises(TypeError, match=r"DawidSkene.fit\(\).*'tol_'.*did you mean 'tol'"):
         DawidSkene(2).fit(L, tol_=1e-3)
     with pytest.raises(TypeError, match=r"TripletModel.fit\(\).*did you mean 'min_overlap'"):

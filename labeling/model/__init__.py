@@ -14,6 +14,7 @@ from typing import Any
 
 from labeling.arguments import UnknownArgumentError, check_kwargs, keyword_names
 from labeling.constants import ABSTAIN
+from labeling.model.auto import AutoLabelModel
 from labeling.model.base import MODELS, TIE_POLICIES, BaseLabelModel, register_model
 from labeling.model.checks import LabelDtypeError, LabelMatrixError, check_L, check_Y
 from labeling.model.conditional import ConditionalModel
@@ -26,6 +27,7 @@ from labeling.model.votes import unique_rows
 from toolkit.errors import LoomError
 
 _ALIASES = {
+    "auto": "AutoLabelModel",
     "majority": "MajorityVoter",
     "mv": "MajorityVoter",
     "ds": "DawidSkene",
@@ -40,7 +42,9 @@ _ALIASES = {
 
 
 def get_label_model(name: str, cardinality: int, **kw: Any) -> BaseLabelModel:
-    """An unfitted label model by name: LabelModel, DawidSkene, TripletModel or MajorityVoter.
+    """An unfitted label model by name: LabelModel, DawidSkene, TripletModel, MajorityVoter,
+    or "auto" (AutoLabelModel: fits them all and keeps the best on `fit(L, Y_dev=...)`'s gold
+    labels, else by held-out likelihood of the votes; never below majority vote on Y_dev).
 
     Names are case-insensitive; snake_case (label_model, majority) and short aliases (mv, ds,
     triplet) work too. `kw` are the model's constructor arguments (e.g. device=); an unknown
@@ -59,6 +63,7 @@ def get_label_model(name: str, cardinality: int, **kw: Any) -> BaseLabelModel:
 __all__ = [
     "ABSTAIN",
     "MODELS",
+    "AutoLabelModel",
     "TIE_POLICIES",
     "BaseLabelModel",
     "ConditionalModel",

@@ -31,9 +31,9 @@ TIE_POLICIES = ("abstain", "random", "true-random")
 #: Arguments of Snorkel's LabelModel.fit that loom does not take, and why (said instead of
 #: "unexpected argument"). A model that implements one lists it in its `_fit` signature.
 UNSUPPORTED_FIT_ARGS = {
-    "dependencies": "dependency modelling between LFs is not implemented yet (it is planned); "
-    "until then drop one LF of each strongly correlated pair, or use TripletModel, which is "
-    "robust to a few dependent pairs",
+    "dependencies": "only LabelModel models dependencies between LFs "
+    "(LabelModel.fit(L, dependencies='auto' or [(i, j), ...])); TripletModel is robust to a "
+    "few dependent pairs",
     "optimizer_config": "loom fits with its own Adam loop; only lr=, n_epochs= and l2= tune it",
     "lr_scheduler": "loom fits with a constant learning rate (lr=)",
     "lr_scheduler_config": "loom fits with a constant learning rate (lr=)",
