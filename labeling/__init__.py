@@ -22,6 +22,7 @@ from labeling.lf import (
 from labeling.liger import Liger
 from labeling.metrics import filter_unlabeled_dataframe, metric_score
 from labeling.model import (
+    AutoLabelModel,
     BaseLabelModel,
     DawidSkene,
     LabelDtypeError,
@@ -36,6 +37,7 @@ from labeling.model import (
 __all__ = [
     "ABSTAIN",
     "ApplierMetadata",
+    "AutoLabelModel",
     "BaseLabelModel",
     "DaskLFApplier",
     "DawidSkene",

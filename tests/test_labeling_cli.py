@@ -313,3 +313,23 @@ def test_label_run_that_fails_part_way_is_marked_failed(tmp_path, small_file, ca
         raise ValueError("boom")
     row = ws.runs().iloc[0]
     assert row["status"] == "failed" and row["summary"] == {"error": "ValueError: boom"}
+
+
+def test_label_model_auto_from_the_cli(tmp_path, data_file, capsys):
+    """`--label-model auto` fits the candidates and records which one it kept."""
+    from apps.cli import main
+    from toolkit.workspace import Workspace
+
+    lfs = tmp_path / "lfs.py"
+    lfs.write_text(LFS_FILE)
+    ws_dir = tmp_path / "ws"
+    argv = ["label", "--data", str(data_file), "--lfs", str(lfs), "--out", str(ws_dir)]
+    assert main([*argv, "--label-model", "auto"]) == 0
+    ws = Workspace(ws_dir)
+    run = ws.runs(kind="label")["run_id"].iloc[-1]
+    probs = ws.load_table(run, "probs")
+    assert len(probs) == 1500 and np.allclose(probs[["prob_0", "prob_1"]].sum(1), 1)
+    assert ws.runs(kind="label")["params"].iloc[-1]["label_model"] == "AutoLabelModel"
+    summary = ws.runs(kind="label")["summary"].iloc[-1]
+    assert summary["chosen_model"] in ("MajorityVoter", "LabelModel", "DawidSkene", "TripletModel")
+    assert summary["chosen_because"]

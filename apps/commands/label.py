@@ -23,7 +23,7 @@ from apps.label_checks import degenerate_fit, gold_labels, lf_file_cardinality, 
 from apps.options import check_device, failed_on_error, read_input
 from toolkit.errors import LoomError
 
-MODEL_CHOICES = ("LabelModel", "DawidSkene", "TripletModel", "MajorityVoter")
+MODEL_CHOICES = ("LabelModel", "DawidSkene", "TripletModel", "MajorityVoter", "AutoLabelModel")
 #: lower-case names and the short names users type (`--label-model triplet`)
 MODEL_NAMES = {
     **{m.lower(): m for m in MODEL_CHOICES},
@@ -33,6 +33,7 @@ MODEL_NAMES = {
     "majority": "MajorityVoter",
     "mv": "MajorityVoter",
     "snorkel": "LabelModel",
+    "auto": "AutoLabelModel",
 }
 
 
@@ -57,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="LabelModel",
         type=model_name,
         choices=MODEL_CHOICES,
-        help="label model (any case; short names triplet, ds, mv work too)",
+        help="label model (any case; short names triplet, ds, mv work too; auto fits them all "
+        "and keeps the one with the best held-out likelihood of the votes)",
     )
     p.add_argument(
         "--text-column",
@@ -269,6 +271,9 @@ def _fit_and_save(ws, run, df, L, names, k, gold, label_model, text_column, smoo
         "conflict": analysis.label_conflict(),
         "labeled": float((pred >= 0).mean()),
     }
+    if getattr(model, "chosen_", None):  # --label-model auto: which one it kept, and why
+        summary["chosen_model"] = str(model.chosen_)
+        summary["chosen_because"] = str(getattr(model, "reason_", ""))
     if smoother is not None:
         summary["smooth"] = smooth
     if gold is not None:
