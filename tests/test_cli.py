@@ -93,8 +93,9 @@ def test_help_shows_defaults(capsys):
     label = _help(capsys, "label")
     assert "(default: LabelModel)" in label and "--fault-tolerant" in label
     assert "the column the LFs read as x.text" in label
-    assert "(default: none, every nearest match is kept)" in _help(capsys, "link")
-    assert "minimum cosine (default: 0.9)" in _help(capsys, "dedup")
+    link = _help(capsys, "link")
+    assert "or 'none' (every nearest match kept) (default: auto)" in link
+    assert "--char-weight" in link and "(default: auto)" in _help(capsys, "dedup")
     assert "(default: workspace)" in _help(capsys, "embed")
 
 

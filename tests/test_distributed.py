@@ -66,7 +66,10 @@ def test_blocked_linkage_on_the_cluster_equals_local(client):
     left = pd.DataFrame({"name": names, "city": rng.choice(["leeds", "york", "bath"], 60)})
     right = left.sample(frac=1.0, random_state=1).reset_index(drop=True)
     right["name"] = right["name"].str.replace("name", "nme")
-    local = merge(left, right, on="name", blocking_on="city")
-    remote = merge(left, right, on="name", blocking_on="city", client=client)
+    # a client asks for the embed-everything path (docs/linking.md): compare it with the same
+    # path run locally (the default cascade runs in-process and has no cluster step)
+    opts = {"threshold": None, "char_weight": 0.0, "blocking_on": "city"}
+    local = merge(left, right, on="name", **opts)
+    remote = merge(left, right, on="name", client=client, **opts)
     pd.testing.assert_frame_equal(local, remote)
     assert (local["city_left"] == local["city_right"]).all()
