@@ -97,6 +97,23 @@ def _backend(backend: str) -> str:
     return backend
 
 
+_FORKED = False  # set in a forked child: GNU OpenMP hangs there if the parent used its pool
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+def openmp_threads() -> int:
+    """Threads for sparse_dot_topn's OpenMP product: up to 16, but one in a forked child
+    (libgomp's thread pool does not survive fork: a parallel region there never returns)."""
+    return 1 if _FORKED else max(1, min(os.cpu_count() or 1, 16))
+
+
 def top_k(
     a: sp.csr_matrix, b: sp.csr_matrix, k: int, backend: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +127,7 @@ def top_k(
     if kind == "sparse_dot_topn":
         from sparse_dot_topn import sp_matmul_topn
 
-        threads = max(1, min(os.cpu_count() or 1, 16))
+        threads = openmp_threads()
         c = sp_matmul_topn(
             a.astype(np.float32), b.T.tocsr().astype(np.float32), top_n=k, threshold=0.0,
             sort=True, n_threads=threads if threads > 1 else None,

@@ -320,3 +320,29 @@ def test_cli_link_and_dedup_decide_by_default(febrl4, febrl3, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv, "--threshold", "high", "--out", str(ws_path)])
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_character_candidates_work_in_a_forked_child():
+    """GNU OpenMP (inside sparse_dot_topn) hangs in a forked child once the parent has used
+    its thread pool; the child must fall back to one thread (this hung the kill -9 tests and
+    would hang any fork after a merge, e.g. LFApplier's row LFs)."""
+    import multiprocessing as mp
+
+    import scipy.sparse as sp
+
+    a = sp.random(2000, 500, density=0.05, format="csr", dtype=np.float32, random_state=0)
+    expected = top_k(a, a, 3)  # the parent uses the OpenMP pool
+    queue = mp.get_context("fork").SimpleQueue()
+
+    def child():  # a small answer: a large one would block on the pipe until the parent reads
+        rows, cols, _ = top_k(a, a, 3)
+        queue.put((len(rows), int(rows.sum()), int(cols.sum())))
+
+    proc = mp.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(60)
+    if proc.exitcode is None:
+        proc.kill()
+    assert proc.exitcode == 0, "top_k hung in a forked child"
+    rows, cols, _ = expected
+    assert queue.get() == (len(rows), int(rows.sum()), int(cols.sum()))
