@@ -157,3 +157,44 @@ def test_other_architectures_keep_the_standard_forward():
         auto_model = NotBert()
 
     assert PackedBert.from_sentence_transformer([Module(), object()], "cpu") is None
+
+
+def test_tokenize_chunk_truncates_and_counts(packed, texts):
+    """The vectorised fast path (no window needed) equals the per-text ids; counts are the
+    texts' full token counts (ids + special tokens), as `token_counts` gives them."""
+    tok = rust_tokenizer(packed.tokenizer)
+    args = (packed.window, packed.overlap, packed.prefix_ids, packed.suffix_ids)
+    chunk = tokenize_chunk(tok, texts, 0, *args, True)
+    pieces, owner = packed._pieces(texts, "truncate")
+    assert np.array_equal(chunk.owner, owner)
+    assert np.array_equal(chunk.flat, np.concatenate([np.asarray(p) for p in pieces]))
+    assert np.array_equal(chunk.counts, packed.token_counts(texts))
+    windowed = tokenize_chunk(tok, texts, 0, *args, False)
+    assert np.array_equal(windowed.counts, chunk.counts)
+    assert len(windowed.lengths) > len(chunk.lengths)  # text 7 was split into windows
+
+
+def test_run_packed_fills_batches_across_chunks(monkeypatch):
+    """Many small chunks (a server's merged call) still run full token-budget batches:
+    the partial batch at the end of a chunk is topped up from the next chunk."""
+    from toolkit.embed.pipeline import Chunk, run_packed
+
+    def chunk(first, n, length=10):
+        lengths = np.full(n, length, dtype=np.int64)
+        flat = np.arange(first * length, (first + n) * length, dtype=np.int32)
+        return Chunk(flat, lengths, np.arange(first, first + n), lengths)
+
+    calls = []
+
+    def forward(ids, cu, longest):
+        calls.append(len(ids))
+        starts = cu[:-1].long()
+        return ids[starts].float()[:, None].repeat(1, 3)  # each piece's first id
+
+    chunks = [chunk(s, 3) for s in range(0, 30, 3)]  # 10 chunks of 3 texts of 10 tokens
+    done = []
+    vecs, owner = run_packed(forward, iter(chunks), 3, "cpu", 100, 1000, done.append)
+    assert calls == [100, 100, 100]  # not 10 calls of 30 tokens
+    assert np.array_equal(owner, np.arange(30))
+    assert np.array_equal(vecs[:, 0], np.arange(30) * 10)
+    assert sum(done) == 30

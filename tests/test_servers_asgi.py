@@ -71,8 +71,8 @@ class GatedEmbedder(Embedder):
             raise LoomError(f"text {bad[0]} is poisoned: remove the word POISON")
         return self.inner.encode(texts, normalize=False, progress=False, long_text=long_text)
 
-    def count_tokens(self, texts):
-        return self.inner.count_tokens(texts)
+    def token_counts(self, texts):
+        return self.inner.token_counts(texts)
 
 
 @pytest.fixture()
@@ -229,13 +229,17 @@ def test_metrics_in_prometheus_format(embedder) -> None:
     assert value("loom_request_seconds_count", route="/v1/embeddings") == 4
 
 
-def test_usage_tokens_are_the_embedders_count(embedder, bbc_sample) -> None:
-    from toolkit.embed_server import token_counter
+def test_usage_tokens_are_the_embedders_count(bbc_sample) -> None:
+    """The packed path counts tokens from its own tokenization (no second pass): the same
+    numbers as `token_counts`, per text, long and odd texts included."""
+    from toolkit.embed import TransformerEmbedder, default_model_path
 
+    embedder = TransformerEmbedder(default_model_path(), "cpu", packed=True)
     texts = list(bbc_sample["summary"][:50]) + ["", "naïve café 😀", "word " * 2000]
-    count = token_counter(embedder)
-    assert count is not embedder.count_tokens  # the Rust path, not the fallback
-    assert count(texts) == embedder.count_tokens(texts)
+    vecs, counts = embedder.encode_counted(texts)
+    assert np.array_equal(counts, embedder.token_counts(texts))
+    assert counts.sum() == embedder.count_tokens(texts) and counts[-1] > 2000
+    assert np.allclose(vecs, embedder.encode(texts, progress=False), atol=1e-5)
 
 
 def test_client_caps_a_long_retry_after() -> None:

@@ -7,7 +7,6 @@ share one loaded model. Limits, API key, metrics and shutdown: `toolkit.openai_h
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import sys
 from collections.abc import Callable
@@ -37,9 +36,9 @@ SWITCH_INTERVAL = 0.0005
 class Batcher(MicroBatcher):
     """Merges the texts of concurrent requests into shared `embedder.encode` calls.
 
-    `await batcher.embed(texts)` gives the request's (n, dim) vectors. A merged call that
-    fails is run again request by request, so a text the model rejects fails only the request
-    that sent it.
+    `await batcher.embed(texts)` gives the request's (n, dim) vectors and token count. A
+    merged call that fails is run again request by request, so a text the model rejects
+    fails only the request that sent it.
     """
 
     def __init__(
@@ -64,39 +63,19 @@ class Batcher(MicroBatcher):
             concurrency=concurrency,
         )
 
-    def encode_many(self, requests: list[list[str]]) -> list[np.ndarray]:
-        """One `encode` over the texts of all `requests`; their vectors, split back."""
+    def encode_many(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
+        """One `encode_counted` over the texts of all `requests`; each request's vectors and
+        token count, split back (counted from the model's own tokenization)."""
         texts = [t for r in requests for t in r]
-        vecs = self.embedder.encode(texts, progress=False)
+        vecs, counts = self.embedder.encode_counted(texts)
         if self.metrics is not None:
             self.metrics.texts.inc(len(texts))
         bounds = np.cumsum([0] + [len(r) for r in requests])
-        return [vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return [(vecs[a:b], int(counts[a:b].sum())) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """The request's (n, dim) vectors and its token count."""
         return await self.submit(texts)
-
-
-def token_counter(embedder: Embedder) -> Callable[[list[str]], int]:
-    """`embedder.count_tokens`, or the same count straight from its Rust tokenizer.
-
-    The usage count tokenizes every text a second time beside the model: through the Rust
-    tokenizer (batch call without the GIL, no Python lists) it costs the model thread little;
-    it is used where the embedder keeps the base class's count (ids + 2 special tokens)."""
-    backend = getattr(getattr(embedder, "tokenizer", None), "backend_tokenizer", None)
-    if backend is None or type(embedder).count_tokens is not Embedder.count_tokens:
-        return embedder.count_tokens
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(backend.to_str())  # a private copy: no truncation, no padding
-    tok.no_truncation()
-    tok.no_padding()
-    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-
-    def count(texts: list[str]) -> int:
-        return sum(len(e) for e in encode(texts, add_special_tokens=False)) + 2 * len(texts)
-
-    return count
 
 
 def check_input(body: dict[str, Any], aliases: set[str], served: str, dim: int) -> list[str]:
@@ -134,7 +113,6 @@ def make_app(
     served = model_name or embedder.name.rstrip("/").split("/")[-1]
     aliases = {served, embedder.name, "default"}
     metrics = ServerMetrics("embed")
-    count_tokens = token_counter(embedder)
     batcher = Batcher(
         embedder,
         config.max_batch,
@@ -147,10 +125,7 @@ def make_app(
     async def embeddings(request: Request) -> Response:
         body = await read_json(request, config.max_request_bytes)
         texts = check_input(body, aliases, served, embedder.dim)
-        loop = asyncio.get_running_loop()
-        tokens = loop.run_in_executor(None, count_tokens, texts)  # beside the model
-        vecs = await batcher.embed(texts)
-        n_tokens = await tokens
+        vecs, n_tokens = await batcher.embed(texts)
         metrics.tokens("prompt").inc(n_tokens)
         if body.get("encoding_format") == "base64":
             emb: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vecs]

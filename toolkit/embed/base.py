@@ -119,11 +119,32 @@ class Embedder(ABC):
                 store.put(missing, new)
                 hit.update(zip(missing, new))
             out = np.stack([hit[k] for k in keys])
-        out = np.asarray(out, dtype=np.float32)
-        if normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.maximum(norms, 1e-12)
-        return out
+        return finish_vectors(out, normalize)
+
+    def encode_counted(
+        self,
+        texts: Iterable[str],
+        batch_size: int | None = None,
+        normalize: bool = True,
+        long_text: str = "chunk",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`encode` (no cache, no progress bar) and each text's token count (`token_counts`).
+
+        Encoders that tokenize on the way (the packed GPU path) count from that same
+        tokenization; a server's usage figures cost no second pass over the texts.
+        """
+        if long_text not in LONG_TEXT_MODES:
+            raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
+        texts = check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        out, counts = self._embed_counted(texts, batch_size, long_text)
+        return finish_vectors(out, normalize), counts
+
+    def _embed_counted(
+        self, texts: list[str], batch_size: int | None, long_text: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._embed(texts, batch_size, False, long_text), self.token_counts(texts)
 
     def _cache(self, cache: Any) -> EmbeddingCache | None:
         if cache is None or isinstance(cache, EmbeddingCache):
@@ -157,7 +178,20 @@ class Embedder(ABC):
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Number of model tokens in `texts` (word count where the model has no tokenizer)."""
+        return int(self.token_counts(texts).sum())
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """Each text's model tokens, int64 (ids + 2 special tokens; words without a tokenizer)."""
         tok = getattr(self, "tokenizer", None)
         if tok is None:
-            return sum(len(t.split()) for t in texts)
-        return sum(len(ids) + 2 for ids in token_ids(tok, list(texts)))
+            return np.asarray([len(t.split()) for t in texts], dtype=np.int64)
+        return np.asarray([len(ids) + 2 for ids in token_ids(tok, list(texts))], dtype=np.int64)
+
+
+def finish_vectors(out: Any, normalize: bool) -> np.ndarray:
+    """float32 vectors, unit length when `normalize` (zero vectors stay zero)."""
+    out = np.asarray(out, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = out / np.maximum(norms, 1e-12)
+    return out

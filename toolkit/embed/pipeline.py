@@ -37,6 +37,20 @@ class Chunk:
     flat: np.ndarray  # int32, every piece's ids (special tokens included), concatenated
     lengths: np.ndarray  # int64, one per piece
     owner: np.ndarray  # int64, the (global) text index of each piece
+    counts: np.ndarray  # int64, one per text: its tokens before windowing, special tokens in
+
+
+def join_chunks(a: Chunk, b: Chunk) -> Chunk:
+    """`a` then `b` as one chunk (a batch left over from `a` topped up from `b`)."""
+    return Chunk(*(np.concatenate([x, y]) for x, y in zip(vars(a).values(), vars(b).values())))
+
+
+def take_pieces(c: Chunk, pieces: slice) -> Chunk:
+    """The pieces `pieces` of `c` (their texts' counts are not kept: they were counted)."""
+    offsets = np.concatenate([[0], np.cumsum(c.lengths)])
+    lo, hi = int(offsets[pieces.start]), int(offsets[pieces.stop])
+    none = np.zeros(0, dtype=np.int64)
+    return Chunk(c.flat[lo:hi], c.lengths[pieces], c.owner[pieces], none)
 
 
 def rust_tokenizer(hf_tokenizer: Any) -> Any:
@@ -67,17 +81,52 @@ def tokenize_chunk(
     suffix: list[int],
     truncate: bool,
 ) -> Chunk:
-    """Token ids of `texts` (global indices from `first`), windowed or truncated to `width`."""
+    """Token ids of `texts` (global indices from `first`), windowed or truncated to `width`.
+
+    Runs on a pool thread: the Rust batch call releases the GIL; the Python part is kept to
+    one list per text (the ids) and a few vectorised numpy calls.
+    """
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    ids = [enc.ids for enc in encode(texts, add_special_tokens=False)]
+    raw = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    counts = raw + len(prefix) + len(suffix)
+    if not truncate and len(raw) and raw.max() > width:
+        return windowed_chunk(ids, first, width, overlap, prefix, suffix, counts)
+    if truncate and len(raw) and raw.max() > width:
+        ids = [i[:width] for i in ids]
+        raw = np.minimum(raw, width)
+    n, p, q = len(ids), len(prefix), len(suffix)
+    lengths = raw + p + q
+    flat = np.empty(int(lengths.sum()), dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    body = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(raw.sum()))
+    shift = np.repeat(starts + p - np.concatenate([[0], np.cumsum(raw)[:-1]]), raw)
+    flat[np.arange(len(body)) + shift] = body
+    for j, t in enumerate(prefix):
+        flat[starts + j] = t
+    for j, t in enumerate(suffix):
+        flat[starts + p + raw + j] = t
+    owner = np.arange(first, first + n, dtype=np.int64)
+    return Chunk(flat=flat, lengths=lengths, owner=owner, counts=counts)
+
+
+def windowed_chunk(
+    ids: list[list[int]],
+    first: int,
+    width: int,
+    overlap: int,
+    prefix: list[int],
+    suffix: list[int],
+    counts: np.ndarray,
+) -> Chunk:
+    """`tokenize_chunk` where some text is longer than `width`: overlapping windows."""
     pre = np.asarray(prefix, dtype=np.int32)
     post = np.asarray(suffix, dtype=np.int32)
     parts: list[np.ndarray] = []
     lengths: list[int] = []
     owner: list[int] = []
-    for i, enc in enumerate(encode(texts, add_special_tokens=False)):
-        ids = np.asarray(enc.ids, dtype=np.int32)
-        spans = [ids[:width]] if truncate else window_spans(ids, width, overlap)
-        for span in spans:
+    for i, seq in enumerate(ids):
+        for span in window_spans(np.asarray(seq, dtype=np.int32), width, overlap):
             parts.extend((pre, span, post))
             lengths.append(len(span) + len(pre) + len(post))
             owner.append(first + i)
@@ -85,6 +134,7 @@ def tokenize_chunk(
         flat=np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32),
         lengths=np.asarray(lengths, dtype=np.int64),
         owner=np.asarray(owner, dtype=np.int64),
+        counts=counts,
     )
 
 
@@ -169,32 +219,54 @@ def run_packed(
     max_rows: int,
     on_texts: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled vectors (pieces, dim) float32 and each piece's text index, in text order."""
+    """Pooled vectors (pieces, dim) float32 and each piece's text index, in text order.
+
+    Batches are cut across chunk boundaries: the last, partly filled batch of a chunk waits
+    for the next chunk, so a call split into many small chunks (a server's merged requests)
+    still runs full token-budget batches.
+    """
     import torch
 
     cuda = device.startswith("cuda")
     results: list[tuple[Any, np.ndarray]] = []
-    for chunk in chunks:
-        offsets = np.concatenate([[0], np.cumsum(chunk.lengths)])
+    carry: Chunk | None = None
+    queued = -1  # the highest text index queued so far (for the progress bar)
+
+    def launch(c: Chunk, batches: list[slice]) -> None:
+        nonlocal queued
+        offsets = np.concatenate([[0], np.cumsum(c.lengths)])
         outs = []
-        for sl in token_batches(chunk.lengths, token_budget, max_rows):
+        for sl in batches:
             lo, hi = int(offsets[sl.start]), int(offsets[sl.stop])
-            ids = torch.from_numpy(chunk.flat[lo:hi])
+            ids = torch.from_numpy(c.flat[lo:hi])
             cu = torch.from_numpy((offsets[sl.start : sl.stop + 1] - lo).astype(np.int32))
             if cuda:
                 ids = ids.pin_memory().to(device, non_blocking=True)
                 cu = cu.pin_memory().to(device, non_blocking=True)
-            outs.append(forward(ids, cu, int(chunk.lengths[sl].max())))
+            outs.append(forward(ids, cu, int(c.lengths[sl].max())))
         if not outs:
-            continue
-        if on_texts is not None:  # queued, not finished: the bar runs ahead by one chunk
-            on_texts(int(chunk.owner[-1] - chunk.owner[0] + 1))
+            return
         vec = torch.cat(outs)
         if cuda:  # copy back without waiting; one synchronisation at the end
             host = torch.empty(vec.shape, dtype=vec.dtype, pin_memory=True)
             host.copy_(vec, non_blocking=True)
             vec = host
-        results.append((vec, chunk.owner))
+        owner = c.owner[batches[0].start : batches[-1].stop]
+        results.append((vec, owner))
+        if on_texts is not None:  # queued, not finished: the bar runs ahead a little
+            on_texts(int(owner[-1]) - queued)
+        queued = int(owner[-1])
+
+    for chunk in chunks:
+        c = chunk if carry is None else join_chunks(carry, chunk)
+        batches = token_batches(c.lengths, token_budget, max_rows)
+        if not batches:
+            continue
+        last = batches[-1]
+        carry = take_pieces(c, last)
+        launch(c, batches[:-1])
+    if carry is not None and len(carry.lengths):
+        launch(carry, token_batches(carry.lengths, token_budget, max_rows))
     if cuda:
         torch.cuda.synchronize(device)
     if not results:
@@ -202,6 +274,10 @@ def run_packed(
     vecs = np.concatenate([v.numpy() for v, _ in results]).astype(np.float32, copy=False)
     owner = np.concatenate([o for _, o in results])
     return vecs, owner
+
+
+# texts tokenized before a call takes the model lock (all of a server's merged call)
+TOKENIZE_BEFORE_LOCK = 8192
 
 
 class PackedForward:
@@ -216,6 +292,12 @@ class PackedForward:
         self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
     ) -> np.ndarray:
         """Raw vectors (len(texts), dim) in input order; long texts windowed and averaged."""
+        return self.embed_counted(texts, batch_size, progress, long_text)[0]
+
+    def embed_counted(
+        self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`embed`, and each text's token count from the same tokenization."""
         import torch
         from tqdm.auto import tqdm
 
@@ -229,13 +311,24 @@ class PackedForward:
             e.suffix_ids,
             truncate=long_text == "truncate",
         )
-        first = next(chunks, None)  # tokenized outside the lock: concurrent calls overlap
-        chunks = itertools.chain([first] if first is not None else [], chunks)
+        counts: list[np.ndarray] = []
+
+        def counted(it: Iterator[Chunk]) -> Iterator[Chunk]:
+            for c in it:
+                counts.append(c.counts)
+                yield c
+
+        # tokenized outside the lock, so concurrent calls overlap: a small call entirely
+        ready = []
+        for c in chunks:
+            ready.append(c)
+            if int(c.owner[-1]) + 1 >= min(len(texts), TOKENIZE_BEFORE_LOCK):
+                break
         bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
         with e.lock, torch.inference_mode():
             vecs, owner = run_packed(
                 self.model,
-                chunks,
+                counted(itertools.chain(ready, chunks)),
                 e.dim,
                 e.device,
                 e.token_budget,
@@ -243,7 +336,8 @@ class PackedForward:
                 on_texts=bar.update,
             )
         bar.close()
-        return average_chunks(vecs, owner, len(texts))
+        total = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+        return average_chunks(vecs, owner, len(texts)), total
 
 
 def build_packed(embedder: Any, probe: list[str] | None = None) -> PackedForward | None:

@@ -138,6 +138,13 @@ class TransformerEmbedder(Embedder):
             return self.packed.embed(texts, batch_size, progress, long_text)
         return self.embed_padded(texts, batch_size, progress, long_text)
 
+    def _embed_counted(
+        self, texts: list[str], batch_size: int | None, long_text: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.packed is not None:
+            return self.packed.embed_counted(texts, batch_size, False, long_text)
+        return super()._embed_counted(texts, batch_size, long_text)
+
     def embed_padded(
         self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
     ) -> np.ndarray:
