@@ -6,6 +6,7 @@ TRITON_INTERPRET=1 is set before import) and to its plain PyTorch reference othe
 
 from kernels.fftconv import fft_conv
 from kernels.linear_attn import linear_attention
+from kernels.m2_mixer import filter_spectra, gated_long_conv, gated_long_conv_reference
 from kernels.monarch import blockdiag_matmul, monarch_matmul
 from kernels.reference import (
     blockdiag_matmul_reference,
@@ -25,6 +26,9 @@ __all__ = [
     "monarch_matmul",
     "blockdiag_matmul",
     "fft_conv",
+    "gated_long_conv",
+    "gated_long_conv_reference",
+    "filter_spectra",
     "linear_attention_reference",
     "sliding_window_attention_reference",
     "monarch_matmul_reference",

@@ -27,11 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from toolkit.encoders.m2bert.mixer import (  # noqa: F401 - public names, kept importable here
+    CACHE_BYTES,
+    HyenaFilter,
+    MonarchMixerSequenceMixing,
+    fft_long_conv,
+    short_conv,
+)
 from toolkit.errors import LoomError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
-CACHE_BYTES = 64 * 2**20  # per filter: 768 channels x 2L float32 fits up to L = 8192
 
 
 @dataclass
@@ -100,23 +106,6 @@ class M2BertConfig:
 # ---------------------------------------------------------------- building blocks
 
 
-def fft_long_conv(
-    u: torch.Tensor,
-    k: torch.Tensor,
-    bias: torch.Tensor,
-    gate: torch.Tensor | None = None,
-    pre_gate: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """((u * pre_gate) conv k + (u * pre_gate) * bias) * gate, FFT size 2L, float32 inside.
-
-    u: (B, H, L); k: (H, L) causal filter or (H, 2L) with the reversed half of a
-    bidirectional filter in the second half; bias: (H,). The reference's `fftconv_ref`
-    (gelu off, no dropout) with its gates fused: `kernels.fft_conv` (Triton on CUDA,
-    PyTorch on CPU).
-    """
-    return kernels.fft_conv(u, k.to(torch.float32), d_bias=bias, gate=gate, pre_gate=pre_gate)
-
-
 class BlockdiagLinear(nn.Module):
     """Linear layer with a block-diagonal (one Monarch factor) weight, reference layout."""
 
@@ -135,159 +124,6 @@ class BlockdiagLinear(nn.Module):
             x = F.pad(x, (0, self.in_ext - x.shape[-1]))
         out = kernels.blockdiag_matmul(x, self.weight.to(x.dtype))[..., : self.out_features]
         return out if self.bias is None else out + self.bias.to(out.dtype)
-
-
-class _Sin(nn.Module):
-    def __init__(self, dim: int, w: float, w_mod: float) -> None:
-        super().__init__()
-        self.freq = nn.Parameter(w * torch.ones(1, dim))
-        self.w_mod = w_mod
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.w_mod * self.freq * x)
-
-
-class _PositionalEmbedding(nn.Module):
-    """Time t in [0, 1] and complex-exponential features z for the implicit filters."""
-
-    def __init__(self, emb_dim: int, seq_len: int) -> None:
-        super().__init__()
-        t = torch.linspace(0, 1, seq_len)[None, :, None]
-        bands = (emb_dim - 1) // 2
-        t_rescaled = torch.linspace(0, seq_len - 1, seq_len)[None, :, None]
-        w = 2 * math.pi * t_rescaled / seq_len
-        f = torch.linspace(1e-4, bands - 1, bands)[None, None]
-        z = torch.exp(-1j * f * w)
-        self.z = nn.Parameter(torch.cat([t, z.real, z.imag], dim=-1))
-        self.register_buffer("t", t)
-
-
-class _ExponentialModulation(nn.Module):
-    def __init__(self, d_model: int, fast: float = 0.3, slow: float = 1.5, target: float = 1e-2):
-        super().__init__()
-        deltas = torch.linspace(math.log(target) / slow, math.log(target) / fast, d_model)
-        self.register_buffer("deltas", deltas[None, None])
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.exp(-t * self.deltas.abs())
-
-
-class HyenaFilter(nn.Module):
-    """Implicit long filter: MLP(positional features) times an exponential decay."""
-
-    def __init__(self, cfg: M2BertConfig) -> None:
-        super().__init__()
-        d, order, emb = cfg.hidden_size, cfg.hyena_filter_order, cfg.hyena_emb_dim
-        self.bidirectional = cfg.bidirectional
-        self.bias = nn.Parameter(torch.randn(d))
-        self.pos_emb = _PositionalEmbedding(emb, cfg.long_conv_l_max)
-        self.implicit_filter = self._mlp(emb, order, d, cfg)
-        if self.bidirectional:
-            self.implicit_filter_rev = self._mlp(emb, order, d, cfg)
-        self.modulation = _ExponentialModulation(d)
-        self._cache: dict[str, tuple[tuple, torch.Tensor]] = {}
-
-    @staticmethod
-    def _mlp(emb: int, order: int, d: int, cfg: M2BertConfig) -> nn.Sequential:
-        def act() -> _Sin:
-            return _Sin(order, cfg.hyena_w, cfg.hyena_w_mod)
-
-        return nn.Sequential(
-            nn.Linear(emb, order),
-            act(),
-            nn.Linear(order, order),
-            act(),
-            nn.Linear(order, order),
-            act(),
-            nn.Linear(order, d, bias=False),
-        )
-
-    def kernel(self, seqlen: int) -> torch.Tensor:
-        """(H, L) causal filter, or (H, 2L) forward half + flipped reverse half.
-
-        The filter depends on the weights only, not on the input: without autograd it is
-        kept between calls (for filters up to CACHE_BYTES; the 32k models recompute it),
-        keyed by the length and every tensor's storage and version, so any change to the
-        weights (loading, in-place updates, moving, casting) recomputes it.
-        """
-        if torch.is_grad_enabled() or self.training:
-            return self._kernel(seqlen)
-        tensors = [*self.parameters(), *self.buffers()]
-        key = (seqlen, *((p.data_ptr(), p._version, p.dtype) for p in tensors))
-        hit = self._cache.get("k")
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        k = self._kernel(seqlen)
-        self._cache.clear()
-        if k.numel() * k.element_size() <= CACHE_BYTES:
-            self._cache["k"] = (key, k)
-        return k
-
-    def _kernel(self, seqlen: int) -> torch.Tensor:
-        if seqlen > self.pos_emb.z.shape[1]:
-            raise LoomError(
-                f"sequence of {seqlen} tokens is longer than the model's long_conv_l_max "
-                f"({self.pos_emb.z.shape[1]}): truncate or chunk the text"
-            )
-        z = self.pos_emb.z[:, :seqlen].float()
-        t = self.pos_emb.t[:, :seqlen].float()
-        with torch.autocast(z.device.type, enabled=False):
-            k = self.modulation(t, self.implicit_filter(z))[0].transpose(0, 1)
-            if not self.bidirectional:
-                return k
-            k_rev = self.modulation(t, self.implicit_filter_rev(z))[0].transpose(0, 1)
-        return F.pad(k, (0, seqlen)) + F.pad(k_rev.flip(-1), (seqlen, 0))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        gate: torch.Tensor | None = None,
-        pre_gate: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return fft_long_conv(x, self.kernel(x.shape[-1]), self.bias, gate, pre_gate)
-
-
-def short_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """The reference's causal depthwise conv (width 3, padding 2, first L outputs).
-
-    Written as shifted multiply-adds: the same sum as `conv(x)[..., :L]`, but elementwise
-    (a depthwise Conv1d over 3 x hidden channels is slow on GPUs).
-    """
-    w = conv.weight[:, 0].to(x.dtype)  # (C, 3)
-    y = x * w[:, 2:3] + conv.bias.to(x.dtype)[:, None]
-    y[..., 1:] += x[..., :-1] * w[:, 1:2]
-    y[..., 2:] += x[..., :-2] * w[:, 0:1]
-    return y
-
-
-class MonarchMixerSequenceMixing(nn.Module):
-    """Gated long convolution: in-projection, short conv, v*x1 -> long conv -> *x2 (+ residual conv)."""
-
-    def __init__(self, cfg: M2BertConfig) -> None:
-        super().__init__()
-        d = cfg.hidden_size
-        self.d_model = d
-        self.residual_long_conv = cfg.residual_long_conv
-        self.training_additions = cfg.hyena_training_additions
-        self.filter_fn = HyenaFilter(cfg)
-        if self.residual_long_conv:
-            self.filter_fn2 = HyenaFilter(cfg)
-        self.in_linear = nn.Linear(d, 3 * d)
-        self.out_linear = nn.Linear(d, d)
-        if self.training_additions:
-            self.layernorm = nn.LayerNorm(d)
-        self.short_filter = nn.Conv1d(3 * d, 3 * d, kernel_size=3, groups=3 * d, padding=2)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if self.training_additions:
-            u = self.layernorm(u)
-        u_orig = u
-        uc = short_conv(self.in_linear(u).transpose(1, 2), self.short_filter)
-        x1, x2, v = uc.split(self.d_model, dim=1)
-        y = self.filter_fn(v, gate=x2, pre_gate=x1)
-        if self.residual_long_conv:
-            y = y + self.filter_fn2(u_orig.transpose(1, 2))
-        return self.out_linear(y.transpose(1, 2))
 
 
 class M2MLP(nn.Module):
