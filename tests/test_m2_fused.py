@@ -3,7 +3,7 @@
 The interpreter must be on before triton is imported, so the checks run in a subprocess.
 They compare (1) the kernel with its float64 PyTorch reference on odd shapes, with and
 without the residual convolution, and (2) an M2 model's inference forward (fused block,
-cached filter spectra) with its training-mode forward (the reference's unfused order), the
+cached filter spectra, the MLP through `kernels.m2_mlp`) with its training-mode forward (the reference's unfused order), the
 parity fixture's model included; and that changing a filter weight in place is seen.
 """
 
@@ -43,6 +43,22 @@ for B, L, D, res in [(2, 37, 24, True), (1, 64, 16, False), (3, 20, 40, True)]:
     assert got.shape == (B, L, D)
     err = float((got.double() - ref).abs().max() / ref.abs().max())
     out.append({"case": "kernel", "shape": [B, L, D], "res": res, "err": err})
+
+from kernels import blockdiag_matmul_reference
+from kernels.m2_mlp import (
+    bias_residual_layer_norm, blockdiag_mm, glu_gelu, glu_gelu_reference)
+x = torch.randn(37, 2 * 24)
+e = float((glu_gelu(x) - glu_gelu_reference(x.double()).float()).abs().max())
+out.append({"case": "glu", "err": e})
+x, r = torch.randn(29, 40), torch.randn(29, 40)
+bias, w, lb = torch.randn(40), torch.randn(40), torch.randn(40)
+ref = torch.nn.functional.layer_norm((x + r + bias).double(), (40,), w.double(), lb.double(), 1e-12)
+e = float((bias_residual_layer_norm(x, bias, r, w, lb, 1e-12) - ref).abs().max())
+out.append({"case": "layer_norm", "err": e})
+x, wb = torch.randn(33, 4 * 6), torch.randn(4, 10, 6)
+ref = blockdiag_matmul_reference(x.double(), wb.double())
+e = float((blockdiag_mm(x, [b.t().contiguous() for b in wb]) - ref).abs().max())
+out.append({"case": "blockdiag", "err": e})
 
 cfg = M2BertConfig(vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                    max_position_embeddings=48, long_conv_l_max=48, hyena_filter_order=8,
@@ -85,6 +101,12 @@ def test_fused_block_matches_float64_reference(rows):
     kernel = [r for r in rows if r["case"] == "kernel"]
     assert len(kernel) == 3 and {r["res"] for r in kernel} == {True, False}
     assert max(r["err"] for r in kernel) < 1e-5, kernel
+
+
+@pytest.mark.parametrize("case", ["glu", "layer_norm", "blockdiag"])
+def test_fused_mlp_parts_match_references(rows, case):
+    (row,) = [r for r in rows if r["case"] == case]
+    assert row["err"] < 1e-5, row
 
 
 def test_model_inference_equals_the_unfused_forward(rows):

@@ -18,124 +18,26 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from toolkit.embed.tokens import average_chunks, window_spans
+from toolkit.embed.chunks import (  # noqa: F401 - public names, also importable from here
+    Chunk,
+    join_chunks,
+    rust_tokenizer,
+    take_pieces,
+    token_batches,
+    tokenize_chunk,
+    windowed_chunk,
+)
+from toolkit.embed.tokenize_procs import tokenizer_processes
+from toolkit.embed.tokens import average_chunks
+from toolkit.errors import LoomError
 
 logger = logging.getLogger(__name__)
 CHUNK_TEXTS = 4096
 MIN_CHUNK_TEXTS = 32
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Token ids of consecutive texts: `flat` holds every piece, `owner` its text's index."""
-
-    flat: np.ndarray  # int32, every piece's ids (special tokens included), concatenated
-    lengths: np.ndarray  # int64, one per piece
-    owner: np.ndarray  # int64, the (global) text index of each piece
-    counts: np.ndarray  # int64, one per text: its tokens before windowing, special tokens in
-
-
-def join_chunks(a: Chunk, b: Chunk) -> Chunk:
-    """`a` then `b` as one chunk (a batch left over from `a` topped up from `b`)."""
-    return Chunk(*(np.concatenate([x, y]) for x, y in zip(vars(a).values(), vars(b).values())))
-
-
-def take_pieces(c: Chunk, pieces: slice) -> Chunk:
-    """The pieces `pieces` of `c` (their texts' counts are not kept: they were counted)."""
-    offsets = np.concatenate([[0], np.cumsum(c.lengths)])
-    lo, hi = int(offsets[pieces.start]), int(offsets[pieces.stop])
-    none = np.zeros(0, dtype=np.int64)
-    return Chunk(c.flat[lo:hi], c.lengths[pieces], c.owner[pieces], none)
-
-
-def rust_tokenizer(hf_tokenizer: Any) -> Any:
-    """A private copy of a fast tokenizer's Rust backend with truncation and padding off.
-
-    None when the tokenizer has no Rust backend (a slow Python tokenizer).
-    """
-    backend = getattr(hf_tokenizer, "backend_tokenizer", None) or getattr(
-        hf_tokenizer, "_tokenizer", None
-    )
-    if backend is None or not hasattr(backend, "to_str"):
-        return None
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(backend.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-    return tok
-
-
-def tokenize_chunk(
-    tokenizer: Any,
-    texts: list[str],
-    first: int,
-    width: int,
-    overlap: int,
-    prefix: list[int],
-    suffix: list[int],
-    truncate: bool,
-) -> Chunk:
-    """Token ids of `texts` (global indices from `first`), windowed or truncated to `width`.
-
-    Runs on a pool thread: the Rust batch call releases the GIL; the Python part is kept to
-    one list per text (the ids) and a few vectorised numpy calls.
-    """
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    ids = [enc.ids for enc in encode(texts, add_special_tokens=False)]
-    raw = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    counts = raw + len(prefix) + len(suffix)
-    if not truncate and len(raw) and raw.max() > width:
-        return windowed_chunk(ids, first, width, overlap, prefix, suffix, counts)
-    if truncate and len(raw) and raw.max() > width:
-        ids = [i[:width] for i in ids]
-        raw = np.minimum(raw, width)
-    n, p, q = len(ids), len(prefix), len(suffix)
-    lengths = raw + p + q
-    flat = np.empty(int(lengths.sum()), dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    body = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(raw.sum()))
-    shift = np.repeat(starts + p - np.concatenate([[0], np.cumsum(raw)[:-1]]), raw)
-    flat[np.arange(len(body)) + shift] = body
-    for j, t in enumerate(prefix):
-        flat[starts + j] = t
-    for j, t in enumerate(suffix):
-        flat[starts + p + raw + j] = t
-    owner = np.arange(first, first + n, dtype=np.int64)
-    return Chunk(flat=flat, lengths=lengths, owner=owner, counts=counts)
-
-
-def windowed_chunk(
-    ids: list[list[int]],
-    first: int,
-    width: int,
-    overlap: int,
-    prefix: list[int],
-    suffix: list[int],
-    counts: np.ndarray,
-) -> Chunk:
-    """`tokenize_chunk` where some text is longer than `width`: overlapping windows."""
-    pre = np.asarray(prefix, dtype=np.int32)
-    post = np.asarray(suffix, dtype=np.int32)
-    parts: list[np.ndarray] = []
-    lengths: list[int] = []
-    owner: list[int] = []
-    for i, seq in enumerate(ids):
-        for span in window_spans(np.asarray(seq, dtype=np.int32), width, overlap):
-            parts.extend((pre, span, post))
-            lengths.append(len(span) + len(pre) + len(post))
-            owner.append(first + i)
-    return Chunk(
-        flat=np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32),
-        lengths=np.asarray(lengths, dtype=np.int64),
-        owner=np.asarray(owner, dtype=np.int64),
-        counts=counts,
-    )
 
 
 def tokenizer_threads() -> int:
@@ -164,6 +66,23 @@ def _forget_pool() -> None:  # a forked child has none of its parent's threads
 os.register_at_fork(after_in_child=_forget_pool)
 
 
+#: where the packed path tokenizes: "threads", "processes" or "auto" (LOOM_TOKENIZE)
+TOKENIZE_MODES = ("auto", "threads", "processes")
+#: "auto" uses worker processes from this many cores on, for calls of at least PROCESS_TEXTS
+PROCESS_CORES = 8
+PROCESS_TEXTS = 256
+
+
+def use_processes(n_texts: int) -> bool:
+    """Tokenize `n_texts` in worker processes (`toolkit.embed.tokenize_procs`)?"""
+    mode = os.environ.get("LOOM_TOKENIZE", "auto")
+    if mode not in TOKENIZE_MODES:
+        raise LoomError(f"LOOM_TOKENIZE={mode!r}: use one of {TOKENIZE_MODES}")
+    if mode == "auto":
+        return (os.cpu_count() or 1) >= PROCESS_CORES and n_texts >= PROCESS_TEXTS
+    return mode == "processes"
+
+
 def tokenized_chunks(
     tokenizer: Any,
     texts: list[str],
@@ -176,15 +95,22 @@ def tokenized_chunks(
     """Chunks of `texts` in order; all are submitted to the pool before this returns.
 
     Chunks are small enough that a single call of a few hundred texts still spreads over
-    every thread, and at most CHUNK_TEXTS texts each.
+    every worker, and at most CHUNK_TEXTS texts each. Workers are processes or threads
+    (`use_processes`); a failed process pool falls back to threads.
     """
     size = min(CHUNK_TEXTS, max(MIN_CHUNK_TEXTS, -(-len(texts) // tokenizer_threads())))
     args = (width, overlap, prefix, suffix, truncate)
-    pool = tokenizer_pool()
-    futures = [
-        pool.submit(tokenize_chunk, tokenizer, texts[s : s + size], s, *args)
-        for s in range(0, len(texts), size)
-    ]
+    starts = range(0, len(texts), size)
+    procs = (
+        tokenizer_processes(tokenizer, tokenizer_threads()) if use_processes(len(texts)) else None
+    )
+    if procs is not None:
+        futures = [procs.submit(texts[s : s + size], s, *args) for s in starts]
+    else:
+        pool = tokenizer_pool()
+        futures = [
+            pool.submit(tokenize_chunk, tokenizer, texts[s : s + size], s, *args) for s in starts
+        ]
 
     def results() -> Iterator[Chunk]:
         try:
@@ -195,19 +121,6 @@ def tokenized_chunks(
                 f.cancel()
 
     return results()
-
-
-def token_batches(lengths: np.ndarray, token_budget: int, max_rows: int) -> list[slice]:
-    """Consecutive pieces cut into slices of at most `token_budget` tokens and `max_rows` rows."""
-    out, start, n = [], 0, len(lengths)
-    ends = np.cumsum(lengths)
-    while start < n:
-        base = ends[start - 1] if start else 0
-        stop = int(np.searchsorted(ends, base + token_budget, side="right"))
-        stop = min(max(stop, start + 1), start + max_rows, n)
-        out.append(slice(start, stop))
-        start = stop
-    return out
 
 
 def run_packed(

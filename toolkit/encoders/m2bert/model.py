@@ -27,12 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
+from kernels.common import use_triton
+from kernels.m2_mlp import bias_residual_layer_norm, blockdiag_mm, glu_gelu
 from toolkit.encoders.m2bert.mixer import (  # noqa: F401 - public names, kept importable here
     CACHE_BYTES,
     HyenaFilter,
     MonarchMixerSequenceMixing,
     fft_long_conv,
     short_conv,
+    weights_key,
 )
 from toolkit.errors import LoomError
 
@@ -118,6 +121,15 @@ class BlockdiagLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(nblocks, out_blk, in_blk))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(in_blk))
+        self._blocks: tuple[tuple, list[torch.Tensor]] | None = None
+
+    def blocks_t(self, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The blocks transposed, (in_blk, out_blk) each, in `dtype`; kept until the weights
+        change (`kernels.blockdiag_mm` input)."""
+        key = weights_key(self, dtype)
+        if self._blocks is None or self._blocks[0] != key:
+            self._blocks = (key, [w.t().to(dtype).contiguous() for w in self.weight.detach()])
+        return self._blocks[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] < self.in_ext:
@@ -145,12 +157,42 @@ class M2MLP(nn.Module):
         self.layernorm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.fused_ok(h):
+            return self.fused(h)
         x = self.gated_layers(h)
         if self.glu:
             x = F.gelu(x[..., : self.inter]) * x[..., self.inter :]
         else:
             x = F.gelu(x)
         return self.layernorm(self.wo(x) + h)
+
+    def fused_ok(self, h: torch.Tensor) -> bool:
+        """Inference on CUDA (or Triton's interpreter) with whole Monarch blocks: `fused`."""
+        blocks = (self.gated_layers, self.wo)
+        return (
+            not (torch.is_grad_enabled() or self.training)
+            and self.glu
+            and all(isinstance(m, BlockdiagLinear) for m in blocks)
+            and all(m.in_ext == m.in_features for m in blocks)
+            and self.gated_layers.out_features == 2 * self.inter
+            and use_triton("auto", h)
+        )
+
+    def fused(self, h: torch.Tensor) -> torch.Tensor:
+        """The same MLP with `kernels.m2_mlp`: no layout copies, glue in two passes."""
+        autocast = h.is_cuda and torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda") if autocast else h.dtype
+        d = h.shape[-1]
+        flat = h.reshape(-1, d)
+        x = blockdiag_mm(flat.to(dtype), self.gated_layers.blocks_t(dtype))
+        x = glu_gelu(x[:, : 2 * self.inter])
+        x = blockdiag_mm(x, self.wo.blocks_t(dtype))[:, :d]
+        ln = self.layernorm
+        y = bias_residual_layer_norm(
+            x, self.wo.bias, flat, ln.weight, ln.bias, ln.eps,
+            out_dtype=torch.float32 if autocast else h.dtype,
+        )  # fmt: skip
+        return y.reshape(h.shape)
 
 
 class M2Layer(nn.Module):
