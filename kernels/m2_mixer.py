@@ -12,8 +12,11 @@ signals and back) and two separate FFT pipelines. Here it is three steps:
 1. `mixer_in` (Triton): reads z and h once in their natural (B, L, C) layout, applies the
    short convolution and the pre-gate in float32, and writes both FFT inputs, zero-padded
    to 2L, as one float32 (2, B, D, 2L) signal (transposed on chip);
-2. one batched rfft over both signals, one in-place multiply by the cached spectra of both
-   filters (`filter_spectra`: they depend on the weights only), one batched irfft (cuFFT);
+2. one batched rfft over both signals (cuFFT); one Triton pass multiplies by the cached
+   spectra of both filters (`filter_spectra`: they depend on the weights only) and packs
+   the product into a half-length complex spectrum whose inverse c2c FFT yields the real
+   2L-point inverse as (even, odd) sample pairs: no c2r transform, which in PyTorch copies
+   its whole input first (cuFFT's c2r overwrites it);
 3. `mixer_out` (Triton): the skip terms, the gate (recomputed from z: cheaper than storing
    it), the sum of both branches, written straight in (B, L, D) for `out_linear`.
 
@@ -103,6 +106,37 @@ if HAS_TRITON:
         dst = o_ptr + (b * L + rl[:, None]) * D + rd[None, :]
         tl.store(dst, out.to(o_ptr.dtype.element_ty), mask=m)
 
+    @triton.jit
+    def _spectrum_pack_kernel(f_ptr, s_ptr, z_ptr, L, D, BD, BK: tl.constexpr):
+        # Y = F * S at k and L - k; Z = E + i O, E = Y[k] + conj(Y[L-k]), O = (Y[k] -
+        # conj(Y[L-k])) e^{i pi k / L}: the half-length spectrum whose inverse FFT holds the
+        # real 2L-point inverse as (even, odd) pairs (no c2r, so no copy of the input).
+        row = tl.program_id(0).to(tl.int64)
+        k = tl.program_id(1) * BK + tl.arange(0, BK)
+        m = k < L
+        srow = (row // BD) * D + row % D
+        fa = f_ptr + (row * (L + 1) + k) * 2
+        fb = f_ptr + (row * (L + 1) + (L - k)) * 2
+        sa = s_ptr + (srow * (L + 1) + k) * 2
+        sb = s_ptr + (srow * (L + 1) + (L - k)) * 2
+        far, fai = tl.load(fa, mask=m, other=0.0), tl.load(fa + 1, mask=m, other=0.0)
+        fbr, fbi = tl.load(fb, mask=m, other=0.0), tl.load(fb + 1, mask=m, other=0.0)
+        sar, sai = tl.load(sa, mask=m, other=0.0), tl.load(sa + 1, mask=m, other=0.0)
+        sbr, sbi = tl.load(sb, mask=m, other=0.0), tl.load(sb + 1, mask=m, other=0.0)
+        ar = far * sar - fai * sai
+        ai = far * sai + fai * sar
+        br = fbr * sbr - fbi * sbi
+        bi = -(fbr * sbi + fbi * sbr)  # conj(Y[L - k])
+        er, ei = ar + br, ai + bi
+        dr, di = ar - br, ai - bi
+        theta = k.to(tl.float32) * (3.141592653589793 / L)
+        c, s = tl.cos(theta), tl.sin(theta)
+        o_r = dr * c - di * s
+        o_i = dr * s + di * c
+        za = z_ptr + (row * L + k) * 2
+        tl.store(za, er - o_i, mask=m)
+        tl.store(za + 1, ei + o_r, mask=m)
+
 
 def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
     """The filters' rfft of size 2L, stacked: complex64 (len(filters), D, L + 1), 1/(2L) in.
@@ -163,8 +197,15 @@ def gated_long_conv(
     grid = (B, triton.cdiv(L, BL), triton.cdiv(D, BD))
     _mixer_in_kernel[grid](z, h, w, sb, x, B, L, D, HAS_RES=res, BL=BL, BD=BD)
     f = torch.fft.rfft(x, dim=-1)  # (planes, B, D, L + 1)
-    f.mul_(spectra[:, None])
-    y = torch.fft.irfft(f, n=2 * L, dim=-1, norm="forward")
+    zf = torch.empty(planes, B, D, L, device=z.device, dtype=torch.complex64)
+    spec = spectra.to(torch.complex64).contiguous()
+    BK = 1024 if z.is_cuda else 16
+    _spectrum_pack_kernel[(planes * B * D, triton.cdiv(L, BK))](
+        torch.view_as_real(f), torch.view_as_real(spec), torch.view_as_real(zf), L, D, B * D,
+        BK=BK,
+    )  # fmt: skip
+    # the real inverse, sample pairs (x[2n], x[2n+1]) as complex numbers: (planes, B, D, 2L)
+    y = torch.view_as_real(torch.fft.ifft(zf, dim=-1, norm="forward")).flatten(-2)
     out = torch.empty(B, L, D, device=z.device, dtype=z.dtype)
     d1 = d1.float().contiguous()
     d2 = d2.float().contiguous() if res else d1
