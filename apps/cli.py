@@ -9,7 +9,19 @@ import sys
 from apps.options import DefaultsFormatter
 from toolkit.errors import LoomError
 
-COMMANDS = ("embed", "demo", "label", "extract", "llm_server", "link", "app", "doctor")
+COMMANDS = (
+    "embed",
+    "demo",
+    "label",
+    "extract",
+    "llm_server",
+    "link",
+    "cluster",
+    "aggregate",
+    "train_linker",
+    "app",
+    "doctor",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,9 +63,12 @@ def save_dedup_run(
     on: list[str],
     params: dict,
     gold: pd.DataFrame | None = None,
+    *,
+    kind: str = "dedup",
 ) -> tuple[str, dict]:
-    """Store a dedup result as a `dedup` run (clusters, pairs, optional gold)."""
-    run = ws.start_run("dedup", params)
+    """Store a dedup result as a `dedup` run (clusters, pairs, optional gold); `kind` names
+    the run otherwise (`loom cluster` stores a `cluster` run with the same tables)."""
+    run = ws.start_run(kind, params)
     try:
         table = clusters.reset_index(drop=True)
         texts, _ = key_texts(table, on)

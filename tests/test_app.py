@@ -223,6 +223,20 @@ def test_dedup_cluster_browser_filters(app_workspace):
     assert f"of {int((sizes >= 2).sum()):,}" in texts(at) or int((sizes >= 2).sum()) <= 25
 
 
+def test_cluster_runs_open_in_the_cluster_browser(tmp_path):
+    """`loom cluster` writes a run of kind "cluster" with dedup's tables: the Linking page
+    lists it and shows its pairs and clusters."""
+    from test_app_fixtures import dedup_run
+
+    ws = Workspace(tmp_path / "ws")
+    run = dedup_run(ws, n=60, kind="cluster")
+    at = open_page("Linking", tmp_path / "ws", selected_run=run)
+    assert_clean(at)
+    at.number_input(key="dedup_min_size").set_value(2).run()
+    assert_clean(at)
+    assert any("size" in d.value.columns for d in at.dataframe)
+
+
 # Embeddings --------------------------------------------------------------------------------
 def test_embeddings_page_projects_embed_run_and_colours_label_run(app_workspace):
     embed = run_ids(app_workspace, "embed")[0]

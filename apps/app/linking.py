@@ -12,7 +12,11 @@ from apps.app.data import WorkspaceReader, quote_ident
 from toolkit import plots
 from toolkit.metrics import precision_recall_f1_curve
 
-KEYS = {"link": ("left_row", "right_row"), "dedup": ("row_a", "row_b")}
+KEYS = {
+    "link": ("left_row", "right_row"),
+    "dedup": ("row_a", "row_b"),
+    "cluster": ("row_a", "row_b"),
+}
 
 
 def scored_pairs(
@@ -24,7 +28,7 @@ def scored_pairs(
     if not reader.has_table(run_id, "gold"):
         return reader.query(f"SELECT score FROM {reader.rel(run_id, 'pairs')}"), None
     reader.require(run_id, "gold")
-    if kind == "dedup":  # unordered pairs
+    if kind in ("dedup", "cluster"):  # unordered pairs
         key = "least({x}.row_a, {x}.row_b) = least({y}.row_a, {y}.row_b) AND greatest({x}.row_a, {x}.row_b) = greatest({y}.row_a, {y}.row_b)"
         cond = key.format(x="p", y="g")
         gold_sql = f"SELECT DISTINCT least(row_a, row_b) AS row_a, greatest(row_a, row_b) AS row_b FROM {reader.rel(run_id, 'gold')}"
@@ -64,13 +68,13 @@ def precision_recall(
 
 
 def render(reader: WorkspaceReader) -> None:
-    run_id = pick_run(reader, ("link", "dedup"), key="link_run")
+    run_id = pick_run(reader, ("link", "dedup", "cluster"), key="link_run")
     if run_id is None:
         return
     info = reader.run(run_id)
     kind = info["kind"]
     metrics_row(info["summary"])
-    if kind == "dedup":
+    if kind in ("dedup", "cluster"):
         tab_pairs, tab_clusters = st.tabs(["Pairs", "Clusters"])
         with tab_pairs, section("Pairs"):
             _pairs(reader, run_id, kind)
@@ -137,7 +141,7 @@ def _pairs(reader: WorkspaceReader, run_id: str, kind: str) -> None:
         params.append(t)
     gold_join = ""
     if n_gold is not None:
-        if kind == "dedup":
+        if kind in ("dedup", "cluster"):
             gold_join = (
                 f" LEFT JOIN (SELECT DISTINCT least(row_a, row_b) AS ga, greatest(row_a, row_b) AS gb "
                 f"FROM {reader.rel(run_id, 'gold')}) g ON least(p.row_a, p.row_b) = g.ga "

@@ -34,6 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--one-to-one", action="store_true", help="each right row matched once")
     p.add_argument("--gold", default=None, help="gold pairs file (left_row,right_row) to score")
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="COLUMN",
+        help="image path column of both tables: link image + text records (CLIPPINGS) with the "
+        "CLIP model folder given as --model",
+    )
+    p.add_argument(
+        "--image-weight", type=float, default=0.5, help="with --images: share of the image, 0..1"
+    )
+    p.add_argument(
+        "--image-root", default=None, help="with --images: folder of relative image paths"
+    )
     _common(p)
     p.set_defaults(func=cmd_link)
 
@@ -171,6 +184,10 @@ def cmd_link(args: argparse.Namespace) -> int:
     from linking.matching import merge_tables
     from toolkit.workspace import Workspace
 
+    if args.images is not None:  # image + text records: apps/commands/link_images.py
+        from apps.commands.link_images import cmd_link_images
+
+        return cmd_link_images(args)
     _check_options(args)
     if args.k < 1:
         raise LoomError(f"--k {args.k}: give a positive number of matches per left row")
