@@ -4,6 +4,7 @@
   python benchmarks/kernels.py --quick                 # CPU, < 1 min: reference paths only
   python benchmarks/kernels.py --device cuda           # GPU: correctness grid + timings
   python benchmarks/kernels.py --device cuda --sections la,monarch --out-dir $OUT
+  python benchmarks/kernels.py --device cuda --sections la_tune,la_train   # fwd + fused bwd
 
 Peers (same run): linear attention vs PyTorch SDPA (flash backend, exact softmax), the plain
 PyTorch linear-attention reference, and fla (flash-linear-attention's BASED kernels, causal
@@ -40,6 +41,7 @@ from kernels import (  # noqa: E402
 )
 from kernels import fftconv as _fft_mod  # noqa: E402
 from kernels import linear_attn as _la_mod  # noqa: E402
+from kernels import linear_attn_bwd as _la_bwd_mod  # noqa: E402
 from kernels import monarch as _mon_mod  # noqa: E402
 
 LOG: list[str] = []
@@ -126,10 +128,14 @@ LA_STATE_CONFIGS = [
 LA_OUT_CONFIGS = [
     {"BLOCK": b, "num_warps": w} for b, w in [(64, 8), (32, 4), (128, 8), (64, 4), (32, 8)]
 ]
+LA_BWD_CONFIGS = [
+    {"BLOCK": b, "BLOCK_E": e, "num_warps": w}
+    for b, e, w in [(32, 32, 8), (16, 32, 4), (32, 16, 4), (64, 32, 8), (16, 64, 4), (32, 32, 4)]
+]
 LA_CAUSAL_CONFIGS = [
     {"BLOCK": b, "num_warps": w, "BLOCK_E": e}
     for b, w, e in [(64, 8, 32), (32, 4, 32), (32, 4, 64), (16, 4, 32), (16, 4, 64), (64, 4, 32),
-                    (32, 8, 64), (16, 2, 16)]
+                    (32, 8, 64), (16, 2, 16), (32, 8, 32)]
 ]  # fmt: skip
 
 
@@ -159,7 +165,97 @@ def sec_la_tune(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     )
     out.append({"kernel": "la_causal", "best": best, "sweep": rows})
     log(json.dumps(out[-1]))
+    # fused backward (causal: the q kernel also rebuilds the running state), by fwd+bwd time
+    g = torch.randn(B, H, N, e, device=device, dtype=torch.bfloat16)
+    ins = tuple(t.requires_grad_() for t in (q, k, v))
+    ours = _grads(lambda *x: linear_attention(*x, causal=True), ins, g, flat=True)
+    ref = _grads(lambda *x: linear_attention_reference(*x, causal=True), ins, g, flat=True)()
+    for part, configs in (
+        ("q", LA_BWD_CONFIGS),
+        ("state", LA_STATE_CONFIGS),
+        ("kv", LA_BWD_CONFIGS),
+    ):
+        rows, best = sweep(_la_bwd_mod.CONFIG_BWD[part], configs, ours, ref, device, 4e-2)
+        out.append({"kernel": f"la_bwd_{part}", "best": best, "sweep": rows})
+        log(json.dumps(out[-1]))
     return out
+
+
+def _grads(fn, ins, g, flat: bool = False):
+    """A callable running forward + backward of fn(*ins) with upstream g (no .grad writes)."""
+
+    def run():
+        grads = torch.autograd.grad(fn(*ins), ins, g)
+        return torch.cat([t.flatten() for t in grads]) if flat else grads
+
+    return run
+
+
+def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
+    """Taylor linear attention, forward and forward + backward (fused Triton backward), B in
+    {1, 8}, against the PyTorch reference (autograd) and fla's BASED kernels (causal)."""
+    cuda = device.startswith("cuda")
+    dt = torch.bfloat16 if cuda else torch.float32
+    H, d, e = (12, 16, 64) if not quick else (2, 16, 32)
+    Ns = sizes or ([1024, 2048, 4096, 8192, 16384, 32768, 65536] if not quick else [256, 1024])
+    Bs = [1, 8] if not quick else [1]
+    ref_max = 8192 if cuda else 1024
+    fla: dict[str, Any] = {}
+    try:
+        from fla.ops.based import fused_chunk_based, parallel_based  # type: ignore
+
+        fla = {"parallel_based": parallel_based, "fused_chunk_based": fused_chunk_based}
+    except Exception as ex:  # noqa: BLE001
+        log(f"la_train: fla (flash-linear-attention) not importable ({type(ex).__name__}); "
+            "fla columns skipped")  # fmt: skip
+    rows = []
+    for B in Bs:
+        for N in Ns:
+            torch.manual_seed(0)
+            q = torch.randn(B, H, N, d, device=device, dtype=dt, requires_grad=True)
+            k = torch.randn(B, H, N, d, device=device, dtype=dt, requires_grad=True)
+            v = torch.randn(B, H, N, e, device=device, dtype=dt, requires_grad=True)
+            g = torch.randn(B, H, N, e, device=device, dtype=dt)
+            ins = (q, k, v)
+            row: dict[str, Any] = {"B": B, "H": H, "N": N, "d_qk": d, "d_v": e}
+            for causal in (False, True):
+                tag = "causal" if causal else "noncausal"
+                impls = {"ours": lambda *x: linear_attention(*x, "taylor", causal)}
+                if N <= ref_max:
+                    impls["ref"] = lambda *x: linear_attention_reference(*x, "taylor", causal)
+                if causal:
+                    for name, fn in fla.items():
+                        if name != "parallel_based" or N <= 16384:  # quadratic in N
+                            impls[f"fla_{name}"] = lambda *x, fn=fn: fn(*x, head_first=True)
+                for name, fn in impls.items():
+
+                    def fwd(fn=fn, ins=ins):
+                        with torch.no_grad():
+                            return fn(*ins)
+
+                    row[f"{tag}_{name}_fwd_ms"] = safe(bench, fwd, device)
+                    row[f"{tag}_{name}_fwdbwd_ms"] = safe(bench, _grads(fn, ins, g), device)
+                f, fb = row[f"{tag}_ours_fwd_ms"], row[f"{tag}_ours_fwdbwd_ms"]
+                if isinstance(f, float) and isinstance(fb, float):
+                    row[f"{tag}_ours_bwd_over_fwd"] = (fb - f) / f
+                for name in impls:
+                    for p in ("fwd", "fwdbwd"):
+                        theirs, mine = row.get(f"{tag}_{name}_{p}_ms"), row[f"{tag}_ours_{p}_ms"]
+                        if name != "ours" and isinstance(theirs, float) and isinstance(mine, float):
+                            row[f"{tag}_{p}_speedup_vs_{name}"] = theirs / mine
+                if B == 1 and N == Ns[0]:  # gradients vs float64 autograd of the reference
+                    ours = _grads(impls["ours"], ins, g)()
+                    ex = tuple(t.detach().double().requires_grad_() for t in ins)
+                    want = torch.autograd.grad(
+                        linear_attention_reference(*ex, "taylor", causal), ex, g.double()
+                    )
+                    row[f"{tag}_grad_rel_err"] = max(rel_err(a, b) for a, b in zip(ours, want))
+            rows.append(row)
+            log(json.dumps(row))
+            del q, k, v, g, ins
+            if cuda:
+                torch.cuda.empty_cache()
+    return rows
 
 
 # ----------------------------------------------------------------------------- sections
@@ -409,6 +505,7 @@ def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
 SECTIONS = {
     "la_tune": sec_la_tune,
     "la": sec_linear_attention,
+    "la_train": sec_la_train,
     "swa": sec_sliding_window,
     "monarch": sec_monarch,
     "fft": sec_fft_conv,
@@ -419,7 +516,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (< 1 min on CPU)")
-    ap.add_argument("--sections", default="check,la_tune,la,swa,monarch,fft")
+    ap.add_argument("--sections", default="check,la_tune,la,la_train,swa,monarch,fft")
     ap.add_argument("--sizes", default=None, help="comma list overriding each section's sizes")
     ap.add_argument("--out-dir", default=None, help="also write JSON + log here (e.g. $OUT)")
     args = ap.parse_args()

@@ -69,6 +69,7 @@ def _check(
         "dtype": str(dtype).replace("torch.", ""),
         "fwd_rel_err": fwd,
         "grad_rel_err": max(grads) if grads else 0.0,
+        "grad_rel_errs": grads,
         "tol": tol,
         "ok": bool(fwd <= tol and all(g <= 2 * tol for g in grads) and out.dtype == dtype),
     }
@@ -105,6 +106,15 @@ def check_linear_attention(
         ),
         [q, k, v, w, b],
     )
+
+
+def check_linear_attention_backward(
+    B, H, N, D, E, causal, dtype, device, masked=False
+) -> dict[str, Any]:
+    """Taylor map: the fused Triton backward (no reference recompute) against float64 autograd
+    of the reference; grad_rel_errs are (dq, dk, dv)."""
+    row = check_linear_attention(B, H, N, D, E, "taylor", causal, dtype, device, masked=masked)
+    return {**row, "kernel": "linear_attention_bwd", "backward": "triton"}
 
 
 def check_sliding_window(B, H, N, D, window, causal, dtype, device, masked=False) -> dict[str, Any]:
@@ -152,10 +162,45 @@ def check_fft_conv(B, H, L, Lk, gated, dtype, device, method="auto") -> dict[str
     )
 
 
-def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, Any]]:
-    """Run every check; size 'tiny' (interpreter) or 'gpu' (larger, odd shapes)."""
+KERNELS = (
+    "linear_attention",
+    "linear_attention_bwd",
+    "sliding_window_attention",
+    "monarch_matmul",
+    "fft_conv",
+)
+
+
+def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, Any]]:
+    """Fused Taylor backward, causal and non-causal: N not a multiple of the row block, e not
+    a multiple of the value-column block, several sequence splits, padding masks."""
+    tiny = size == "tiny"
+    shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 40)] if tiny else [
+        (1, 2, 4097, 16, 64), (2, 12, 1000, 16, 64), (1, 3, 333, 16, 100), (2, 2, 2049, 8, 48)]  # fmt: skip
+    res = []
+    for dtype in dtypes:
+        for i, (B, H, N, D, E) in enumerate(shapes):
+            if tiny and i > 0 and dtype != torch.float32:
+                continue
+            for causal in (False, True):
+                res.append(check_linear_attention_backward(B, H, N, D, E, causal, dtype, device))
+        B, H, N, D, E = shapes[0]
+        res.append(check_linear_attention_backward(2, H, N, D, E, False, dtype, device, True))
+    return res
+
+
+def grid(
+    size: str, dtypes: list[torch.dtype], device: str, kernels: tuple[str, ...] = KERNELS
+) -> list[dict[str, Any]]:
+    """Run the checks of `kernels`; size 'tiny' (interpreter) or 'gpu' (larger, odd shapes)."""
+    unknown = set(kernels) - set(KERNELS)
+    if unknown:
+        raise ValueError(f"unknown kernels {sorted(unknown)}; choose from {KERNELS}")
     torch.manual_seed(0)
     res = []
+    if "linear_attention_bwd" in kernels:
+        res += grid_la_backward(size, dtypes, device)
+        torch.manual_seed(0)
     tiny = size == "tiny"
     la_shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 16)] if tiny else [
         (1, 3, 1000, 16, 64), (2, 12, 4097, 16, 64), (1, 2, 333, 16, 48)]  # fmt: skip
@@ -173,25 +218,27 @@ def grid(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, An
         (3, 5, 777, 300, "cufft"), (2, 2, 20000, 20000, "cufft"),
     ]  # fmt: skip
     for dtype in dtypes:
-        for i, (B, H, N, D, E) in enumerate(la_shapes):
+        for i, (B, H, N, D, E) in enumerate(la_shapes if "linear_attention" in kernels else []):
             for fm in ("taylor", "hedgehog"):
                 for causal in (False, True):
                     if tiny and i > 0 and (causal or dtype != torch.float32):
                         continue
                     res.append(check_linear_attention(B, H, N, D, E, fm, causal, dtype, device))
         B, H, N, D, E = la_shapes[0]
-        for fm in ("taylor", "hedgehog"):
+        for fm in ("taylor", "hedgehog") if "linear_attention" in kernels else ():
             res.append(check_linear_attention(2, H, N, D, E, fm, False, dtype, device, masked=True))
-        for B, H, N, D, W in swa_shapes:
-            for causal in (True, False):
-                res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
-        B, H, N, D, W = swa_shapes[0]
-        res.append(check_sliding_window(2, H, N, D, W, False, dtype, device, masked=True))
-        for M, m in mon_shapes:
+        if "sliding_window_attention" in kernels:
+            for B, H, N, D, W in swa_shapes:
+                for causal in (True, False):
+                    res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
+            B, H, N, D, W = swa_shapes[0]
+            res.append(check_sliding_window(2, H, N, D, W, False, dtype, device, masked=True))
+        for M, m in mon_shapes if "monarch_matmul" in kernels else ():
             res.append(check_monarch(M, m, dtype, device))
-        for B, H, L, Lk, method in fft_shapes:
-            res.append(check_fft_conv(B, H, L, Lk, True, dtype, device, method))
-        res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
+        if "fft_conv" in kernels:
+            for B, H, L, Lk, method in fft_shapes:
+                res.append(check_fft_conv(B, H, L, Lk, True, dtype, device, method))
+            res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
     return res
 
 
@@ -200,12 +247,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", default=None, help="tiny | gpu (default: tiny on cpu)")
     ap.add_argument("--dtypes", default=None, help="comma list of fp32,fp16,bf16")
+    ap.add_argument(
+        "--kernels", default=",".join(KERNELS), help=f"comma list of {','.join(KERNELS)}"
+    )
     args = ap.parse_args()
     size = args.size or ("gpu" if args.device.startswith("cuda") else "tiny")
     # numpy (the interpreter) has no bfloat16: bf16 is checked on the GPU only
     default = "fp32,fp16,bf16" if args.device.startswith("cuda") else "fp32,fp16"
     dtypes = [DTYPES[d] for d in (args.dtypes or default).split(",")]
-    for row in grid(size, dtypes, args.device):
+    for row in grid(size, dtypes, args.device, tuple(args.kernels.split(","))):
         print(json.dumps(row), flush=True)
 
 

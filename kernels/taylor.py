@@ -1,0 +1,144 @@
+"""Pieces shared by the linear-attention forward and backward kernels.
+
+- `feature_parts`: phi(x) built on chip as (P1, P2) (the constant feature of the Taylor map is
+  handled by the callers through s0 / z0);
+- `taylor_input_grad`: dL/dx of the Taylor feature parts;
+- the float32 state workspace: one row of width `state_width(EP, F1, F2)` per (b, h[, split])
+  holding [s0 (EP) | S1 (F1 x EP) | S2 (F2 x EP) | z0 (1) | z1 (F1) | z2 (F2)], where
+  S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j) (s0 = sum_j v_j, z0 = number of keys).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.common import HAS_TRITON, next_pow2
+
+#: Programs per multiprocessor that the sequence splits aim for.
+WAVES = 2
+
+
+def feature_sizes(feature_map: str, d: int, fh: int) -> tuple[bool, int, int, int]:
+    """(taylor, DP, F1, F2): padded head dim and the padded widths of the parts P1, P2."""
+    taylor = feature_map == "taylor"
+    dp = next_pow2(d)
+    if taylor:
+        return True, dp, dp, dp * dp
+    fp = next_pow2(fh)
+    return False, dp, fp, fp
+
+
+def state_width(ep: int, f1: int, f2: int) -> int:
+    """Floats per state row of the workspace (layout in the module docstring)."""
+    return ep * (1 + f1 + f2) + 1 + f1 + f2
+
+
+def multiprocessors(device: torch.device) -> int | None:
+    """Streaming multiprocessors of a CUDA device; None elsewhere (Triton's interpreter)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def sequence_splits(
+    n: int, programs: int, block: int, min_rows: int, sms: int | None
+) -> tuple[int, int]:
+    """(splits, rows per split): split n rows so that `programs` x splits reach WAVES x sms.
+
+    Splits double while that target is not met and each keeps at least `min_rows` rows; rows
+    per split are a multiple of `block` (so a ragged n may get one split more). sms=None (the
+    interpreter): two splits whenever n allows, so the split path runs on tiny shapes.
+    """
+    nsplit = 1
+    if sms is not None:
+        while programs * nsplit < WAVES * sms and n >= 2 * nsplit * min_rows:
+            nsplit *= 2
+    elif n >= 2 * min_rows:
+        nsplit = 2
+    if nsplit == 1:
+        return 1, -(-n // block) * block
+    rows = max(block, n // nsplit // block * block)  # rounded down: a ragged n adds a split
+    return -(-n // rows), rows
+
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def feature_parts(
+        x,
+        rows_ok,
+        w,
+        bias,
+        f_ok,
+        d_real,
+        TAYLOR: tl.constexpr,
+        BLOCK: tl.constexpr,
+        DP: tl.constexpr,
+    ):
+        """Feature parts (P1, P2) of a (BLOCK, DP) tile; rows outside the sequence give 0.
+
+        Taylor: P1 = x / d^(1/4), P2 = vec(x x^T) / (sqrt(2) sqrt(d));
+        Hedgehog: P1 = softmax(xW + b), P2 = softmax(-(xW + b)).
+        """
+        xf = x.to(tl.float32)
+        if TAYLOR:
+            rrd = tl.sqrt(tl.sqrt(d_real))
+            p1 = xf / rrd
+            p2 = tl.reshape(xf[:, :, None] * xf[:, None, :], (BLOCK, DP * DP))
+            p2 = p2 / (1.4142135623730951 * tl.sqrt(d_real))
+        else:
+            z = tl.dot(x, w).to(tl.float32) + bias[None, :]
+            neg = float("-inf")
+            zp = tl.where(f_ok[None, :], z, neg)
+            zn = tl.where(f_ok[None, :], -z, neg)
+            e1 = tl.exp(zp - tl.max(zp, axis=1)[:, None])
+            e2 = tl.exp(zn - tl.max(zn, axis=1)[:, None])
+            p1 = e1 / tl.sum(e1, axis=1)[:, None]
+            p2 = e2 / tl.sum(e2, axis=1)[:, None]
+        p1 = tl.where(rows_ok[:, None], p1, 0.0)
+        p2 = tl.where(rows_ok[:, None], p2, 0.0)
+        return p1, p2
+
+    @triton.jit
+    def taylor_input_grad(x, g1, g2, d_real, BLOCK: tl.constexpr, DP: tl.constexpr):
+        """dL/dx (BLOCK, DP) from dL/dP1 (BLOCK, DP) and dL/dP2 (BLOCK, DP*DP), Taylor map.
+
+        P2[a, b] = x_a x_b / c, so dL/dx_m = (sum_b G[m, b] x_b + sum_a G[a, m] x_a) / c.
+        """
+        xf = x.to(tl.float32)
+        g = tl.reshape(g2, (BLOCK, DP, DP))
+        t = tl.sum(g * xf[:, None, :], axis=2) + tl.sum(g * xf[:, :, None], axis=1)
+        return g1 / tl.sqrt(tl.sqrt(d_real)) + t / (1.4142135623730951 * tl.sqrt(d_real))
+
+    @triton.jit
+    def load_state(st, re, EP: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr):
+        """(s0, S1, S2, z0, z1, z2) of one workspace row, value columns `re` (< EP)."""
+        rf = tl.arange(0, F1)
+        rf2 = tl.arange(0, F2)
+        oz = EP * (1 + F1 + F2)
+        s0 = tl.load(st + re)
+        s1 = tl.load(st + EP + rf[:, None] * EP + re[None, :])
+        s2 = tl.load(st + EP + F1 * EP + rf2[:, None] * EP + re[None, :])
+        z0 = tl.load(st + oz)
+        z1 = tl.load(st + oz + 1 + rf)
+        z2 = tl.load(st + oz + 1 + F1 + rf2)
+        return s0, s1, s2, z0, z1, z2
+
+    @triton.jit
+    def store_state(
+        st, re, s0, s1, s2, z0, z1, z2, z_ok,
+        EP: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
+    ):  # fmt: skip
+        """Write value columns `re` of one workspace row; the z parts only where z_ok (int 1/0)."""
+        rf = tl.arange(0, F1)
+        rf2 = tl.arange(0, F2)
+        oz = EP * (1 + F1 + F2)
+        tl.store(st + re, s0)
+        tl.store(st + EP + rf[:, None] * EP + re[None, :], s1)
+        tl.store(st + EP + F1 * EP + rf2[:, None] * EP + re[None, :], s2)
+        one = tl.arange(0, 16)  # z0 written through a 16-wide vector (one element kept)
+        tl.store(st + oz + one, tl.zeros((16,), tl.float32) + z0, mask=one < z_ok)
+        tl.store(st + oz + 1 + rf, z1, mask=rf < F1 * z_ok)
+        tl.store(st + oz + 1 + F1 + rf2, z2, mask=rf2 < F2 * z_ok)

@@ -1,0 +1,113 @@
+"""Fused Triton backward of Taylor linear attention (kernels/linear_attn_bwd.py).
+
+The kernels run in Triton's CPU interpreter, which must be switched on before triton is
+imported, so every check runs in a subprocess: `python -m kernels.selfcheck --kernels
+linear_attention_bwd` (gradients of the fused backward against float64 autograd through the
+reference) and a script that makes the reference unusable during backward to prove that the
+gradients do not come from recomputing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernels.taylor import WAVES, sequence_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _run(args: list[str]) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    pytest.importorskip("triton")
+    args = ["-m", "kernels.selfcheck", "--device", "cpu", "--kernels", "linear_attention_bwd"]
+    return _run(args)
+
+
+def test_fused_backward_matches_float64_reference(rows):
+    assert len(rows) >= 8
+    bad = [r for r in rows if not r["ok"]]
+    assert not bad, bad
+    for r in rows:
+        assert r["backward"] == "triton" and len(r["grad_rel_errs"]) == 3  # dq, dk, dv
+        if r["dtype"] == "float32":  # the interpreter computes float32 exactly
+            assert max(r["grad_rel_errs"]) < 1e-5, r
+        else:
+            assert max(r["grad_rel_errs"]) < 2e-3, r
+
+
+def test_backward_grid_covers_both_modes_and_ragged_shapes(rows):
+    assert {r["causal"] for r in rows} == {False, True}
+    assert {r["dtype"] for r in rows} == {"float32", "float16"}
+    assert any(r["shape"][2] % 16 for r in rows)  # N not a multiple of the row block
+    assert any(r["shape"][4] > 32 for r in rows if r["causal"])  # several value-column blocks
+    assert any(r["shape"][2] >= 64 for r in rows if r["causal"])  # several sequence splits
+    assert any(r["shape"][3] < 16 for r in rows)  # head dim padded to the block
+    assert any(r["key_mask"] for r in rows)
+
+
+NO_REFERENCE_IN_BACKWARD = r"""
+import json, torch
+import kernels.linear_attn as la
+from kernels.reference import linear_attention_reference as ref
+
+def refuse(*a, **k):
+    raise AssertionError("backward recomputed through the PyTorch reference")
+
+torch.manual_seed(1)
+for causal in (False, True):
+    q, k = torch.randn(2, 2, 45, 16), torch.randn(2, 2, 45, 16)
+    v = torch.randn(2, 2, 45, 40)
+    ins = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = la.linear_attention(*ins, "taylor", causal, backend="triton")
+    g = torch.randn_like(out)
+    la.linear_attention_reference = refuse
+    out.backward(g)
+    la.linear_attention_reference = ref
+    exact = [t.double().requires_grad_() for t in (q, k, v)]
+    ref(*exact, "taylor", causal).backward(g.double())
+    errs = [float((a.grad.double() - b.grad).norm() / b.grad.norm()) for a, b in zip(ins, exact)]
+    print(json.dumps({"causal": causal, "errs": errs}))
+"""
+
+
+def test_backward_does_not_recompute_the_reference():
+    """Regression (issue 24): the Taylor backward used to rerun the reference under autograd."""
+    pytest.importorskip("triton")
+    res = _run(["-c", NO_REFERENCE_IN_BACKWARD])
+    assert [r["causal"] for r in res] == [False, True]
+    for r in res:
+        assert max(r["errs"]) < 1e-5, r
+
+
+@pytest.mark.parametrize("programs, block, min_rows", [(12, 64, 128), (24, 64, 128)])
+def test_sequence_splits_fill_the_gpu_at_every_length(programs, block, min_rows):
+    """B=1, H=12 on 132 SMs: the state pass used to stop splitting at 256 rows per split (192
+    programs at 4k, 96 at 2k). Now about WAVES programs per SM whenever the rows allow, no
+    fewer programs at a longer sequence, and the splits tile the sequence exactly."""
+    sms, seen = 132, 0
+    for n in [1000, 1024, 2048, 4096, 8192, 8193, 16384, 32768, 65536]:
+        nsplit, rows = sequence_splits(n, programs, block, min_rows, sms)
+        assert rows % block == 0 and (nsplit - 1) * rows < n <= nsplit * rows
+        total = programs * nsplit
+        assert total >= seen - programs  # (a ragged n adds one split)
+        seen = total
+        assert total >= WAVES * sms or rows <= 2 * min_rows, (n, nsplit, rows)
+    assert sequence_splits(4096, 12, 64, 128, sms)[0] * 12 >= WAVES * sms
+    # the interpreter (sms=None) takes two splits whenever the rows allow
+    assert sequence_splits(37, 2, 16, 16, None) == (3, 16)
+    assert sequence_splits(20, 2, 16, 16, None) == (1, 32)
