@@ -85,6 +85,13 @@ def _m2(max_len: int, device: str, layers: int = 12) -> Any:
     return M2BertModel(cfg).to(device).eval()
 
 
+def set_m2_fused(on: bool) -> None:
+    """M2-BERT's inference through the fused kernels (default) or the reference order."""
+    from toolkit.encoders.m2bert import M2MLP, MonarchMixerSequenceMixing
+
+    MonarchMixerSequenceMixing.fused = M2MLP.fused = on
+
+
 def _time_forward(fn: Any, device: str, reps: int) -> tuple[float, float | None]:
     """(median seconds, peak GPU GiB) of fn() after one warm-up call."""
     import torch
@@ -133,9 +140,13 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
         batch = max(1, 32768 // n) if cuda else 1
         ids = torch.randint(1000, 30000, (batch, n), device=device)
         mask = torch.ones_like(ids)
-        for name, (peer, model) in list(models.items()) + [("m2-bert-80M", ("m2", None))]:
-            if name == "m2-bert-80M":
+        m2_rows = [("m2-bert-80M", ("m2", None))]
+        if cuda:  # the same model through the reference's unfused order, same run
+            m2_rows.append(("m2-bert-80M unfused", ("m2", None)))
+        for name, (peer, model) in list(models.items()) + m2_rows:
+            if name.startswith("m2-bert-80M"):
                 m2 = _m2(n, device, m2_layers)
+                set_m2_fused(name == "m2-bert-80M")
                 fn = lambda m2=m2, ids=ids: m2(ids)  # noqa: E731
             elif model is None:
                 bert = peers[peer]
@@ -152,7 +163,8 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
             except torch.cuda.OutOfMemoryError:
                 row = {"model": name, "tokens": n, "batch": batch, "tokens_per_s": 0.0, "oom": True}
             finally:
-                if name == "m2-bert-80M":
+                if name.startswith("m2-bert-80M"):
+                    set_m2_fused(True)
                     del m2
                 if cuda:
                     torch.cuda.empty_cache()
@@ -163,7 +175,7 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
     for r in rows:
         peer = (
             "softmax-sdpa (BERT-base arch)"
-            if r["model"] == "m2-bert-80M"
+            if r["model"].startswith("m2-bert-80M")
             else "softmax-sdpa (MiniLM arch)"
         )
         p = base.get((peer, r["tokens"]), 0.0)

@@ -115,14 +115,16 @@ if HAS_TRITON:
         k = tl.program_id(1) * BK + tl.arange(0, BK)
         m = k < L
         srow = (row // BD) * D + row % D
-        fa = f_ptr + (row * (L + 1) + k) * 2
-        fb = f_ptr + (row * (L + 1) + (L - k)) * 2
-        sa = s_ptr + (srow * (L + 1) + k) * 2
-        sb = s_ptr + (srow * (L + 1) + (L - k)) * 2
-        far, fai = tl.load(fa, mask=m, other=0.0), tl.load(fa + 1, mask=m, other=0.0)
-        fbr, fbi = tl.load(fb, mask=m, other=0.0), tl.load(fb + 1, mask=m, other=0.0)
-        sar, sai = tl.load(sa, mask=m, other=0.0), tl.load(sa + 1, mask=m, other=0.0)
-        sbr, sbi = tl.load(sb, mask=m, other=0.0), tl.load(sb + 1, mask=m, other=0.0)
+        two = tl.arange(0, 2)[None, :]  # (re, im) pairs: one contiguous 8-byte load each
+        m2 = m[:, None] & (two < 2)
+        fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
+        fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
+        sa = tl.load(s_ptr + (srow * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
+        sb = tl.load(s_ptr + (srow * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
+        far, fai = tl.split(fa)
+        fbr, fbi = tl.split(fb)
+        sar, sai = tl.split(sa)
+        sbr, sbi = tl.split(sb)
         ar = far * sar - fai * sai
         ai = far * sai + fai * sar
         br = fbr * sbr - fbi * sbi
@@ -133,9 +135,8 @@ if HAS_TRITON:
         c, s = tl.cos(theta), tl.sin(theta)
         o_r = dr * c - di * s
         o_i = dr * s + di * c
-        za = z_ptr + (row * L + k) * 2
-        tl.store(za, er - o_i, mask=m)
-        tl.store(za + 1, ei + o_r, mask=m)
+        zz = tl.join(er - o_i, ei + o_r)
+        tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz, mask=m2)
 
 
 def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:

@@ -177,6 +177,9 @@ def short_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 class MonarchMixerSequenceMixing(nn.Module):
     """Gated long convolution: in-projection, short conv, v*x1 -> long conv -> *x2 (+ residual conv)."""
 
+    #: inference runs the fused block where it applies; False keeps the reference order
+    fused = True
+
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         d = cfg.hidden_size
@@ -215,7 +218,8 @@ class MonarchMixerSequenceMixing(nn.Module):
     def fused_ok(self, u: torch.Tensor) -> bool:
         """Inference on CUDA (or in Triton's interpreter): the fused block applies."""
         return (
-            not (torch.is_grad_enabled() or self.training or self.training_additions)
+            self.fused
+            and not (torch.is_grad_enabled() or self.training or self.training_additions)
             and u.dim() == 3
             and use_triton("auto", u)
         )

@@ -141,6 +141,9 @@ class BlockdiagLinear(nn.Module):
 class M2MLP(nn.Module):
     """GLU (or plain) MLP with block-diagonal weights and post-LayerNorm residual."""
 
+    #: inference runs `fused_forward` where it applies; False keeps the reference order
+    fused = True
+
     def __init__(self, cfg: M2BertConfig) -> None:
         super().__init__()
         d, inter = cfg.hidden_size, cfg.intermediate_size
@@ -158,7 +161,7 @@ class M2MLP(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.fused_ok(h):
-            return self.fused(h)
+            return self.fused_forward(h)
         x = self.gated_layers(h)
         if self.glu:
             x = F.gelu(x[..., : self.inter]) * x[..., self.inter :]
@@ -167,10 +170,11 @@ class M2MLP(nn.Module):
         return self.layernorm(self.wo(x) + h)
 
     def fused_ok(self, h: torch.Tensor) -> bool:
-        """Inference on CUDA (or Triton's interpreter) with whole Monarch blocks: `fused`."""
+        """Inference on CUDA (or Triton's interpreter) with whole Monarch blocks: `fused_forward`."""
         blocks = (self.gated_layers, self.wo)
         return (
-            not (torch.is_grad_enabled() or self.training)
+            self.fused
+            and not (torch.is_grad_enabled() or self.training)
             and self.glu
             and all(isinstance(m, BlockdiagLinear) for m in blocks)
             and all(m.in_ext == m.in_features for m in blocks)
@@ -178,7 +182,7 @@ class M2MLP(nn.Module):
             and use_triton("auto", h)
         )
 
-    def fused(self, h: torch.Tensor) -> torch.Tensor:
+    def fused_forward(self, h: torch.Tensor) -> torch.Tensor:
         """The same MLP with `kernels.m2_mlp`: no layout copies, glue in two passes."""
         autocast = h.is_cuda and torch.is_autocast_enabled("cuda")
         dtype = torch.get_autocast_dtype("cuda") if autocast else h.dtype
