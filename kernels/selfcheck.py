@@ -18,6 +18,7 @@ import torch
 from kernels.common import interpret_mode
 from kernels.fftconv import fft_conv
 from kernels.linear_attn import linear_attention
+from kernels.m2_mixer import filter_spectra, gated_long_conv, gated_long_conv_reference
 from kernels.monarch import monarch_matmul
 from kernels.reference import (
     fft_conv_reference,
@@ -162,12 +163,37 @@ def check_fft_conv(B, H, L, Lk, gated, dtype, device, method="auto") -> dict[str
     )
 
 
+def check_m2_mixer(B, L, D, residual, dtype, device) -> dict[str, Any]:
+    """M2's fused gated long-convolution block (inference only: forward error, no grads)."""
+    z = torch.randn(B, L, 3 * D, device=device, dtype=dtype)
+    h = torch.randn(B, L, D, device=device, dtype=dtype)
+    k1 = torch.randn(D, 2 * L, device=device) / math.sqrt(L)
+    k2 = torch.randn(D, 2 * L, device=device) / math.sqrt(L) if residual else None
+    d1 = torch.randn(D, device=device)
+    d2 = torch.randn(D, device=device) if residual else None
+    w, b = torch.randn(3 * D, 1, 3, device=device), torch.randn(3 * D, device=device)
+    spectra = filter_spectra([k1] + ([k2] if residual else []), L)
+    out = gated_long_conv(z, h, spectra, d1, d2, w, b, backend="triton")
+    ref = gated_long_conv_reference(
+        z.double(), h.double(), k1.double(), d1.double(),
+        None if k2 is None else k2.double(), None if d2 is None else d2.double(),
+        w.double(), b.double(),
+    )  # fmt: skip
+    fwd, tol = _rel(out, ref), tolerance(dtype)
+    return {
+        "kernel": "m2_mixer", "shape": [B, L, D], "residual": residual,
+        "dtype": str(dtype).replace("torch.", ""), "fwd_rel_err": fwd, "grad_rel_err": 0.0,
+        "grad_rel_errs": [], "tol": tol, "ok": bool(fwd <= tol and out.dtype == dtype),
+    }  # fmt: skip
+
+
 KERNELS = (
     "linear_attention",
     "linear_attention_bwd",
     "sliding_window_attention",
     "monarch_matmul",
     "fft_conv",
+    "m2_mixer",
 )
 
 
@@ -239,6 +265,11 @@ def grid(
             for B, H, L, Lk, method in fft_shapes:
                 res.append(check_fft_conv(B, H, L, Lk, True, dtype, device, method))
             res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
+        if "m2_mixer" in kernels:
+            m2_shapes = [(2, 37, 24, True), (1, 20, 16, False)] if tiny else [
+                (2, 2048, 768, True), (1, 8192, 768, True), (3, 1000, 96, False)]  # fmt: skip
+            for B, L, D, residual in m2_shapes:
+                res.append(check_m2_mixer(B, L, D, residual, dtype, device))
     return res
 
 
