@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint format clean app browser sandbox-deps
+.PHONY: setup demo test lint format clean app browser sandbox-deps ocr
 
 $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements-nodeps.txt Makefile
 	  "the embedded LLM will run through transformers (slower)"
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) ocr
 
 demo: $(STAMP) sandbox-deps
 	$(BIN)/loom demo --out workspace
@@ -44,6 +44,14 @@ sandbox-deps:
 	  >/dev/null 2>&1; } || echo "libseccomp2 could not be installed: the sandbox will refuse" \
 	  "to run generated code (docs/extraction.md, Security model)"
 
+# Tesseract for scanned PDF pages (Debian packages; pytesseract is a Python dependency). Where
+# it cannot be installed, scanned pages are listed in the run's `skipped` table, saying why.
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  tesseract-ocr tesseract-ocr-eng) >/dev/null 2>&1; } || echo "tesseract could not be" \
+	  "installed: scanned PDF pages will be listed as skipped (docs/extraction.md, Formats)"
+
 # Headless Chromium for the app's browser test (Debian package; the test skips, saying why,
 # where it cannot be installed).
 browser:
@@ -51,7 +59,7 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 	  >/dev/null 2>&1; } || echo "chromium could not be installed: the browser test will skip"
 
-test: $(STAMP) lint browser sandbox-deps
+test: $(STAMP) lint browser sandbox-deps ocr
 	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 app: $(STAMP)

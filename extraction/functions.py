@@ -9,6 +9,7 @@ the estimated accuracy and coverage. The sandbox sees positional ids, never comp
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,10 @@ from extraction import prompts
 from extraction.candidates import induce, normalize
 from extraction.config import EvaporateConfig
 from extraction.ensemble import aggregate
+from extraction.heldout import prior_accuracy
 from extraction.sandbox import run_on_cluster
 from extraction.structure import label_candidates
+from extraction.webpage import structure_candidates
 from toolkit.metrics import precision_recall_f1
 
 KEY = ["attribute", "function_id"]
@@ -31,6 +34,10 @@ FUNCTION_COLUMNS = [
     "est_accuracy",
     "coverage",
     "sample_f1",
+    "precision",  # on the sample, in-sample (the sample the induced ones came from)
+    "recall",
+    "heldout_precision",  # k-fold over the sample documents (extraction.heldout)
+    "heldout_recall",
     "kept",
     "reason",
 ]
@@ -55,10 +62,12 @@ def _code_prompt(a: str, k: int, raws: list[str], values: list[str], rng: random
 
 
 def write_candidates(
-    llm: Any, raws: list[str], sample_vals: dict[str, list[str]], cfg: EvaporateConfig
-) -> pd.DataFrame:
+    llm: Any, raws: list[str], sample_vals: dict[str, list[str]], cfg: EvaporateConfig,
+    budget: Callable[[], int] | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """Induced (LLM-free), label-anchored (`extraction.structure`) and LLM-written
-    candidates for every attribute, one row each."""
+    candidates for every attribute, one row each. budget() -> LLM tokens left: checked
+    before each round (the k-th function of every attribute); none is written once spent."""
     rng = random.Random(cfg.seed)
     rows: list[dict] = []
     jobs = []
@@ -70,12 +79,17 @@ def write_candidates(
         for fid, code in label_candidates(a, raws):  # the documents' own `Label:` lines
             rows.append({"attribute": a, "function_id": fid, "source": "label", "code": code,
                          "raw": ""})  # fmt: skip
+        for fid, code in structure_candidates(a, raws):  # web pages' og/JSON-LD/<title>/...
+            rows.append({"attribute": a, "function_id": fid, "source": "structure",
+                         "code": code, "raw": ""})  # fmt: skip
         for k in range(cfg.num_candidates):
             jobs.append((a, k, _code_prompt(a, k, raws, values, rng), 0.0 if k < 2 else 0.7))
-    for temp in sorted({j[3] for j in jobs}):
-        part = [j for j in jobs if j[3] == temp]
+    for k in sorted({j[1] for j in jobs}):
+        if budget is not None and budget() <= 0:
+            break
+        part = [j for j in jobs if j[1] == k]
         comps = llm.complete(
-            [j[2] for j in part], max_tokens=cfg.code_tokens, temperature=temp, seed=cfg.seed
+            [j[2] for j in part], max_tokens=cfg.code_tokens, temperature=part[0][3], seed=cfg.seed
         )
         for (a, k, _, _), c in zip(part, comps):
             rows.append({"attribute": a, "function_id": f"llm_{k}", "source": "llm",
@@ -175,7 +189,7 @@ def apply_functions(
             values[a], sources[a] = [None] * n, [None] * n
             continue
         rows = f[f["attribute"].eq(a)].set_index("function_id")
-        prior = {fid: float(rows.loc[fid, "sample_f1"]) for fid in votes}
+        prior = {fid: prior_accuracy(rows.loc[fid]) for fid in votes}  # held-out precision
         if cfg.mode == "code":
             fid = next(iter(votes))
             values[a], sources[a] = votes[fid], [fid if v else None for v in votes[fid]]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from extraction import prompts
 from extraction.candidates import normalize
+from extraction.chooser import choose_values
 from extraction.config import EvaporateConfig
 from extraction.documents import chunks
 from extraction.functions import attr_words
@@ -114,38 +115,47 @@ def direct_answers(
     max_chars, max_tokens = cfg.max_chars, cfg.direct_tokens
     jobs = [(i, a) for i in range(len(views)) for a in attrs]
     out = {a: [""] * len(views) for a in attrs}
-    step = 32
+    step = 32  # prompts built at a time; the bar moves and the cache fills per answer
     bar = tqdm(total=len(jobs), desc="direct extraction", disable=not tools.progress)
     for s in range(0, len(jobs), step):
         part = jobs[s : s + step]
         ps = [
             prompts.DIRECT.format(
-                text=best_chunk(tools.embedder, views[i], a, max_chars), attribute=attr_words(a)
+                text=best_chunk(  # the embedder is loaded only for a document to split
+                    tools.embedder if len(views[i]) > max_chars else None, views[i], a, max_chars
+                ),
+                attribute=attr_words(a),
             )
             for i, a in part
         ]
-        comps = tools.llm.complete(ps, max_tokens=max_tokens, stop=["\n"])
+        comps = tools.llm.complete(
+            ps, max_tokens=max_tokens, stop=["\n"], on_answer=lambda _c: bar.update(1)
+        )
         for (i, a), c in zip(part, comps):
             out[a][i] = prompts.ground(c.text, views[i], a)
-        bar.update(len(part))
     bar.close()
     return out
 
 
 def sample_values(
-    raws: list[str], answers: dict[str, list[str]]
+    raws: list[str], answers: dict[str, list[str]], llm: Any = None
 ) -> tuple[dict[str, list[str]], dict[str, dict[str, int]]]:
     """The sample's values: what a document's own label for the attribute declares (a
-    `Version:` header line, a `<th>Version</th>` cell, a `"version"` key), else the LLM's
-    grounded answer. Returns them and, per attribute, how many came from labels, from the
-    LLM, and how many LLM answers a label contradicted."""
+    `Version:` header line, a `<th>Version</th>` cell, a `"version"` key), else what a web
+    page's signals declare (`extraction.chooser`: og/JSON-LD/<title>/<time>; `llm` chooses
+    where they tie), else the LLM's grounded answer. Returns them and, per attribute, how
+    many came from labels, from page signals, from the LLM, and how many LLM answers a label
+    contradicted."""
     values: dict[str, list[str]] = {}
     stats: dict[str, dict[str, int]] = {}
     for a, said in answers.items():
-        declared = declared_values(raws, a)
+        labelled = declared_values(raws, a)
+        page, page_stats = choose_values(raws, a, said, llm=llm)
+        declared = [d or p for d, p in zip(labelled, page)]
         values[a] = [d or s for d, s in zip(declared, said)]
         stats[a] = {
-            "from_labels": sum(1 for d in declared if d),
+            **{f"page_{k}": n for k, n in page_stats.items()},
+            "from_labels": sum(1 for d in labelled if d),
             "from_llm": sum(1 for d, s in zip(declared, said) if s and not d),
             "llm_contradicted": sum(
                 1 for d, s in zip(declared, said) if d and s and normalize(d) != normalize(s)

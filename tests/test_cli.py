@@ -84,12 +84,11 @@ def _help(capsys, *command: str) -> str:
 
 def test_help_shows_defaults(capsys):
     extract = _help(capsys, "extract")
-    assert "--sample-size SAMPLE_SIZE documents the LLM reads (code modes), >= 1 (default: 10)" in (
-        extract
+    assert (
+        "--sample-size SAMPLE_SIZE documents the LLM reads (code modes), >= 1; auto: 4 with a "
+        "local LLM, 10 with a server URL (default: auto)" in extract
     )
-    assert "(default: code+)" in extract and "0 = only LLM-free induced ones (default: 10)" in (
-        extract
-    )
+    assert "(default: code+)" in extract and "0 = only LLM-free induced ones; auto: 2" in extract
     label = _help(capsys, "label")
     assert "(default: LabelModel)" in label and "--fault-tolerant" in label
     assert "the column the LFs read as x.text" in label

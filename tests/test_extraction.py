@@ -75,6 +75,10 @@ def test_workspace_contract(first_run) -> None:
         "est_accuracy",
         "coverage",
         "sample_f1",
+        "precision",
+        "recall",
+        "heldout_precision",
+        "heldout_recall",
         "kept",
         "reason",
     ]

@@ -149,6 +149,12 @@ class Workspace:
         if status != "running" and self._owns(run):
             _OWNED.pop(self._owner_path(run))[1].release(force=True)
 
+    def release_run(self, run: str) -> None:
+        """Give up this process's hold on `run` without finishing it: it stays `running`, and
+        this or any other process may resume it (e.g. after the work was interrupted)."""
+        if self._owns(_check_name("run id", run)):
+            _OWNED.pop(self._owner_path(run))[1].release(force=True)
+
     def runs(self, kind: str | None = None) -> pd.DataFrame:
         """All runs (newest first), optionally of one kind; params/summary as dicts."""
         query = "SELECT run_id, kind, created, finished, status, params, summary FROM runs"

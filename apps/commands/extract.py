@@ -17,6 +17,16 @@ from toolkit.errors import LoomError
 GOLD_KEY = "path"
 
 
+def int_or_auto(text: str) -> int | None:
+    """A whole number, or None for "auto" (sized for the LLM: `EvaporateConfig.resolved`)."""
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'auto'") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "extract",
@@ -46,13 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated attribute names; default: identified by the LLM",
     )
     p.add_argument(
-        "--sample-size", type=int, default=10, help="documents the LLM reads (code modes), >= 1"
+        "--sample-size",
+        type=int_or_auto,
+        default="auto",
+        help="documents the LLM reads (code modes), >= 1; auto: 4 with a local LLM, 10 with "
+        "a server URL",
     )
     p.add_argument(
         "--num-candidates",
-        type=int,
-        default=10,
-        help="LLM-written candidate functions per attribute; 0 = only LLM-free induced ones",
+        type=int_or_auto,
+        default="auto",
+        help="LLM-written candidate functions per attribute; 0 = only LLM-free induced ones; "
+        "auto: 2 with a local LLM, 10 with a server URL",
     )
     p.add_argument(
         "--max-attributes", type=int, default=8, help="most attributes the LLM may identify"
@@ -81,6 +96,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`loom doctor`",
     )
     p.add_argument("--embedder", default=None, help="embedding model (default: MiniLM)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the planned LLM calls and tokens per stage, then stop (no LLM is called)",
+    )
+    p.add_argument(
+        "--max-llm-tokens",
+        type=int,
+        default=None,
+        help="LLM token budget of the run: when spent, no more candidate functions are "
+        "generated and the report says so; default: no limit",
+    )
+    p.add_argument(
+        "--requests-per-minute",
+        type=float,
+        default=None,
+        help="most requests per minute to an --llm server URL; default: no limit",
+    )
+    p.add_argument(
+        "--tokens-per-minute",
+        type=float,
+        default=None,
+        help="most tokens (prompt + completion) per minute to an --llm server URL; "
+        "default: no limit",
+    )
     p.add_argument("--no-resume", action="store_true", help="start a new run")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and the LLM")
     p.set_defaults(func=cmd_extract)
@@ -91,8 +131,12 @@ def config_from_args(args: argparse.Namespace):
     from extraction.config import EvaporateConfig
     from extraction.evaporate import check_attributes
 
-    at_least("--sample-size", args.sample_size, 1, "documents the LLM reads")
-    at_least("--num-candidates", args.num_candidates, 0, "0 = only LLM-free induced functions")
+    if args.sample_size is not None:
+        at_least("--sample-size", args.sample_size, 1, "documents the LLM reads")
+    if args.num_candidates is not None:
+        at_least("--num-candidates", args.num_candidates, 0, "0 = only LLM-free induced functions")
+    if args.max_llm_tokens is not None:
+        at_least("--max-llm-tokens", args.max_llm_tokens, 1, "the run's LLM token budget")
     at_least("--max-attributes", args.max_attributes, 1)
     at_least("--direct-tokens", args.direct_tokens, 1)
     at_least("--code-tokens", args.code_tokens, 1)
@@ -109,6 +153,7 @@ def config_from_args(args: argparse.Namespace):
         direct_tokens=args.direct_tokens,
         code_tokens=args.code_tokens,
         seed=args.seed,
+        max_llm_tokens=args.max_llm_tokens,
     )
 
 
@@ -167,6 +212,26 @@ def read_gold(path: str, folder: str, attributes: tuple[str, ...] | None):
     return gold
 
 
+def dry_run(folder: str, cfg, server: bool) -> int:
+    """Print the run's planned LLM calls and tokens per stage; nothing is generated."""
+    from extraction.budget import plan_run
+    from extraction.documents import load_folder
+
+    docs, skipped = load_folder(folder)
+    if docs.empty:
+        raise LoomError(f"no readable documents in {folder} ({len(skipped)} files skipped)")
+    plan = plan_run(docs, cfg, server=server)
+    sized = cfg.resolved(server)
+    print(
+        f"dry run: {len(docs)} documents ({len(skipped)} skipped), mode {sized.mode}, "
+        f"sample {sized.sample_size}, {sized.num_candidates} candidates per attribute; "
+        "no LLM was called. Planned LLM calls and tokens (prompt tokens estimated: ~3 "
+        "characters each plus the chat template; completion tokens at most):"
+    )
+    print(plan.to_string(index=False))
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -180,6 +245,19 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.workers is not None:
         at_least("--workers", args.workers, 1, "sandbox worker processes")
     gold = read_gold(args.gold, args.folder, cfg.attributes) if args.gold else None
+    limits = {"requests_per_minute": args.requests_per_minute,
+              "tokens_per_minute": args.tokens_per_minute}  # fmt: skip
+    for flag, v in limits.items():
+        if v is not None and v <= 0:
+            raise LoomError(f"--{flag.replace('_', '-')} {v}: give a positive limit")
+    server = bool(args.llm) and args.llm.startswith(("http://", "https://"))
+    if not server and any(v is not None for v in limits.values()):
+        raise LoomError(
+            "--requests-per-minute / --tokens-per-minute limit a server: give --llm "
+            "http://host:port/v1 too (a local model has no rate limit)"
+        )
+    if args.dry_run:
+        return dry_run(args.folder, cfg, server)
     allow = [x.strip() for x in args.sandbox_allow_missing.split(",") if x.strip()]
     sandbox = Sandbox(n_workers=args.workers, timeout=args.timeout, allow_missing=allow)
     try:
@@ -187,7 +265,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     except LoomError as e:
         raise LoomError(f"--sandbox-allow-missing {args.sandbox_allow_missing}: {e}") from e
     try:
-        llm = get_llm(args.llm)
+        llm = get_llm(args.llm, **{k: v for k, v in limits.items() if v is not None})
     except LoomError as e:
         raise LoomError(f"--llm {args.llm or '(default)'}: {e}") from e
     if args.mode != "direct":
@@ -196,16 +274,21 @@ def cmd_extract(args: argparse.Namespace) -> int:
     ev = Evaporate(llm=llm, embedder=args.embedder, workspace=args.out, sandbox=sandbox)
     res = ev.extract(args.folder, cfg, gold=gold, resume=not args.no_resume)
     total = token_total(res.tokens)
+    now = int(res.tokens["invocation_tokens"].sum()) if "invocation_tokens" in res.tokens else total
     filled = res.table.drop(columns=["doc_id"]).notna().mean()
     print(
         f"extracted {len(res.table)} documents x {len(filled)} attributes "
-        f"({args.mode}, {total} LLM tokens); filled: "
+        f"({args.mode}, {total} LLM tokens, {now} generated by this invocation); filled: "
         + ", ".join(f"{a} {v:.0%}" for a, v in filled.items())
     )
+    if res.report.get("budget", {}).get("message"):
+        print(res.report["budget"]["message"])
     if res.report.get("skipped"):
         print(f"skipped {len(res.report['skipped'])} files (see table `skipped`)")
     if res.report.get("message"):
         print(res.report["message"])
+    for w in res.report.get("warnings", []):  # e.g. sample values mostly not found
+        print(f"warning: {w}", file=sys.stderr)
     if "evaluation" in res.report:
         ev_df = pd.DataFrame(res.report["evaluation"])
         print(ev_df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))

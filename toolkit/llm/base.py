@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from toolkit.errors import LoomError
@@ -17,10 +17,17 @@ from toolkit.llm.completion import Completion
 class LLM:
     """Base class: caching, token accounting per stage, and input checks.
 
-    Subclasses implement `_generate(prompts, max_tokens, temperature, stop, seed, chat)`.
+    Subclasses implement `_generate(prompts, max_tokens, temperature, stop, seed, chat)`;
+    one that can hand back answers one by one as they finish overrides `_stream`. Every
+    answer is written to the cache as soon as it arrives, so an interrupted call loses at most
+    the answers still being generated (`answer_batch` of them).
     """
 
     name: str = "llm"
+    #: prompts given to one `_generate` call (each batch is cached as soon as it returns)
+    answer_batch: int = 1
+    #: True for a model behind a server URL (fast, paid per token); False for a local one
+    is_server: bool = False
 
     def __init__(self, cache: str | os.PathLike | bool | None = None) -> None:
         if cache is False:
@@ -31,6 +38,7 @@ class LLM:
         self.usage: dict[str, dict[str, int]] = {}
         self._stage = "default"
         self._usage_lock = threading.Lock()
+        self._observers: list[Callable[[str, str, Completion], None]] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -57,6 +65,26 @@ class LLM:
             yield
         finally:
             self._stage = old
+
+    @property
+    def current_stage(self) -> str:
+        """The name the calls made now are counted under (see `stage`)."""
+        return self._stage
+
+    @contextlib.contextmanager
+    def observe(self, fn: Callable[[str, str, Completion], None]) -> Iterator[None]:
+        """Call fn(stage, cache key, completion) for every answer inside this block, as it
+        arrives (cached ones included), e.g. to keep a per-answer log of a run."""
+        self._observers.append(fn)
+        try:
+            yield
+        finally:
+            self._observers.remove(fn)
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate of the tokens of `text` (about 4 characters per token); backends that
+        hold a tokenizer may count exactly. Used for plans and rate limits, never billing."""
+        return max(1, (len(text) + 3) // 4)
 
     def reset_usage(self) -> None:
         self.usage = {}
@@ -85,12 +113,15 @@ class LLM:
         n: int = 1,
         seed: int = 0,
         chat: bool = True,
+        *,
+        on_answer: Callable[[Completion], None] | None = None,
     ) -> list[Completion]:
         """Complete each prompt `n` times; returns len(prompts) * n completions, prompt-major.
 
         chat=True sends each prompt as one user message (chat template); chat=False continues
         the raw text. Sample i of a prompt uses seed `seed + i`, so results are reproducible
-        and cacheable even at temperature > 0.
+        and cacheable even at temperature > 0. on_answer(completion) is called for every
+        answer as soon as it is ready (cached ones first), e.g. to move a progress bar.
         """
         if isinstance(prompts, str):
             prompts = [prompts]
@@ -120,25 +151,55 @@ class LLM:
         ]
         found = self.cache.get(keys) if self.cache else {}
         todo = [j for j, k in enumerate(keys) if k not in found]
-        results: dict[int, Completion] = {j: found[k] for j, k in enumerate(keys) if k in found}
+        results: dict[int, Completion] = {}
+
+        def arrived(j: int, c: Completion) -> None:
+            results[j] = c
+            self._count([c])
+            for fn in list(self._observers):
+                fn(self._stage, keys[j], c)
+            if on_answer is not None:
+                on_answer(c)
+
+        for j, k in enumerate(keys):
+            if k in found:
+                arrived(j, found[k])
         if todo:
             by_seed: dict[int, list[int]] = {}
             for j in todo:
                 by_seed.setdefault(jobs[j][1], []).append(j)
             for i, idx in sorted(by_seed.items()):
-                comps = self._generate(
-                    [jobs[j][0] for j in idx], max_tokens, temperature, stop, seed + i, chat
-                )
-                for j, c in zip(idx, comps, strict=True):
+                texts = [jobs[j][0] for j in idx]
+                for pos, c in self._stream(texts, max_tokens, temperature, stop, seed + i, chat):
+                    j = idx[pos]
                     cut = _cut_stop(c.text, stop)
                     if cut != c.text:
                         c.text, c.finish_reason = cut, "stop"
-                    results[j] = c
-                if self.cache:
-                    self.cache.put({keys[j]: results[j] for j in idx})
-        out = [results[j] for j in range(len(jobs))]
-        self._count(out)
-        return out
+                    if self.cache:  # saved now: an interruption loses only answers in flight
+                        self.cache.put({keys[j]: c})
+                    arrived(j, c)
+        return [results[j] for j in range(len(jobs))]
+
+    def _stream(
+        self,
+        prompts: list[str],
+        max_tokens: int,
+        temperature: float,
+        stop: list[str],
+        seed: int,
+        chat: bool,
+    ) -> Iterator[tuple[int, Completion]]:
+        """(position, completion) pairs as answers finish: `_generate` over `answer_batch`
+        prompts at a time."""
+        step = max(1, int(self.answer_batch))
+        for s in range(0, len(prompts), step):
+            comps = self._generate(prompts[s : s + step], max_tokens, temperature, stop, seed, chat)
+            if len(comps) != len(prompts[s : s + step]):
+                raise LoomError(
+                    f"{self!r} returned {len(comps)} completions for "
+                    f"{len(prompts[s : s + step])} prompts"
+                )
+            yield from enumerate(comps, start=s)
 
     def _generate(
         self,

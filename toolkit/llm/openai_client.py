@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
 from toolkit.errors import LoomError
 from toolkit.http_client import HTTPRefused, Unreachable, request_json
 from toolkit.llm.base import LLM
 from toolkit.llm.completion import Completion
+from toolkit.llm.ratelimit import RateLimiter
 
 
 class OpenAILLM(LLM):
     """A client for any OpenAI-compatible chat/completions endpoint (vLLM, llama.cpp, Ollama...).
 
     Transient failures (connection errors, 429, 5xx) are retried with exponential backoff;
-    after `retries` attempts a LoomError names the URL.
+    after `retries` attempts a LoomError names the URL. requests_per_minute and
+    tokens_per_minute (None: no limit) hold the client under a server's published limits
+    (`toolkit.llm.ratelimit`): a request waits until both allow it.
     """
+
+    is_server = True
 
     def __init__(
         self,
@@ -29,8 +34,11 @@ class OpenAILLM(LLM):
         timeout: float = 300.0,
         concurrency: int = 8,
         cache: str | os.PathLike | bool | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ) -> None:
         super().__init__(cache)
+        self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
         self.base_url = base_url.rstrip("/")
         self.api_key = (
             api_key or os.environ.get("LOOM_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY")
@@ -90,6 +98,8 @@ class OpenAILLM(LLM):
         }
         if stop:
             body["stop"] = stop[:4]
+        estimate = self.count_tokens(prompt) + max_tokens
+        self.limiter.acquire(estimate)
         if chat:
             body["messages"] = [{"role": "user", "content": prompt}]
             out = self._request("POST", "/chat/completions", body)
@@ -102,6 +112,8 @@ class OpenAILLM(LLM):
         except (KeyError, IndexError, TypeError) as e:
             raise LoomError(f"{self.base_url} returned no completion: {str(out)[:200]}") from e
         usage = out.get("usage") or {}
+        used = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+        self.limiter.settle(estimate, used or estimate)
         return Completion(
             text or "",
             int(usage.get("prompt_tokens", 0)),
@@ -110,7 +122,21 @@ class OpenAILLM(LLM):
         )
 
     def _generate(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(
-                pool.map(lambda p: self._one(p, max_tokens, temperature, stop, seed, chat), prompts)
-            )
+        out = dict(self._stream(prompts, max_tokens, temperature, stop, seed, chat))
+        return [out[i] for i in range(len(prompts))]
+
+    def _stream(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
+        """Up to `concurrency` requests in flight; each answer is handed back (and cached by
+        `complete`) as soon as its request returns."""
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            pending = {
+                pool.submit(self._one, p, max_tokens, temperature, stop, seed, chat): i
+                for i, p in enumerate(prompts)
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield pending.pop(f), f.result()
+        finally:  # interrupted: requests not yet sent are dropped
+            pool.shutdown(wait=False, cancel_futures=True)
