@@ -30,8 +30,11 @@ from labeling.model import (
     LabelModel,
     MajorityLabelVoter,
     MajorityVoter,
+    MultiLabelModel,
     TripletModel,
+    from_sparse_votes,
     get_label_model,
+    to_sparse_votes,
 )
 
 __all__ = [
@@ -52,11 +55,13 @@ __all__ = [
     "Liger",
     "MajorityLabelVoter",
     "MajorityVoter",
+    "MultiLabelModel",
     "PandasLFApplier",
     "Preprocessor",
     "TripletModel",
     "UnknownArgumentError",
     "filter_unlabeled_dataframe",
+    "from_sparse_votes",
     "get_label_model",
     "keyword_lf",
     "labeling_function",
@@ -66,4 +71,5 @@ __all__ = [
     "prompt_lf",
     "regex_lf",
     "threshold_lf",
+    "to_sparse_votes",
 ]

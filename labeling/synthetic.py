@@ -143,3 +143,87 @@ def make_correlated(
         "pairs": np.array(pairs, dtype=np.int64).reshape(-1, 2),
         "class_balance": p,
     }
+
+
+def make_sparse_synthetic(
+    n: int,
+    m: int,
+    cardinality: int = 2,
+    acc_range: tuple[float, float] = (0.55, 0.95),
+    cov_range: tuple[float, float] = (0.01, 0.1),
+    class_balance: Sequence[float] | np.ndarray | None = None,
+    seed: int = 0,
+) -> dict[str, object]:
+    """make_synthetic's model as a scipy CSR label matrix, never n x m dense (for large n, m, k).
+
+    Independent LFs (accuracy and coverage drawn per LF, wrong votes uniform). The matrix
+    follows loom's sparse convention: a stored value is vote + 1 (1..k), abstain is not
+    stored (labeling.model.sparse). Returns S (n, m) CSR, Y (n,), acc (empirical accuracy of
+    each LF), cov (empirical coverage).
+    """
+    import scipy.sparse as sp
+
+    k = int(cardinality)
+    if k < 2:
+        raise LoomError(f"cardinality must be >= 2, got {cardinality}")
+    rng = np.random.default_rng(seed)
+    p = _prior(k, class_balance)
+    Y = rng.choice(k, size=n, p=p).astype(np.int64)
+    acc = rng.uniform(*acc_range, size=m)
+    cov = rng.uniform(*cov_range, size=m)
+    rows, cols, vals = [], [], []
+    hits = np.zeros(m)
+    fired = np.zeros(m)
+    for i in range(m):
+        r = np.nonzero(rng.random(n, dtype=np.float32) < cov[i])[0]
+        y = Y[r]
+        right = rng.random(len(r), dtype=np.float32) < acc[i]
+        v = np.where(right, y, (y + rng.integers(1, k, size=len(r))) % k)
+        rows.append(r.astype(np.int32))
+        cols.append(np.full(len(r), i, dtype=np.int32))
+        vals.append((v + 1).astype(np.int16 if k < 32767 else np.int32))
+        hits[i], fired[i] = (v == y).sum(), len(r)
+    S = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, m)
+    )
+    S.sort_indices()
+    return {"S": S, "Y": Y, "acc": hits / np.maximum(fired, 1), "cov": fired / n}
+
+
+def make_multilabel(
+    n: int,
+    m: int,
+    n_labels: int,
+    acc_range: tuple[float, float] = (0.55, 0.95),
+    cov_range: tuple[float, float] = (0.05, 0.5),
+    prevalence_range: tuple[float, float] = (0.1, 0.4),
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Multi-label votes with known truth: L (n, m, K) of -1/0/1, Y (n, K) of 0/1.
+
+    Label c applies to a row with its own prevalence (drawn from prevalence_range). Each LF
+    has one accuracy and one coverage for every label (drawn per LF): on each label it
+    votes with probability cov, right (Y) with probability acc, else wrong (1 - Y).
+    Returns L, Y, acc (each LF's empirical accuracy over all labels), cov, prevalence.
+    """
+    if n_labels < 1:
+        raise LoomError(f"n_labels must be >= 1, got {n_labels}")
+    rng = np.random.default_rng(seed)
+    prev = rng.uniform(*prevalence_range, size=n_labels)
+    Y = (rng.random((n, n_labels)) < prev).astype(np.int64)
+    acc = rng.uniform(*acc_range, size=m)
+    cov = rng.uniform(*cov_range, size=m)
+    L = np.full((n, m, n_labels), -1, dtype=np.int64)
+    for i in range(m):
+        fires = rng.random((n, n_labels)) < cov[i]
+        right = rng.random((n, n_labels)) < acc[i]
+        L[:, i, :] = np.where(fires, np.where(right, Y, 1 - Y), -1)
+    votes = L >= 0
+    hits = ((L == Y[:, None, :]) & votes).sum((0, 2))
+    return {
+        "L": L,
+        "Y": Y,
+        "acc": hits / np.maximum(votes.sum((0, 2)), 1),
+        "cov": votes.mean((0, 2)),
+        "prevalence": prev,
+    }

@@ -6,6 +6,9 @@ share one parameterisation: a class balance p(y) and, per LF, a table
 P(lf_i = a | Y = y) over a in {abstain, 0..k-1}, so abstaining is evidence too (an LF that
 only ever votes one class is informative through when it fires). Work is vectorised in torch
 (one-hot blocks times small matrices), on the GPU when there is one.
+
+Sparse votes: LabelModel and MajorityVoter also take a scipy.sparse CSR label matrix that
+stores vote + 1 (abstain = not stored); `to_sparse_votes(L)` converts a dense one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from labeling.model.dawid_skene import DawidSkene
 from labeling.model.diagnostics import degenerate_message, degenerate_symptoms
 from labeling.model.label_model import LabelModel
 from labeling.model.majority import MajorityLabelVoter, MajorityVoter
+from labeling.model.multilabel import MultiLabelModel, check_multilabel_L
+from labeling.model.sparse import check_sparse_L, from_sparse_votes, to_sparse_votes
 from labeling.model.triplet import TripletModel
 from labeling.model.votes import unique_rows
 from toolkit.errors import LoomError
@@ -73,13 +78,18 @@ __all__ = [
     "LabelModel",
     "MajorityLabelVoter",
     "MajorityVoter",
+    "MultiLabelModel",
     "TripletModel",
     "UnknownArgumentError",
     "check_L",
     "check_Y",
+    "check_multilabel_L",
+    "check_sparse_L",
+    "from_sparse_votes",
     "degenerate_message",
     "degenerate_symptoms",
     "get_label_model",
     "register_model",
+    "to_sparse_votes",
     "unique_rows",
 ]

@@ -19,8 +19,9 @@ import pandas as pd
 from labeling.arguments import check_kwargs, keyword_names
 from labeling.constants import ABSTAIN
 from labeling.metrics import metric_score
-from labeling.model.checks import LabelMatrixError, check_L, check_Y
+from labeling.model.checks import LabelMatrixError, check_Y
 from labeling.model.diagnostics import degenerate_message
+from labeling.model.sparse import check_votes, is_sparse, rows_without_votes, voting_lfs
 from toolkit.errors import LoomError
 from toolkit.progress import resolve_progress
 
@@ -66,7 +67,13 @@ class _hybridmethod:
 
 
 class BaseLabelModel:
-    """Common interface of every label model (votes are -1 = abstain or 0..k-1)."""
+    """Common interface of every label model (votes are -1 = abstain or 0..k-1).
+
+    `accepts_sparse`: whether fit/predict_proba/predict/score take a scipy.sparse CSR label
+    matrix (stored value = vote + 1, abstain not stored; labeling.model.sparse).
+    """
+
+    accepts_sparse = False
 
     def __init__(
         self, cardinality: int = 2, device: str | None = None, progress: bool | None = None
@@ -170,7 +177,7 @@ class BaseLabelModel:
             )
             logger.info(msg)
             warnings.warn(msg, UserWarning, stacklevel=2)
-        L = check_L(L_train, self.cardinality, what="L_train")
+        L = self._check_votes(L_train, None, "L_train")
         n, m = L.shape
         if isinstance(L_train, pd.DataFrame) and lf_names is None:
             lf_names = [str(c) for c in L_train.columns]
@@ -180,14 +187,14 @@ class BaseLabelModel:
                 f"lf_names has {len(self.lf_names)} names but L_train has {m} columns"
             )
         self.fit_warnings_: list[str] = []
-        silent = ~(L >= 0).any(0)
+        silent = ~voting_lfs(L)
         if silent.any():
             names = [self.lf_names[i] for i in np.nonzero(silent)[0][:5]]
             self._fit_warning(
                 f"{int(silent.sum())} LF(s) never vote in L_train (e.g. {names}): they carry no "
                 "information and get the prior accuracy 1/k; check them with LFAnalysis"
             )
-        empty = int((L < 0).all(1).sum())
+        empty = int(rows_without_votes(L).sum())
         self.fit_info = {"n": n, "m": m, "rows_without_votes": empty}
         if empty:
             self._fit_warning(
@@ -206,6 +213,16 @@ class BaseLabelModel:
             self._fit_warning(degenerate)
         return self
 
+    def _check_votes(self, L: Any, m: int | None, what: str = "L") -> Any:
+        """A checked label matrix: dense int64, or canonical CSR when the model takes sparse."""
+        if is_sparse(L) and not self.accepts_sparse:
+            raise LabelMatrixError(
+                f"{type(self).__name__} does not take a sparse {what}: use LabelModel or "
+                "MajorityVoter, or densify it with labeling.model.from_sparse_votes(L) if it "
+                "fits in memory"
+            )
+        return check_votes(L, self.cardinality, m, what)
+
     def fit_options(self) -> list[str]:
         """The keyword options this model's fit reads beyond L (its `_fit` parameters)."""
         return keyword_names(self._fit, skip=("L",))
@@ -223,7 +240,7 @@ class BaseLabelModel:
     def predict_proba(self, L: Any) -> np.ndarray:
         """P(Y = y | votes) for each row, shape (n, k) (abstaining is evidence too)."""
         self._check_fitted()
-        return self._proba(check_L(L, self.cardinality, self.m))
+        return self._proba(self._check_votes(L, self.m))
 
     def predict(
         self,
@@ -242,7 +259,7 @@ class BaseLabelModel:
             raise LoomError(
                 f"tie_break_policy must be one of {TIE_POLICIES}, got {tie_break_policy!r}"
             )
-        L = check_L(L, self.cardinality, self.m)
+        L = self._check_votes(L, self.m)
         probs = self.predict_proba(L)
         pred = probs.argmax(1).astype(np.int64)
         top = probs.max(1, keepdims=True)
@@ -255,7 +272,7 @@ class BaseLabelModel:
                 rng = np.random.default_rng(None if tie_break_policy == "true-random" else seed)
                 r = rng.random((int(ties.sum()), self.cardinality)) * tied_mask[ties]
                 pred[ties] = r.argmax(1)
-        pred[(L < 0).all(1)] = ABSTAIN
+        pred[rows_without_votes(L)] = ABSTAIN
         return (pred, probs) if return_probs else pred
 
     def score(
@@ -266,8 +283,8 @@ class BaseLabelModel:
         tie_break_policy: str = "abstain",
     ) -> dict[str, float]:
         """Metrics of predict(L) against gold Y on the rows the model labels (-1 preds dropped)."""
-        L = check_L(L, self.cardinality, self.m)
-        y = check_Y(Y, len(L), self.cardinality)
+        L = self._check_votes(L, self.m)
+        y = check_Y(Y, L.shape[0], self.cardinality)
         pred, probs = self.predict(L, return_probs=True, tie_break_policy=tie_break_policy)
         return {
             mt: metric_score(

@@ -10,8 +10,24 @@ from typing import Any
 import numpy as np
 
 from labeling.model.base import BaseLabelModel
+from labeling.model.sparse import is_sparse, sparse_proba, voting_lfs
 from labeling.model.votes import VoteBlocks, row_chunks
 from toolkit.device import resolve_device
+
+
+def one_coin(counts: Any, Ny: Any) -> Any:
+    """(m, k, k) one-coin form of confusion counts [i, vote, y]: P(vote | y) per LF with one
+    coverage, one accuracy and wrong votes spread evenly (the pooled prior of EM)."""
+    import torch
+
+    k = counts.shape[1]
+    fires = counts.sum((1, 2))
+    correct = counts.diagonal(dim1=1, dim2=2).sum(1)
+    acc = (correct + 1.0) / (fires + 2.0)
+    cov = (fires / Ny.sum().clamp_min(1e-12)).clamp(0.0, 1.0)
+    eye = torch.eye(k, dtype=counts.dtype, device=counts.device)
+    wrong = ((1.0 - acc) / (k - 1))[:, None, None]
+    return cov[:, None, None] * (eye * acc[:, None, None] + (1.0 - eye) * wrong)
 
 
 class ConditionalModel(BaseLabelModel):
@@ -65,6 +81,8 @@ class ConditionalModel(BaseLabelModel):
         import torch
 
         dev = self._torch_device()
+        if is_sparse(L):
+            return sparse_proba(L, self.cond, self.class_balance, dev)
         k = self.cardinality
         cond = torch.as_tensor(self.cond, dtype=torch.float32, device=dev)
         p = torch.as_tensor(self.class_balance, dtype=torch.float32, device=dev)
@@ -107,8 +125,16 @@ class ConditionalModel(BaseLabelModel):
         smoothing: float,
         progress: bool,
         desc: str,
+        pooled: float = 0.0,
     ) -> tuple[Any, Any, int]:
-        """EM on the full Dawid-Skene model (abstain as an outcome); returns (cond, p, iters)."""
+        """EM on the full Dawid-Skene model (abstain as an outcome); returns (cond, p, iters).
+
+        pooled: pseudo-rows per class of a prior that shrinks each LF's confusion table
+        towards its one-coin form (one accuracy, wrong votes spread evenly over the other
+        classes), estimated from the current counts. With many classes most wrong-vote cells
+        are never observed; without it they get ~0 probability and one unexpected wrong vote
+        vetoes the true class.
+        """
         import torch
         from tqdm.auto import tqdm
 
@@ -126,7 +152,10 @@ class ConditionalModel(BaseLabelModel):
                 Q = torch.softmax(A @ W + base, 1) * w
                 counts += (A.T @ Q).double()
                 Ny += Q.sum(0).double()
-            vote_p = (counts.reshape(m, k, k) + eye) / (Ny + smoothing)
+            C3 = counts.reshape(m, k, k)
+            if pooled > 0:
+                C3 = C3 + pooled * one_coin(C3, Ny)
+            vote_p = (C3 + eye) / (Ny + smoothing + pooled)
             abst = (1.0 - vote_p.sum(1, keepdim=True)).clamp_min(1e-9)
             new = torch.cat([abst, vote_p], 1)
             new = (new / new.sum(1, keepdim=True)).float()
@@ -150,10 +179,12 @@ class ConditionalModel(BaseLabelModel):
         dev = blocks.device
         counts = torch.zeros(m * k, k, dtype=torch.float64, device=dev)
         Ny = torch.zeros(k, dtype=torch.float64, device=dev)
+        sparse = getattr(blocks, "sparse", False)
+        per_class = torch.eye(k, dtype=torch.float32, device=dev).repeat(m, 1)  # (m*k, k)
         for _, (A, w) in blocks:
             if overlap is not None:
                 overlap += A.T @ (A * w) if blocks.weighted else A.T @ A
-            v = A.reshape(len(A), m, k).sum(1)
+            v = A @ per_class if sparse else A.reshape(len(A), m, k).sum(1)
             has = v.sum(1, keepdim=True) > 0
             Q = torch.where(has, (v == v.max(1, keepdim=True).values).float(), torch.zeros_like(v))
             Q = Q / Q.sum(1, keepdim=True).clamp_min(1.0) * w
@@ -170,16 +201,17 @@ class ConditionalModel(BaseLabelModel):
 
     def _em_rows(self, L: np.ndarray, em_sample: int | None, seed: int) -> np.ndarray:
         """The rows EM runs on: all of L, or a uniform sample of em_sample rows."""
-        if em_sample and len(L) > em_sample:
-            idx = np.sort(np.random.default_rng(seed).choice(len(L), em_sample, replace=False))
+        n = L.shape[0]
+        if em_sample and n > em_sample:
+            idx = np.sort(np.random.default_rng(seed).choice(n, em_sample, replace=False))
             self.fit_info["em_rows"] = int(em_sample)
             return L[idx]
-        self.fit_info["em_rows"] = len(L)
+        self.fit_info["em_rows"] = n
         return L
 
     def _silent_fix(self, cond: np.ndarray, L: np.ndarray) -> np.ndarray:
         """LFs that never vote: abstain with probability 1 under every class."""
-        silent = ~(L >= 0).any(0)
+        silent = ~voting_lfs(L)
         if silent.any():
             cond[silent] = 0.0
             cond[silent, 0, :] = 1.0

@@ -29,21 +29,23 @@ def degenerate_symptoms(model: Any, L: np.ndarray, seed: int = 0) -> list[str]:
     Checked: every voting LF's estimated accuracy within CHANCE_TOLERANCE of 1/k; uniform
     probabilities on every row with a vote; predict() giving -1 for every row.
     """
+    from labeling.model.sparse import rows_without_votes, voting_lfs
+
     k = model.cardinality
-    voting = (L >= 0).any(0)
+    voting = voting_lfs(L)
     if not voting.any():
         return ["no LF votes on any row"]
     rows = L
-    sampled = len(L) > CHECK_ROWS
+    sampled = L.shape[0] > CHECK_ROWS
     if sampled:
-        pick = np.random.default_rng(seed).choice(len(L), CHECK_ROWS, replace=False)
+        pick = np.random.default_rng(seed).choice(L.shape[0], CHECK_ROWS, replace=False)
         rows = L[np.sort(pick)]
     where = f" (checked on a sample of {CHECK_ROWS:,} rows)" if sampled else ""
     out = []
     acc = np.asarray(model.get_weights(), dtype=np.float64)[voting]
     if np.all(np.abs(acc - 1.0 / k) <= CHANCE_TOLERANCE):
         out.append(f"every estimated LF accuracy is at chance (1/k = {1.0 / k:.2f})")
-    covered = (rows >= 0).any(1)
+    covered = ~rows_without_votes(rows)
     if covered.any():
         probs = np.asarray(model.predict_proba(rows), dtype=np.float64)[covered]
         if np.all(probs.max(1) - probs.min(1) < UNIFORM_TOLERANCE):

@@ -11,7 +11,16 @@ import numpy as np
 
 from labeling.model.base import register_model
 from labeling.model.cliques import GroupTables
+from labeling.model.completion import DenseOverlap, SparseOverlap, fit_mu
 from labeling.model.conditional import ConditionalModel
+from labeling.model.sparse import (
+    SparseVoteBlocks,
+    compress_sparse_rows,
+    is_sparse,
+    sparse_log_joint,
+    sparse_onehot,
+    to_sparse_votes,
+)
 from labeling.model.votes import VoteBlocks, compress_rows
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
@@ -31,40 +40,31 @@ def _fit_mu(
     log_freq: int | None = None,
     excluded_pairs: Iterable[tuple[int, int]] = (),
 ) -> tuple[np.ndarray, float]:
-    """Matrix completion: Adam on ||mask*(O - mu P mu^T)||^2 + ||mu p - diag(O)||^2 (numpy, float64).
+    """The former numpy entry point of the matrix completion (numpy in and out, CPU float64);
+    LabelModel itself calls labeling.model.completion.fit_mu on its device."""
+    import torch
 
-    The mask hides each LF's own block and both blocks of every pair in `excluded_pairs`
-    (LFs known to depend on each other, whose overlap the model cannot explain by the class;
-    Ratner et al., "Training Complex Models with Multi-Task Weak Supervision", AAAI 2019).
-    """
-    from tqdm.auto import tqdm
+    pairs = [(int(i), int(j)) for i, j in excluded_pairs]
+    over = DenseOverlap(torch.as_tensor(overlap, dtype=torch.float64), k, pairs)
+    mu, loss = fit_mu(
+        over,
+        torch.as_tensor(mu0, dtype=torch.float64),
+        torch.as_tensor(p, dtype=torch.float64),
+        k,
+        n_epochs,
+        lr,
+        l2,
+        progress,
+        log_freq,
+        pairs,
+        logger,
+    )
+    return mu.numpy(), loss
 
-    d = overlap.shape[0]
-    mask = np.ones((d, d))
-    for i in range(0, d, k):
-        mask[i : i + k, i : i + k] = 0.0
-    for i, j in excluded_pairs:
-        mask[i * k : (i + 1) * k, j * k : (j + 1) * k] = 0.0
-        mask[j * k : (j + 1) * k, i * k : (i + 1) * k] = 0.0
-    diag_o = np.diag(overlap)
-    mu = mu0.copy()
-    m1 = np.zeros_like(mu)
-    m2 = np.zeros_like(mu)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    loss = 0.0
-    for t in tqdm(range(1, n_epochs + 1), desc="LabelModel fit", disable=not progress, leave=False):
-        muP = mu * p
-        R = mask * (overlap - muP @ mu.T)
-        r2 = muP.sum(1) - diag_o
-        loss = float((R**2).sum() + (r2**2).sum() + l2 * ((mu - mu0) ** 2).sum())
-        grad = -4.0 * (R @ muP) + 2.0 * r2[:, None] * p[None, :] + 2.0 * l2 * (mu - mu0)
-        m1 = b1 * m1 + (1 - b1) * grad
-        m2 = b2 * m2 + (1 - b2) * grad**2
-        step = lr * (m1 / (1 - b1**t)) / (np.sqrt(m2 / (1 - b2**t)) + eps)
-        mu = np.clip(mu - step, 1e-6, 1.0)
-        if log_freq and t % log_freq == 0:
-            logger.info("LabelModel matrix completion: epoch %d/%d, loss %.6g", t, n_epochs, loss)
-    return mu, loss
+
+#: With more one-hot columns than this (m * k), dense votes take the sparse route too, and
+#: the matrix completion works from the sparse votes instead of the (m*k)^2 overlap matrix.
+SPARSE_WIDTH = 2048
 
 
 @register_model
@@ -82,7 +82,13 @@ class LabelModel(ConditionalModel):
     left out of step 1, and each connected group of them gets one joint table
     P(votes of the group | Y) in step 2 and in predict_proba (labeling.model.cliques).
     progress: default of fit's `progress` (`verbose=` is its deprecated name).
+    Sparse votes: L may be a scipy.sparse CSR storing vote + 1 (abstain not stored;
+    labeling.model.to_sparse_votes); nothing n x m is then made dense, and the matrix
+    completion uses the sparse one-hot votes instead of the (m*k)^2 overlap matrix (so does a
+    dense L with m*k > SPARSE_WIDTH). Dependencies need a dense L.
     """
+
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -175,13 +181,17 @@ class LabelModel(ConditionalModel):
         log_freq: int | None = None,
         optimizer: str = "adam",
         dependencies: Any = None,
+        pooled: float | None = None,
     ) -> None:
         """Options: em_iters/tol/smoothing (EM), l2 (pull towards the majority-vote start),
         fit_sample (rows the fit runs on; `em_sample` is its older name), log_freq (log the
         matrix-completion loss every log_freq epochs at INFO, as Snorkel's), optimizer
         (Snorkel's; only "adam", which loom always uses), dependencies (None: LFs are
         independent given the class; "auto": learn the dependent pairs from the votes,
-        labeling.dependencies; or a list of (i, j) LF pairs, indices or names)."""
+        labeling.dependencies; or a list of (i, j) LF pairs, indices or names), pooled
+        (pseudo-rows per class shrinking each LF's confusion table towards one accuracy with
+        wrong votes spread evenly, ConditionalModel._em; None: k - 2, so 0 for binary
+        tasks and strong where most wrong-vote cells are never observed)."""
         import torch
 
         from labeling.dependencies import dependency_groups
@@ -198,18 +208,42 @@ class LabelModel(ConditionalModel):
         dev = self._torch_device()
         m = L.shape[1]
         k = self.cardinality
+        if pooled is None:
+            pooled = float(k - 2)
+        if not pooled >= 0:
+            raise LoomError(f"LabelModel.fit(pooled={pooled!r}): use a number >= 0 or None")
         if em_sample is not None:  # older name of fit_sample
             fit_sample = em_sample
+        if is_sparse(L) and dependencies is not None:
+            raise LoomError(
+                "LabelModel.fit(dependencies=...) needs a dense label matrix for now: fit on "
+                "labeling.model.from_sparse_votes(L), or drop dependencies= for sparse votes"
+            )
         S = self._em_rows(L, fit_sample, seed)
         self.fit_info["fit_rows"] = self.fit_info.pop("em_rows")
-        n = len(S)
+        n = S.shape[0]
+        sparse_route = is_sparse(S) or (dependencies is None and m * k > SPARSE_WIDTH)
+        self.fit_info["vote_format"] = "sparse" if sparse_route else "dense"
         with torch.no_grad():
-            Lu, w = compress_rows(S, dev)
-            blocks = VoteBlocks(Lu, k, dev, self.cache_bytes, w)
-            overlap = torch.zeros(m * k, m * k, dtype=torch.float32, device=dev)
-            cond0, p0 = self._init_from_votes(blocks, overlap)
-            overlap = overlap.double().cpu().numpy() / n
-        pairs = self._dependency_pairs(dependencies, overlap, n)
+            if sparse_route:
+                Su, w = compress_sparse_rows(S if is_sparse(S) else to_sparse_votes(S))
+                blocks = SparseVoteBlocks(Su, k, dev, w)
+                cond0, p0 = self._init_from_votes(blocks)
+                A = sparse_onehot(Su, k, np.float64)
+                if m * k <= SPARSE_WIDTH:  # a small (m*k)^2 matrix: dense products are faster
+                    Aw = A if w is None else A.multiply(w[:, None]).tocsr()
+                    dense = torch.as_tensor((A.T @ Aw).toarray() / n, device=dev)
+                else:
+                    overlap = SparseOverlap(A, w, n, k, dev)
+                del A
+                pairs = []
+            else:
+                Lu, w = compress_rows(S, dev)
+                blocks = VoteBlocks(Lu, k, dev, self.cache_bytes, w)
+                dense = torch.zeros(m * k, m * k, dtype=torch.float32, device=dev)
+                cond0, p0 = self._init_from_votes(blocks, dense)
+                dense = dense.double() / n
+                pairs = self._dependency_pairs(dependencies, dense.cpu().numpy(), n)
         groups, cut = split_groups(dependency_groups(pairs, m), k)
         if cut:
             logger.warning(
@@ -224,8 +258,16 @@ class LabelModel(ConditionalModel):
         self.dependencies_ = pairs
         self.fit_info["dependencies"] = [list(pr) for pr in pairs]
         p = self.class_balance if self._fixed_balance else p0.double().cpu().numpy()
-        mu0 = cond0[:, 1:, :].reshape(m * k, k).double().cpu().numpy()
-        mu, loss = _fit_mu(overlap, mu0, p, k, n_epochs, lr, l2, progress, log_freq, excluded)
+        mu0 = cond0[:, 1:, :].reshape(m * k, k).double()
+        if not sparse_route or m * k <= SPARSE_WIDTH:
+            overlap = DenseOverlap(dense, k, excluded)
+            del dense
+        pt64 = torch.as_tensor(p, dtype=torch.float64, device=dev)
+        mu, loss = fit_mu(
+            overlap, mu0, pt64, k, n_epochs, lr, l2, progress, log_freq, excluded, logger
+        )
+        del overlap
+        mu = mu.cpu().numpy()
         votes = mu.reshape(m, k, k)
         votes = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
         abst = np.clip(1.0 - votes.sum(1, keepdims=True), 1e-6, None)
@@ -259,6 +301,7 @@ class LabelModel(ConditionalModel):
                         smoothing,
                         progress,
                         "LabelModel EM",
+                        pooled=float(pooled),
                     )
             cond, p = ct.double().cpu().numpy(), pt.double().cpu().numpy()
         self.fit_info["em_iterations"] = iters
@@ -273,11 +316,12 @@ class LabelModel(ConditionalModel):
         logsumexp over the classes is the log-likelihood of the row's votes (used to compare
         models on held-out rows); softmax is predict_proba.
         """
-        from labeling.model.checks import check_L
         from labeling.model.cliques import group_log_joint
 
         self._check_fitted()
-        L = check_L(L, self.cardinality, self.m)
+        L = self._check_votes(L, self.m)
+        if is_sparse(L):
+            return sparse_log_joint(L, self.cond, self.class_balance, self._torch_device())
         if not self.groups_:
             return group_log_joint(L, self.cond, self.class_balance, None, self._torch_device())
         return group_log_joint(
