@@ -71,7 +71,7 @@ def test_conversion_writes_a_loadable_folder(converted):
     assert (converted / "feature_maps.safetensors").is_file()
     emb = get_embedder(f"linear:{converted}", device="cpu")
     assert isinstance(emb, LinearAttentionEmbedder)
-    assert (emb.dim, emb.max_length) == (384, 512)
+    assert (emb.dim, emb.max_length) == (384, 4096)  # positions="interpolate" by default
 
 
 def test_converted_encoder_tracks_the_original(converted):

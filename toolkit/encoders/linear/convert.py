@@ -40,8 +40,11 @@ from toolkit.encoders.linear.model import (
     pool,
     save_linear,
 )
+from toolkit.encoders.linear.positions import POSITION_MODES
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress, resolve_progress
+
+DEFAULT_MAX_POSITIONS = 4096  # longest input of a converted encoder, unless max_positions=
 
 
 def _pooling_mode(st: Any) -> tuple[str, bool]:
@@ -93,6 +96,9 @@ def convert_to_linear(
     overwrite: bool = False,
     progress: bool | None = None,
     show_progress: bool | None = None,
+    *,
+    positions: str = "interpolate",
+    max_positions: int | None = None,
 ) -> Path:
     """Convert a softmax sentence encoder to linear attention; returns the saved folder.
 
@@ -103,6 +109,11 @@ def convert_to_linear(
     steps: attention-distillation steps (batches of `batch_size` texts of at most
     `train_length` tokens); finetune_steps: extra steps matching the original embeddings.
     out: the folder to write (default ./linear-<model>-<feature_map>).
+    positions: how inputs longer than the teacher's position table (512 for MiniLM) are
+    read: "interpolate" (default; a text of n > 512 tokens reads the table at p * 511/(n-1),
+    shorter texts exactly as the teacher), "tile" (row p mod 512) or "none" (the teacher's
+    cap). max_positions: the longest input in tokens (default 4096; with "none", the
+    table's length); `get_embedder("linear:...").encode` chunks longer texts (long_text=).
     progress: progress bars (None: on in notebooks and terminals); `show_progress=` is the
     deprecated spelling.
     """
@@ -117,6 +128,10 @@ def convert_to_linear(
         raise LoomError("steps and finetune_steps must be >= 0")
     if window is not None and window < 1:
         raise LoomError(f"window={window}: use a positive number of tokens or None")
+    if positions not in POSITION_MODES:
+        raise LoomError(f"positions={positions!r}: use one of {POSITION_MODES}")
+    if max_positions is None and positions != "none":
+        max_positions = DEFAULT_MAX_POSITIONS
     texts = _check_texts(texts)
     emb = model if isinstance(model, TransformerEmbedder) else get_embedder(model, device)
     if not isinstance(emb, TransformerEmbedder):
@@ -138,7 +153,12 @@ def convert_to_linear(
         LinearAttentionLayer(heads, head_dim, feature_map, feature_dim, window, seed=seed + i)
         for i in range(cfg.num_hidden_layers)
     ).to(dev)
-    student = LinearBert(bert, layers, pooling)
+    student = LinearBert(bert, layers, pooling, positions=positions, max_positions=max_positions)
+    if train_length > student.table_length:
+        raise LoomError(
+            f"train_length={train_length}: distillation runs the teacher, which reads at most "
+            f"{student.table_length} tokens; use train_length <= {student.table_length}"
+        )
     out_dir = Path(out) if out else Path.cwd() / f"linear-{Path(emb.name).name}-{feature_map}"
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise LoomError(f"{out_dir} exists and is not empty: give another out= or overwrite=True")
@@ -199,14 +219,16 @@ def convert_to_linear(
         bert.train(was_training)
 
     meta = {
-        "format": 1,
+        "format": 2,
         "source": emb.name,
         "feature_map": feature_map,
         "feature_dim": layers[0].feature_dim,
         "window": window,
         "pooling": pooling,
         "normalize": normalize,
-        "max_length": int(cfg.max_position_embeddings),
+        "max_length": student.max_length,
+        "positions": positions,
+        "max_positions": student.max_length,
         "train": {
             "texts": len(texts),
             "steps": steps,

@@ -12,6 +12,7 @@ from toolkit.device import resolve_device
 from toolkit.embed.registry import model_folder
 from toolkit.embed.transformer import TransformerEmbedder
 from toolkit.encoders.linear.model import load_linear
+from toolkit.errors import LoomError
 
 
 class LinearAttentionEmbedder(TransformerEmbedder):
@@ -30,7 +31,12 @@ class LinearAttentionEmbedder(TransformerEmbedder):
         self.model, self.tokenizer, self.meta = load_linear(path, self.device)
         self.name = f"linear:{path}"
         cfg = self.model.bert.config
-        limit = int(cfg.max_position_embeddings)
+        limit = self.model.max_length  # the teacher's table, or max_positions after conversion
+        if max_length is not None and not 1 < int(max_length) <= limit:
+            raise LoomError(
+                f"max_length={max_length}: this encoder reads at most {limit} tokens; give "
+                f"2..{limit} or None (longer texts are chunked by encode(long_text='chunk'))"
+            )
         self.max_length = min(int(max_length or self.meta.get("max_length", limit)), limit)
         self.dim = int(cfg.hidden_size)
         self.normalize_output = bool(self.meta.get("normalize", True))

@@ -23,6 +23,7 @@ from torch import nn
 
 import kernels
 from kernels.reference import hedgehog_feature_map, taylor_feature_map
+from toolkit.encoders.linear.positions import check_positions, embed_long, position_embeddings
 from toolkit.errors import LoomError
 
 CONFIG_NAME = "linear_attention.json"
@@ -150,7 +151,15 @@ class LinearAttentionLayer(nn.Module):
 class LinearBert(nn.Module):
     """A HF BERT encoder run layer by layer with linear attention in place of softmax."""
 
-    def __init__(self, bert: nn.Module, layers: nn.ModuleList, pooling: str = "mean") -> None:
+    def __init__(
+        self,
+        bert: nn.Module,
+        layers: nn.ModuleList,
+        pooling: str = "mean",
+        *,
+        positions: str = "none",
+        max_positions: int | None = None,
+    ) -> None:
         super().__init__()
         self.bert = bert
         self.layers = layers
@@ -158,6 +167,10 @@ class LinearBert(nn.Module):
         cfg = bert.config
         self.heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.table_length = int(bert.embeddings.position_embeddings.weight.shape[0])
+        self.positions = positions
+        # the longest input, special tokens included (`toolkit.encoders.linear.positions`)
+        self.max_length = check_positions(positions, max_positions, self.table_length)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -167,14 +180,36 @@ class LinearBert(nn.Module):
         sa = layer.attention.self
         return self._split(sa.query(h)), self._split(sa.key(h)), self._split(sa.value(h))
 
-    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+    def embed_tokens(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Token + position embeddings (B, N, hidden); mask (B, N) marks real tokens (None: all).
+
+        Inputs within the teacher's position table take the teacher's own path; longer ones
+        read the table as `positions` says, up to `max_length` tokens, and beyond it raise.
+        """
+        n = ids.shape[1]
+        if n > self.max_length:
+            more = (
+                "convert with positions='interpolate' and a larger max_positions="
+                if self.positions == "none"
+                else "convert with a larger max_positions="
+            )
+            raise LoomError(
+                f"input of {n} tokens is longer than this encoder's {self.max_length} positions: "
+                f"split it (the embedder's encode(long_text='chunk') does) or {more}"
+            )
+        if n <= self.table_length:
+            return self.bert.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        lengths = ids.new_full((ids.shape[0],), n) if mask is None else mask.sum(1)
+        table = self.bert.embeddings.position_embeddings.weight
+        return embed_long(
+            self.bert.embeddings, ids, position_embeddings(table, lengths, n, self.positions)
+        )
 
     def hidden(self, ids: torch.Tensor, mask: torch.Tensor, explicit: bool = False) -> torch.Tensor:
         """Last hidden states (B, N, hidden) with linear attention in every layer."""
+        h = self.embed_tokens(ids, mask)
         if not explicit and bool(mask.all()):
             mask = None  # one host sync per forward, not one per layer
-        h = self.embed_tokens(ids)
         for layer, lin in zip(self.bert.encoder.layer, self.layers):
             q, k, v = self.qkv(layer, h)
             ctx = lin(q, k, v, mask, explicit).transpose(1, 2).reshape(h.shape)
@@ -250,5 +285,12 @@ def load_linear(path: str | os.PathLike, device: str = "cpu") -> tuple[LinearBer
         raise LoomError(
             f"{path / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    model = LinearBert(bert, layers, meta.get("pooling", "mean")).to(device).eval()
+    model = LinearBert(
+        bert,
+        layers,
+        meta.get("pooling", "mean"),
+        positions=meta.get("positions", "none"),  # folders from before format 2: the cap
+        max_positions=meta.get("max_positions"),
+    )
+    model = model.to(device).eval()
     return model, tok, meta
