@@ -290,8 +290,12 @@ class Evaporate:
         table = pd.DataFrame({"doc_id": list(docs["doc_id"]), **values})
         prov = stages.provenance(docs, table, attrs, sources)
         return ExtractionResult(
-            table, funcs.reindex(columns=fn.FUNCTION_COLUMNS), prov, self._tokens(cfg.mode),
-            report, docs,
+            table,
+            funcs.reindex(columns=fn.FUNCTION_COLUMNS),
+            prov,
+            self._tokens(cfg.mode),
+            report,
+            docs,
         )
 
     # ------------------------------------------------------------------ workspace plumbing
