@@ -1,11 +1,14 @@
 """The code of the web-page structure candidates (`extraction.webpage`): helpers that read a
 page's `<meta>`, `<title>`, `<h1>`, `<time>`, JSON-LD and microdata with the standard library
-only (the sandbox admits `re`, `json`, `html`, `datetime` and no parser), and `iso_date`, which
-this process and the sandbox both use, so a date reads the same on either side."""
+only (the sandbox admits `re`, `json`, `html`, `datetime` and no parser), and the functions
+this process and the sandbox both use (`SHARED`: `iso_date`, `clean_text`, `walk_ld`,
+`ld_value`, `title_part`; their source is copied into the sandbox code), so a page reads the same on
+either side."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import inspect
 import re
 
@@ -34,6 +37,8 @@ MODIFIED_KEYS = (
     "last-modified",
 )
 MONTH_PATTERN = "|".join(sorted(map(re.escape, MONTHS), key=len, reverse=True))
+#: what sites put between a headline and the site's name in `<title>`
+TITLE_SEPARATORS = r"\s+[|\-\u2013\u2014\u00b7\u00bb]\s+|\s+::\s+"
 
 
 def iso_date(text: str) -> str:
@@ -66,8 +71,55 @@ def iso_date(text: str) -> str:
     return ""
 
 
+def clean_text(v: str) -> str:
+    """`v` without tags and character references, white space folded. Also runs in the
+    sandbox (its source is copied)."""
+    v = re.sub(r"(?s)<[^>]+>", " ", v or "")
+    return " ".join(html.unescape(v).split())
+
+
+def walk_ld(data: object) -> list:
+    """The JSON-LD objects of one parsed block, in document order (lists and `@graph`
+    flattened). This exact function also runs in the sandbox (its source is copied)."""
+    out = []
+    todo = [data]
+    while todo:
+        d = todo.pop(0)
+        if isinstance(d, list):
+            todo = d + todo
+        elif isinstance(d, dict):
+            out.append(d)
+            if isinstance(d.get("@graph"), list):
+                todo = d["@graph"] + todo
+    return out
+
+
+def ld_value(objs: list, key: str, sub: str) -> str:
+    """The first non-empty `key` of JSON-LD objects as text, uncleaned ('' when none): a list's
+    first item, an object's `sub` (default `name`). Also runs in the sandbox (source copied)."""
+    for d in objs:
+        v = d.get(key)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        if isinstance(v, dict):
+            v = v.get(sub or "name")
+        if isinstance(v, (str, int, float)) and str(v).strip():
+            return str(v)
+    return ""
+
+
+def title_part(title: str) -> str:
+    """The longest part of a `<title>` split at TITLE_SEPARATORS (the headline without the
+    site's name; '' when none). Also runs in the sandbox (its source is copied)."""
+    parts = [p.strip() for p in re.split(TITLE_SEPARATORS, title) if p.strip()]
+    return max(parts, key=len) if parts else ""
+
+
+#: the functions both sides run, appended to the sandbox code from this module's source
+SHARED = (iso_date, clean_text, walk_ld, ld_value, title_part)
+
 #: The helpers every structure candidate carries into the sandbox (re, json, html, datetime
-#: only). `iso_date` is appended from this module's source so both sides read dates alike.
+#: only). The SHARED functions are appended from this module's source.
 SANDBOX_HELPERS = r"""import datetime as _dt
 import html
 import json
@@ -77,12 +129,7 @@ MONTHS = {months!r}
 MONTH_PATTERN = {pattern!r}
 MODIFIED_KEYS = {modified!r}
 LD_WRAPPERS = {wrappers!r}
-_SEP = re.compile(r"\s+[|\-\u2013\u2014\u00b7\u00bb]\s+|\s+::\s+")
-
-
-def _clean(v):
-    v = re.sub(r"(?s)<[^>]+>", " ", v or "")
-    return " ".join(html.unescape(v).split())
+TITLE_SEPARATORS = {separators!r}
 
 
 def _attr(tag, name):
@@ -98,14 +145,14 @@ def _attr(tag, name):
 def _visible(text):
     t = re.sub(r"(?is)<(script|style|noscript|template)\b.*?</\1\s*>", " ", text)
     t = re.sub(r"(?s)<!--.*?-->", " ", t)
-    return _clean(t)
+    return clean_text(t)
 
 
 def _meta(text, keys):
     for tag in re.findall(r"(?is)<meta\b[^>]*>", text):
         key = _attr(tag, "property") or _attr(tag, "name") or _attr(tag, "itemprop") or ""
         if key.strip().lower() in keys:
-            v = _clean(_attr(tag, "content") or "")
+            v = clean_text(_attr(tag, "content") or "")
             if v:
                 return v
     return ""
@@ -113,13 +160,11 @@ def _meta(text, keys):
 
 def _element(text, name):
     m = re.search(r"(?is)<" + name + r"\b[^>]*>(.*?)</" + name + r"\s*>", text)
-    return _clean(m.group(1)) if m else ""
+    return clean_text(m.group(1)) if m else ""
 
 
 def _title_clean(text):
-    t = _element(text, "title")
-    parts = [p.strip() for p in _SEP.split(t) if p.strip()]
-    return max(parts, key=len) if parts else ""
+    return title_part(_element(text, "title"))
 
 
 def _time(text):
@@ -138,28 +183,12 @@ def _ld_objects(text):
             data = json.loads(re.sub(LD_WRAPPERS, "", block).strip().rstrip(";"))
         except ValueError:
             continue
-        todo = [data]
-        while todo:
-            d = todo.pop(0)
-            if isinstance(d, list):
-                todo = d + todo
-            elif isinstance(d, dict):
-                out.append(d)
-                if isinstance(d.get("@graph"), list):
-                    todo = d["@graph"] + todo
+        out += walk_ld(data)
     return out
 
 
 def _jsonld(text, key, sub):
-    for d in _ld_objects(text):
-        v = d.get(key)
-        if isinstance(v, list):
-            v = v[0] if v else None
-        if isinstance(v, dict):
-            v = v.get(sub or "name")
-        if isinstance(v, (str, int, float)) and str(v).strip():
-            return _clean(str(v))
-    return ""
+    return clean_text(ld_value(_ld_objects(text), key, sub))
 
 
 def _microdata(text, prop):
@@ -170,11 +199,11 @@ def _microdata(text, prop):
     tag = text[m.start():text.find(">", m.start()) + 1]
     v = _attr(tag, "content") or _attr(tag, "datetime")
     if v and v.strip():
-        return _clean(v)
+        return clean_text(v)
     if re.search(r"(?i)\bitemscope\b", tag):
         return _microdata(text[m.start() + len(tag):], "name")
     inner = re.search(r"(?is)>(.*?)</" + m.group(1) + r"\s*>", text[m.start():])
-    return _clean(inner.group(1)) if inner else ""
+    return clean_text(inner.group(1)) if inner else ""
 
 
 def _html_lang(text):
@@ -233,6 +262,8 @@ def build_code(kind: str, arg, is_date: bool) -> str:
         .replace("{pattern!r}", repr(MONTH_PATTERN))
         .replace("{modified!r}", repr(MODIFIED_KEYS))
         .replace("{wrappers!r}", repr(LD_WRAPPERS))
+        .replace("{separators!r}", repr(TITLE_SEPARATORS))
     )
+    shared = "\n\n".join(inspect.getsource(f) for f in SHARED)
     call = _CALLS[kind].format(arg=tuple(arg) if isinstance(arg, (list, tuple)) else arg)
-    return helpers + inspect.getsource(iso_date) + _EXTRACT.format(call=call, date=is_date)
+    return helpers + shared + _EXTRACT.format(call=call, date=is_date)

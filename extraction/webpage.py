@@ -20,7 +20,16 @@ import logging
 import re
 from typing import Any
 
-from extraction.page_code import LD_WRAPPERS, MODIFIED_KEYS, build_code, iso_date
+from extraction.page_code import (
+    LD_WRAPPERS,
+    MODIFIED_KEYS,
+    build_code,
+    clean_text,
+    iso_date,
+    ld_value,
+    title_part,
+    walk_ld,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,32 +147,6 @@ def _text(el) -> str:
     return " ".join(el.text_content().split())
 
 
-def _walk_ld(data: Any) -> list[dict]:
-    out: list[dict] = []
-    todo = [data]
-    while todo:
-        d = todo.pop(0)
-        if isinstance(d, list):
-            todo = d + todo
-        elif isinstance(d, dict):
-            out.append(d)
-            if isinstance(d.get("@graph"), list):
-                todo = d["@graph"] + todo
-    return out
-
-
-def _ld_value(objs: list[dict], key: str, sub: str) -> str:
-    for d in objs:
-        v = d.get(key)
-        if isinstance(v, list):
-            v = v[0] if v else None
-        if isinstance(v, dict):
-            v = v.get(sub or "name")
-        if isinstance(v, (str, int, float)) and str(v).strip():
-            return " ".join(str(v).split())
-    return ""
-
-
 def page_signals(raw: str) -> dict[str, str]:
     """signal id -> the value a page declares for it, read with lxml (empty ones left out;
     dates as ISO `YYYY-MM-DD`). Text that is not HTML has none."""
@@ -187,7 +170,7 @@ def page_signals(raw: str) -> dict[str, str]:
     for s in root.xpath("//script[contains(@type, 'ld+json')]"):
         try:
             block = re.sub(LD_WRAPPERS, "", s.text or "")
-            ld += _walk_ld(json.loads(block.strip().rstrip(";")))
+            ld += walk_ld(json.loads(block.strip().rstrip(";")))
         except ValueError:
             continue
     out: dict[str, str] = {}
@@ -196,7 +179,7 @@ def page_signals(raw: str) -> dict[str, str]:
         if kind == "meta":
             v = next((val for key, val in metas if key in arg), "")
         elif kind == "jsonld":
-            v = _ld_value(ld, arg[0], arg[1])
+            v = clean_text(ld_value(ld, arg[0], arg[1]))  # as the sandbox code reads it
         elif kind == "microdata":
             els = root.xpath(f"//*[@itemprop='{arg}']")
             if els:
@@ -210,8 +193,7 @@ def page_signals(raw: str) -> dict[str, str]:
             els = root.xpath("//title")
             v = _text(els[0]) if els else ""
             if kind == "title_clean":
-                parts = [p.strip() for p in _SEPARATORS.split(v) if p.strip()]
-                v = max(parts, key=len) if parts else ""
+                v = title_part(v)
         elif kind == "h1":
             els = root.xpath("//h1")
             v = _text(els[0]) if els else ""
@@ -234,9 +216,6 @@ def page_signals(raw: str) -> dict[str, str]:
         if modified and out.get(sid) == modified:
             del out[sid]
     return out
-
-
-_SEPARATORS = re.compile(r"\s+[|\-\u2013\u2014\u00b7\u00bb]\s+|\s+::\s+")
 
 
 def _visible_text(root) -> str:

@@ -24,7 +24,19 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.taylor import feature_parts, load_state, store_state
+    from kernels.taylor import (
+        feature_parts,
+        head_ranges,
+        init_state,
+        load_projection,
+        load_state,
+        load_tile,
+        split_program,
+        split_rows,
+        state_program,
+        state_row,
+        store_state,
+    )
 
     @triton.jit
     def _la_state_kernel(
@@ -35,56 +47,35 @@ if HAS_TRITON:
         F1: tl.constexpr, F2: tl.constexpr, NSPLIT, HAS_MASK: tl.constexpr,
     ):  # fmt: skip
         """State (s0, S, z) of the keys in one (b, h, split) into one workspace row."""
-        pid_bh = tl.program_id(0).to(tl.int64)
-        pid_s = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        rd = tl.arange(0, DP)
-        re = tl.arange(0, EP)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
-        f_ok = rf < FH
-        w = tl.zeros((DP, F1), dtype=k_ptr.dtype.element_ty)
-        bias = tl.zeros((F1,), dtype=tl.float32)
-        if not TAYLOR:
-            w = tl.load(
-                w_ptr + h * D * FH + rd[:, None] * FH + rf[None, :],
-                mask=d_ok[:, None] & f_ok[None, :],
-                other=0.0,
-            )
-            bias = tl.load(b_ptr + h * FH + rf, mask=f_ok, other=0.0).to(tl.float32)
+        pid_bh, pid_s, b, h = state_program(H)
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, FH, 0, DP, EP, F1)
+        dt = k_ptr.dtype.element_ty
+        w, bias = load_projection(w_ptr, b_ptr, h, D, FH, rd, rf, d_ok, f_ok, dt, TAYLOR, DP, F1)
         s0 = tl.zeros((EP,), dtype=tl.float32)
         s1 = tl.zeros((F1, EP), dtype=tl.float32)
         s2 = tl.zeros((F2, EP), dtype=tl.float32)
         z1 = tl.zeros((F1,), dtype=tl.float32)
         z2 = tl.zeros((F2,), dtype=tl.float32)
         cnt = tl.zeros((BLOCK,), dtype=tl.float32)
-        start = pid_s * rows_per_split
-        stop = tl.minimum(start + rows_per_split, N)
+        start, stop = split_rows(pid_s, rows_per_split, N)
         kb = k_ptr + b * skb + h * skh
         vb = v_ptr + b * svb + h * svh
         for n0 in range(start, stop, BLOCK):
             rn = n0 + tl.arange(0, BLOCK)
             n_ok = rn < stop
-            kt = tl.load(
-                kb + rn[:, None] * skn + rd[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0
-            )
+            kt = load_tile(kb, rn, skn, rd, n_ok[:, None] & d_ok[None, :])
             if HAS_MASK:  # padded keys (key_mask == 0) drop out of S and z
                 km = tl.load(m_ptr + b * N + rn, mask=n_ok, other=0.0)
                 n_ok = n_ok & (km != 0.0)
             cnt += n_ok.to(tl.float32)
-            vt = tl.load(
-                vb + rn[:, None] * svn + re[None, :], mask=n_ok[:, None] & e_ok[None, :], other=0.0
-            )
+            vt = load_tile(vb, rn, svn, re, n_ok[:, None] & e_ok[None, :])
             p1, p2 = feature_parts(kt, n_ok, w, bias, f_ok, d_real, TAYLOR, BLOCK, DP)
             s0 += tl.sum(vt.to(tl.float32), axis=0)
             s1 += tl.dot(tl.trans(p1.to(vt.dtype)), vt)
             s2 += tl.dot(tl.trans(p2.to(vt.dtype)), vt)
             z1 += tl.sum(p1, axis=0)
             z2 += tl.sum(p2, axis=0)
-        W = EP * (1 + F1 + F2) + 1 + F1 + F2
-        st = ws_ptr + (pid_bh * NSPLIT + pid_s) * W
+        st = state_row(ws_ptr, pid_bh * NSPLIT + pid_s, EP, F1, F2)
         store_state(st, re, s0, s1, s2, tl.sum(cnt, axis=0), z1, z2, 1, EP, F1, F2)
 
     @triton.jit
@@ -102,32 +93,15 @@ if HAS_TRITON:
         pid_bh = pid // n_blocks
         b = pid_bh // H
         h = pid_bh % H
-        rd = tl.arange(0, DP)
-        re = tl.arange(0, EP)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
-        f_ok = rf < FH
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, FH, 0, DP, EP, F1)
         dt = q_ptr.dtype.element_ty
-        w = tl.zeros((DP, F1), dtype=dt)
-        bias = tl.zeros((F1,), dtype=tl.float32)
-        if not TAYLOR:
-            w = tl.load(
-                w_ptr + h * D * FH + rd[:, None] * FH + rf[None, :],
-                mask=d_ok[:, None] & f_ok[None, :],
-                other=0.0,
-            )
-            bias = tl.load(b_ptr + h * FH + rf, mask=f_ok, other=0.0).to(tl.float32)
+        w, bias = load_projection(w_ptr, b_ptr, h, D, FH, rd, rf, d_ok, f_ok, dt, TAYLOR, DP, F1)
         rn = pid_n * BLOCK + tl.arange(0, BLOCK)
         n_ok = rn < N
-        qt = tl.load(
-            q_ptr + b * sqb + h * sqh + rn[:, None] * sqn + rd[None, :],
-            mask=n_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )
+        qt = load_tile(q_ptr + b * sqb + h * sqh, rn, sqn, rd, n_ok[:, None] & d_ok[None, :])
         p1, p2 = feature_parts(qt, n_ok, w, bias, f_ok, d_real, TAYLOR, BLOCK, DP)
-        W = EP * (1 + F1 + F2) + 1 + F1 + F2
-        s0, s1, s2, z0, z1, z2 = load_state(ws_ptr + pid_bh * W, re, EP, F1, F2)
+        st = state_row(ws_ptr, pid_bh, EP, F1, F2)
+        s0, s1, s2, z0, z1, z2 = load_state(st, re, EP, F1, F2)
         num = tl.dot(p1.to(dt), s1.to(dt)) + tl.dot(p2.to(dt), s2.to(dt))
         den = tl.sum(p1 * z1[None, :], axis=1) + tl.sum(p2 * z2[None, :], axis=1)
         if TAYLOR:
@@ -151,54 +125,26 @@ if HAS_TRITON:
     ):  # fmt: skip
         """Chunked causal form over one (b, h, split, value-column block): the state of the
         earlier splits (ws, exclusive prefix) carried through chunks of BLOCK rows."""
-        pid = tl.program_id(0).to(tl.int64)
-        pid_e = tl.program_id(1)
-        pid_bh = pid // NSPLIT
-        pid_s = (pid % NSPLIT).to(tl.int32)
-        b = pid_bh // H
-        h = pid_bh % H
-        rd = tl.arange(0, DP)
-        re = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
-        f_ok = rf < FH
+        pid, pid_e, pid_bh, pid_s, b, h = split_program(H, NSPLIT)
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, FH, pid_e * BLOCK_E, DP, BLOCK_E, F1)
         dt = q_ptr.dtype.element_ty
-        w = tl.zeros((DP, F1), dtype=dt)
-        bias = tl.zeros((F1,), dtype=tl.float32)
-        if not TAYLOR:
-            w = tl.load(
-                w_ptr + h * D * FH + rd[:, None] * FH + rf[None, :],
-                mask=d_ok[:, None] & f_ok[None, :],
-                other=0.0,
-            )
-            bias = tl.load(b_ptr + h * FH + rf, mask=f_ok, other=0.0).to(tl.float32)
-        s0 = tl.zeros((BLOCK_E,), dtype=tl.float32)
-        s1 = tl.zeros((F1, BLOCK_E), dtype=tl.float32)
-        s2 = tl.zeros((F2, BLOCK_E), dtype=tl.float32)
-        z0 = tl.sum(tl.zeros((BLOCK,), dtype=tl.float32), axis=0)
-        z1 = tl.zeros((F1,), dtype=tl.float32)
-        z2 = tl.zeros((F2,), dtype=tl.float32)
-        if HAS_INIT:
-            W = EP * (1 + F1 + F2) + 1 + F1 + F2
-            s0, s1, s2, z0, z1, z2 = load_state(ws_ptr + pid * W, re, EP, F1, F2)
+        w, bias = load_projection(w_ptr, b_ptr, h, D, FH, rd, rf, d_ok, f_ok, dt, TAYLOR, DP, F1)
+        st = state_row(ws_ptr, pid, EP, F1, F2)
+        s0, s1, s2, z0, z1, z2 = init_state(st, re, HAS_INIT, BLOCK_E, EP, F1, F2)
         qb = q_ptr + b * sqb + h * sqh
         kb = k_ptr + b * skb + h * skh
         vb = v_ptr + b * svb + h * svh
         ob = o_ptr + b * sob + h * soh
         ri = tl.arange(0, BLOCK)
         tril = ri[:, None] >= ri[None, :]
-        start = pid_s * rows_per_split
-        stop = tl.minimum(start + rows_per_split, N)
+        start, stop = split_rows(pid_s, rows_per_split, N)
         for n0 in range(start, stop, BLOCK):
             rn = n0 + ri
             n_ok = rn < stop
             m2 = n_ok[:, None] & d_ok[None, :]
-            qt = tl.load(qb + rn[:, None] * sqn + rd[None, :], mask=m2, other=0.0)
-            kt = tl.load(kb + rn[:, None] * skn + rd[None, :], mask=m2, other=0.0)
-            vt = tl.load(
-                vb + rn[:, None] * svn + re[None, :], mask=n_ok[:, None] & e_ok[None, :], other=0.0
-            )
+            qt = load_tile(qb, rn, sqn, rd, m2)
+            kt = load_tile(kb, rn, skn, rd, m2)
+            vt = load_tile(vb, rn, svn, re, n_ok[:, None] & e_ok[None, :])
             q1, q2 = feature_parts(qt, n_ok, w, bias, f_ok, d_real, TAYLOR, BLOCK, DP)
             k1, k2 = feature_parts(kt, n_ok, w, bias, f_ok, d_real, TAYLOR, BLOCK, DP)
             # contribution of earlier chunks through the state
@@ -267,6 +213,18 @@ def la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None)
     W = state_width(EP, F1, F2)
     sblock = CONFIG["state"]["BLOCK"] if cuda else 16
     mask = key_mask.to(torch.float32).contiguous() if key_mask is not None else out
+
+    def key_states(nsplit: int, rows: int, masked: bool) -> torch.Tensor:
+        """(B*H, nsplit, W) float32: the key state of each split of `rows` rows."""
+        local = torch.empty(B * H, nsplit, W, device=q.device, dtype=torch.float32)
+        _la_state_kernel[(B * H, nsplit)](
+            k, v, w, bias, mask, local, N, H, D, E, fh, rows, float(D),
+            k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+            TAYLOR=taylor, BLOCK=sblock, DP=DP, EP=EP, F1=F1, F2=F2, NSPLIT=nsplit,
+            HAS_MASK=masked, num_warps=CONFIG["state"]["num_warps"],
+        )  # fmt: skip
+        return local
+
     if causal:
         cfg = CONFIG["causal"]
         BLOCK = cfg["BLOCK"] if cuda else 16
@@ -276,13 +234,7 @@ def la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None)
         nsplit, rows = sequence_splits(N, B * H * n_eb, blk, 4 * BLOCK if cuda else blk, sms)
         state = None
         if nsplit > 1:  # per-split key states, then their exclusive prefix sums over splits
-            local = torch.empty(B * H, nsplit, W, device=q.device, dtype=torch.float32)
-            _la_state_kernel[(B * H, nsplit)](
-                k, v, w, bias, mask, local, N, H, D, E, fh, rows, float(D),
-                k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-                TAYLOR=taylor, BLOCK=sblock, DP=DP, EP=EP, F1=F1, F2=F2, NSPLIT=nsplit,
-                HAS_MASK=False, num_warps=CONFIG["state"]["num_warps"],
-            )  # fmt: skip
+            local = key_states(nsplit, rows, masked=False)
             state = torch.nn.functional.pad(local[:, :-1].cumsum(1), (0, 0, 1, 0))
         _la_causal_kernel[(B * H * nsplit, n_eb)](
             q, k, v, w, bias, out, state if state is not None else out,
@@ -295,13 +247,7 @@ def la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None)
         return out, state, nsplit, rows
     # state pass split over the sequence so that about WAVES x SMs programs run at every N
     nsplit, rows = sequence_splits(N, B * H, sblock, 2 * sblock if cuda else sblock, sms)
-    local = torch.empty(B * H, nsplit, W, device=q.device, dtype=torch.float32)
-    _la_state_kernel[(B * H, nsplit)](
-        k, v, w, bias, mask, local, N, H, D, E, fh, rows, float(D),
-        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        TAYLOR=taylor, BLOCK=sblock, DP=DP, EP=EP, F1=F1, F2=F2, NSPLIT=nsplit,
-        HAS_MASK=key_mask is not None, num_warps=CONFIG["state"]["num_warps"],
-    )  # fmt: skip
+    local = key_states(nsplit, rows, masked=key_mask is not None)
     state = local.sum(1) if nsplit > 1 else local.view(B * H, W)
     BLOCK = CONFIG["out"]["BLOCK"] if cuda else 16
     _la_out_kernel[(triton.cdiv(N, BLOCK) * B * H,)](

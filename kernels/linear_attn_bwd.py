@@ -47,7 +47,18 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.taylor import feature_parts, load_state, store_state, taylor_input_grad
+    from kernels.taylor import (
+        feature_parts,
+        head_ranges,
+        init_state,
+        load_tile,
+        split_program,
+        split_rows,
+        state_program,
+        state_row,
+        store_state,
+        taylor_input_grad,
+    )
 
     @triton.jit
     def _la_bwd_q_kernel(
@@ -58,56 +69,37 @@ if HAS_TRITON:
         EP: tl.constexpr, BLOCK_E: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr,
         NSPLIT,
     ):  # fmt: skip
-        pid = tl.program_id(0).to(tl.int64)
-        pid_e = tl.program_id(1)
-        pid_bh = pid // NSPLIT
-        pid_s = (pid % NSPLIT).to(tl.int32)
-        b = pid_bh // H
-        h = pid_bh % H
+        pid, pid_e, pid_bh, pid_s, b, h = split_program(H, NSPLIT)
         first_i = (pid_e == 0).to(tl.int32)  # r is written by one value-column block
         ri = tl.arange(0, BLOCK)
-        rd = tl.arange(0, DP)
-        re = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
-        f_ok = rf < F1
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, F1, pid_e * BLOCK_E, DP, BLOCK_E, F1)
         dt = q_ptr.dtype.element_ty
         sq = tl.sqrt(d_real)
-        w = tl.zeros((DP, F1), dtype=dt)
+        w = tl.zeros((DP, F1), dtype=dt)  # Taylor: no projection
         bias = tl.zeros((F1,), dtype=tl.float32)
-        W = EP * (1 + F1 + F2) + 1 + F1 + F2
-        s0 = tl.zeros((BLOCK_E,), dtype=tl.float32)
-        s1 = tl.zeros((F1, BLOCK_E), dtype=tl.float32)
-        s2 = tl.zeros((F2, BLOCK_E), dtype=tl.float32)
-        z0 = tl.sum(tl.zeros((BLOCK,), dtype=tl.float32), axis=0)
-        z1 = tl.zeros((F1,), dtype=tl.float32)
-        z2 = tl.zeros((F2,), dtype=tl.float32)
-        if HAS_INIT:  # the key state seen by this split's first query
-            s0, s1, s2, z0, z1, z2 = load_state(
-                st_ptr + (pid if CAUSAL else pid_bh) * W, re, EP, F1, F2
-            )
+        # the key state seen by this split's first query
+        st = state_row(st_ptr, pid if CAUSAL else pid_bh, EP, F1, F2)
+        s0, s1, s2, z0, z1, z2 = init_state(st, re, HAS_INIT, BLOCK_E, EP, F1, F2)
         tril = ri[:, None] >= ri[None, :]
         qb = q_ptr + b * sqb + h * sqh
         kb = k_ptr + b * skb + h * skh
         vb = v_ptr + b * svb + h * svh
         gb = g_ptr + b * sgb + h * sgh
         ob = o_ptr + b * sob + h * soh
-        start = pid_s * rows_per_split
-        stop = tl.minimum(start + rows_per_split, N)
+        start, stop = split_rows(pid_s, rows_per_split, N)
         for n0 in range(start, stop, BLOCK):
             rn = n0 + ri
             n_ok = rn < stop
             me = n_ok[:, None] & e_ok[None, :]
             md = n_ok[:, None] & d_ok[None, :]
-            qt = tl.load(qb + rn[:, None] * sqn + rd[None, :], mask=md, other=0.0)
-            gt = tl.load(gb + rn[:, None] * sgn + re[None, :], mask=me, other=0.0).to(tl.float32)
-            ot = tl.load(ob + rn[:, None] * son + re[None, :], mask=me, other=0.0)
+            qt = load_tile(qb, rn, sqn, rd, md)
+            gt = load_tile(gb, rn, sgn, re, me).to(tl.float32)
+            ot = load_tile(ob, rn, son, re, me)
             q1, q2 = feature_parts(qt, n_ok, w, bias, f_ok, d_real, True, BLOCK, DP)
             den = z0 + tl.sum(q1 * z1[None, :], axis=1) + tl.sum(q2 * z2[None, :], axis=1)
             if CAUSAL:
-                kt = tl.load(kb + rn[:, None] * skn + rd[None, :], mask=md, other=0.0)
-                vt = tl.load(vb + rn[:, None] * svn + re[None, :], mask=me, other=0.0)
+                kt = load_tile(kb, rn, skn, rd, md)
+                vt = load_tile(vb, rn, svn, re, me)
                 s = tl.dot(qt, tl.trans(kt)).to(tl.float32) / sq
                 causal_ok = tril & n_ok[None, :]
                 den += tl.sum(tl.where(causal_ok, 1.0 + s + 0.5 * s * s, 0.0), axis=1)
@@ -147,15 +139,8 @@ if HAS_TRITON:
         F2: tl.constexpr, NSPLIT,
     ):  # fmt: skip
         """dS = sum_i phi(q_i) dnum_i^T, dz = sum_i phi(q_i) dden_i over one (b, h, split)."""
-        pid_bh = tl.program_id(0).to(tl.int64)
-        pid_s = tl.program_id(1)
-        b = pid_bh // H
-        h = pid_bh % H
-        rd = tl.arange(0, DP)
-        re = tl.arange(0, EP)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
+        pid_bh, pid_s, b, h = state_program(H)
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, F1, 0, DP, EP, F1)
         dt = q_ptr.dtype.element_ty
         w = tl.zeros((DP, F1), dtype=dt)
         bias = tl.zeros((F1,), dtype=tl.float32)
@@ -167,29 +152,23 @@ if HAS_TRITON:
         dz2 = tl.zeros((F2,), dtype=tl.float32)
         qb = q_ptr + b * sqb + h * sqh
         gb = g_ptr + b * sgb + h * sgh
-        start = pid_s * rows_per_split
-        stop = tl.minimum(start + rows_per_split, N)
+        start, stop = split_rows(pid_s, rows_per_split, N)
         for n0 in range(start, stop, BLOCK):
             rn = n0 + tl.arange(0, BLOCK)
             n_ok = rn < stop
-            qt = tl.load(
-                qb + rn[:, None] * sqn + rd[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0
-            )
-            gt = tl.load(
-                gb + rn[:, None] * sgn + re[None, :], mask=n_ok[:, None] & e_ok[None, :], other=0.0
-            )
+            qt = load_tile(qb, rn, sqn, rd, n_ok[:, None] & d_ok[None, :])
+            gt = load_tile(gb, rn, sgn, re, n_ok[:, None] & e_ok[None, :])
             r = tl.load(r_ptr + pid_bh * N + rn, mask=n_ok, other=0.0)
             dden = tl.load(dd_ptr + pid_bh * N + rn, mask=n_ok, other=0.0)
             dnum = (gt.to(tl.float32) * r[:, None]).to(dt)
-            q1, q2 = feature_parts(qt, n_ok, w, bias, rf < F1, d_real, True, BLOCK, DP)
+            q1, q2 = feature_parts(qt, n_ok, w, bias, f_ok, d_real, True, BLOCK, DP)
             ds0 += tl.sum(dnum.to(tl.float32), axis=0)
             ds1 += tl.dot(tl.trans(q1.to(dt)), dnum)
             ds2 += tl.dot(tl.trans(q2.to(dt)), dnum)
             dz0 += dden
             dz1 += tl.sum(q1 * dden[:, None], axis=0)
             dz2 += tl.sum(q2 * dden[:, None], axis=0)
-        W = EP * (1 + F1 + F2) + 1 + F1 + F2
-        st = dst_ptr + (pid_bh * NSPLIT + pid_s) * W
+        st = state_row(dst_ptr, pid_bh * NSPLIT + pid_s, EP, F1, F2)
         store_state(st, re, ds0, ds1, ds2, tl.sum(dz0, axis=0), dz1, dz2, 1, EP, F1, F2)
 
     @triton.jit
@@ -201,35 +180,18 @@ if HAS_TRITON:
         BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, BLOCK_E: tl.constexpr,
         F1: tl.constexpr, F2: tl.constexpr, NSPLIT,
     ):  # fmt: skip
-        pid = tl.program_id(0).to(tl.int64)
-        pid_e = tl.program_id(1)
-        pid_bh = pid // NSPLIT
-        pid_s = (pid % NSPLIT).to(tl.int32)
-        b = pid_bh // H
-        h = pid_bh % H
+        pid, pid_e, pid_bh, pid_s, b, h = split_program(H, NSPLIT)
         first = pid_e == 0
         ri = tl.arange(0, BLOCK)
-        rd = tl.arange(0, DP)
-        re = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
-        rf = tl.arange(0, F1)
-        d_ok = rd < D
-        e_ok = re < E
-        f_ok = rf < F1
+        rd, re, rf, d_ok, e_ok, f_ok = head_ranges(D, E, F1, pid_e * BLOCK_E, DP, BLOCK_E, F1)
         dt = q_ptr.dtype.element_ty
         sq = tl.sqrt(d_real)
-        w = tl.zeros((DP, F1), dtype=dt)
+        w = tl.zeros((DP, F1), dtype=dt)  # Taylor: no projection
         bias = tl.zeros((F1,), dtype=tl.float32)
-        W = EP * (1 + F1 + F2) + 1 + F1 + F2
-        ds0 = tl.zeros((BLOCK_E,), dtype=tl.float32)
-        ds1 = tl.zeros((F1, BLOCK_E), dtype=tl.float32)
-        ds2 = tl.zeros((F2, BLOCK_E), dtype=tl.float32)
-        dz0 = tl.sum(tl.zeros((BLOCK,), dtype=tl.float32), axis=0)
-        dz1 = tl.zeros((F1,), dtype=tl.float32)
-        dz2 = tl.zeros((F2,), dtype=tl.float32)
-        if HAS_INIT:  # dS, dz of the queries after this split (causal) or of all (non-causal)
-            ds0, ds1, ds2, dz0, dz1, dz2 = load_state(
-                dst_ptr + (pid if CAUSAL else pid_bh) * W, re, EP, F1, F2
-            )
+        # dS, dz of the queries after this split (causal) or of all (non-causal)
+        st = state_row(dst_ptr, pid if CAUSAL else pid_bh, EP, F1, F2)
+        ds0, ds1, ds2, dz0, dz1, dz2 = init_state(st, re, HAS_INIT, BLOCK_E, EP, F1, F2)
+        if HAS_INIT:  # the z terms belong to one value block
             dz1 = tl.where(first, dz1, 0.0)
             dz2 = tl.where(first, dz2, 0.0)
         tril = ri[:, None] >= ri[None, :]
@@ -237,16 +199,15 @@ if HAS_TRITON:
         kb = k_ptr + b * skb + h * skh
         vb = v_ptr + b * svb + h * svh
         gb = g_ptr + b * sgb + h * sgh
-        start = pid_s * rows_per_split
-        stop = tl.minimum(start + rows_per_split, N)
+        start, stop = split_rows(pid_s, rows_per_split, N)
         n_chunks = tl.cdiv(stop - start, BLOCK)
         for it in range(0, n_chunks):
             rn = start + (n_chunks - 1 - it) * BLOCK + ri  # last chunk first
             n_ok = rn < stop
             md = n_ok[:, None] & d_ok[None, :]
             me = n_ok[:, None] & e_ok[None, :]
-            kt = tl.load(kb + rn[:, None] * skn + rd[None, :], mask=md, other=0.0)
-            vt = tl.load(vb + rn[:, None] * svn + re[None, :], mask=me, other=0.0)
+            kt = load_tile(kb, rn, skn, rd, md)
+            vt = load_tile(vb, rn, svn, re, me)
             k1, k2 = feature_parts(kt, n_ok, w, bias, f_ok, d_real, True, BLOCK, DP)
             g1 = tl.dot(vt, tl.trans(ds1.to(dt))).to(tl.float32) + dz1[None, :]
             g2 = tl.dot(vt, tl.trans(ds2.to(dt))).to(tl.float32) + dz2[None, :]
@@ -254,8 +215,8 @@ if HAS_TRITON:
             dv = tl.dot(k1.to(dt), ds1.to(dt)).to(tl.float32)
             dv += tl.dot(k2.to(dt), ds2.to(dt)).to(tl.float32) + ds0[None, :]
             if CAUSAL:
-                qt = tl.load(qb + rn[:, None] * sqn + rd[None, :], mask=md, other=0.0)
-                gt = tl.load(gb + rn[:, None] * sgn + re[None, :], mask=me, other=0.0)
+                qt = load_tile(qb, rn, sqn, rd, md)
+                gt = load_tile(gb, rn, sgn, re, me)
                 r = tl.load(r_ptr + pid_bh * N + rn, mask=n_ok, other=0.0)
                 dden = tl.load(dd_ptr + pid_bh * N + rn, mask=n_ok, other=0.0)
                 dden = tl.where(first, dden, 0.0)  # the z terms belong to one value block

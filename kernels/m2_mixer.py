@@ -56,16 +56,21 @@ if HAS_TRITON:
         )
 
     @triton.jit
-    def _mixer_in_kernel(
-        z_ptr, h_ptr, w_ptr, b_ptr, x_ptr, NB, L, D,
-        HAS_RES: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
-    ):  # fmt: skip
+    def _tile(L, D, BL: tl.constexpr, BD: tl.constexpr):
+        """(b, rl, rd, m_l, m_d, m) of this program's (BL, BD) tile of (L, D)."""
         b = tl.program_id(0).to(tl.int64)
         rl = tl.program_id(1) * BL + tl.arange(0, BL)
         rd = tl.program_id(2) * BD + tl.arange(0, BD)
         m_l = rl < L
         m_d = rd < D
-        m = m_l[:, None] & m_d[None, :]
+        return b, rl, rd, m_l, m_d, m_l[:, None] & m_d[None, :]
+
+    @triton.jit
+    def _mixer_in_kernel(
+        z_ptr, h_ptr, w_ptr, b_ptr, x_ptr, NB, L, D,
+        HAS_RES: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+    ):  # fmt: skip
+        b, rl, rd, m_l, m_d, m = _tile(L, D, BL, BD)
         z_row = z_ptr + b * L * 3 * D
         x1 = _short_conv(z_row, w_ptr, b_ptr, rl, rd, m_l, m_d, 3 * D)
         v = _short_conv(z_row, w_ptr, b_ptr, rl, rd + 2 * D, m_l, m_d, 3 * D)
@@ -84,12 +89,7 @@ if HAS_TRITON:
         y_ptr, z_ptr, h_ptr, w_ptr, b_ptr, d1_ptr, d2_ptr, o_ptr, NB, L, D,
         HAS_RES: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     ):  # fmt: skip
-        b = tl.program_id(0).to(tl.int64)
-        rl = tl.program_id(1) * BL + tl.arange(0, BL)
-        rd = tl.program_id(2) * BD + tl.arange(0, BD)
-        m_l = rl < L
-        m_d = rd < D
-        m = m_l[:, None] & m_d[None, :]
+        b, rl, rd, m_l, m_d, m = _tile(L, D, BL, BD)
         z_row = z_ptr + b * L * 3 * D
         x1 = _short_conv(z_row, w_ptr, b_ptr, rl, rd, m_l, m_d, 3 * D)
         x2 = _short_conv(z_row, w_ptr, b_ptr, rl, rd + D, m_l, m_d, 3 * D)

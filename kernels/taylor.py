@@ -66,6 +66,75 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
+    def split_program(H, NSPLIT):
+        """(pid, pid_e, pid_bh, pid_s, b, h) of a program over (b, h, split) x value blocks."""
+        pid = tl.program_id(0).to(tl.int64)
+        pid_e = tl.program_id(1)
+        pid_bh = pid // NSPLIT
+        pid_s = (pid % NSPLIT).to(tl.int32)
+        return pid, pid_e, pid_bh, pid_s, pid_bh // H, pid_bh % H
+
+    @triton.jit
+    def state_program(H):
+        """(pid_bh, pid_s, b, h) of a program over (b, h) x sequence splits."""
+        pid_bh = tl.program_id(0).to(tl.int64)
+        return pid_bh, tl.program_id(1), pid_bh // H, pid_bh % H
+
+    @triton.jit
+    def head_ranges(D, E, FH, e0, DP: tl.constexpr, BE: tl.constexpr, F1: tl.constexpr):
+        """(rd, re, rf, d_ok, e_ok, f_ok): head, value (from column e0) and feature columns."""
+        rd = tl.arange(0, DP)
+        re = e0 + tl.arange(0, BE)
+        rf = tl.arange(0, F1)
+        return rd, re, rf, rd < D, re < E, rf < FH
+
+    @triton.jit
+    def split_rows(pid_s, rows_per_split, N):
+        """(start, stop): the rows of sequence split pid_s."""
+        start = pid_s * rows_per_split
+        return start, tl.minimum(start + rows_per_split, N)
+
+    @triton.jit
+    def load_tile(base, rn, stride, cols, mask):
+        """The (rows, cols) tile at base + rn * stride + cols; 0 outside mask."""
+        return tl.load(base + rn[:, None] * stride + cols[None, :], mask=mask, other=0.0)
+
+    @triton.jit
+    def load_projection(
+        w_ptr, b_ptr, h, D, FH, rd, rf, d_ok, f_ok, dt,
+        TAYLOR: tl.constexpr, DP: tl.constexpr, F1: tl.constexpr,
+    ):  # fmt: skip
+        """Hedgehog's (w (DP, F1), bias (F1,) float32) of head h; zeros for Taylor."""
+        w = tl.zeros((DP, F1), dtype=dt)
+        bias = tl.zeros((F1,), dtype=tl.float32)
+        if not TAYLOR:
+            w = load_tile(w_ptr + h * D * FH, rd, FH, rf, d_ok[:, None] & f_ok[None, :])
+            bias = tl.load(b_ptr + h * FH + rf, mask=f_ok, other=0.0).to(tl.float32)
+        return w, bias
+
+    @triton.jit
+    def state_row(ws_ptr, row, EP: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr):
+        """Pointer to row `row` of the state workspace (width `state_width(EP, F1, F2)`)."""
+        return ws_ptr + row * (EP * (1 + F1 + F2) + 1 + F1 + F2)
+
+    @triton.jit
+    def init_state(
+        st, re, HAS_INIT: tl.constexpr, BLOCK_E: tl.constexpr, EP: tl.constexpr,
+        F1: tl.constexpr, F2: tl.constexpr,
+    ):  # fmt: skip
+        """(s0, S1, S2, z0, z1, z2) for value columns `re`: loaded from the workspace row st
+        when HAS_INIT, else zeros (z0 a float32 scalar)."""
+        s0 = tl.zeros((BLOCK_E,), dtype=tl.float32)
+        s1 = tl.zeros((F1, BLOCK_E), dtype=tl.float32)
+        s2 = tl.zeros((F2, BLOCK_E), dtype=tl.float32)
+        z0 = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
+        z1 = tl.zeros((F1,), dtype=tl.float32)
+        z2 = tl.zeros((F2,), dtype=tl.float32)
+        if HAS_INIT:
+            s0, s1, s2, z0, z1, z2 = load_state(st, re, EP, F1, F2)
+        return s0, s1, s2, z0, z1, z2
+
+    @triton.jit
     def feature_parts(
         x,
         rows_ok,

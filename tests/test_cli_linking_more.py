@@ -70,6 +70,7 @@ def test_cluster_writes_cluster_ids_to_a_file_and_a_workspace_run(tmp_path, caps
         (["--threshold", "1.5"], "--threshold 1.5: give a cosine"),
         (["--output", "c.txt"], "--output c.txt: name a file ending in one of .csv"),
         (["--output", "no/such/dir/c.csv"], "the folder no/such/dir does not exist"),
+        (["--output", "./p.csv"], "--output ./p.csv is FILE p.csv: writing there would overwrite"),
         (["--k", "0"], "--k 0: give a whole number >= 1"),
         (["--char-weight", "auto"], "--char-weight auto needs --threshold auto"),
         (["--on", "nme"], "(named by --on); its columns are ['name']"),
@@ -84,6 +85,7 @@ def test_cluster_errors_name_the_flag_before_any_work(
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+    assert pd.read_csv("p.csv")["name"].tolist() == PEOPLE  # the input is left as it was
 
 
 def test_aggregate_assigns_each_row_its_reference_row_with_a_threshold(tmp_path, capsys):
@@ -137,15 +139,18 @@ def test_aggregate_assigns_each_row_its_reference_row_with_a_threshold(tmp_path,
         ({"industry": ["banking"]}, ["--ref-on", "industry,x"], "--ref-on has 2 ['industry', 'x']"),
         ({"industry": ["banking"]}, ["--ref-on", "industry", "--threshold", "auto"], "auto is"),
         ({"ref_row": ["banking"]}, ["--ref-on", "ref_row"], "has column(s) ['ref_ref_row']"),
+        ({"industry": ["banking"]}, ["--ref-on", "industry", "--output", "REF"], "is REFERENCE"),
     ],
 )
 def test_aggregate_errors(tmp_path, capsys, ref, flags, message):
     pd.DataFrame({"company": ["a bank"], "ref_ref_row": [1]}).to_csv(tmp_path / "co.csv")
     pd.DataFrame(ref).to_csv(tmp_path / "ref.csv", index=False)
     argv = ["aggregate", str(tmp_path / "co.csv"), str(tmp_path / "ref.csv"), "--on", "company"]
+    flags = [str(tmp_path / "ref.csv") if f == "REF" else f for f in flags]
     assert main([*argv, *flags, "--out", str(tmp_path / "ws")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+    assert pd.read_csv(tmp_path / "ref.csv").columns.tolist() == list(ref)  # left as it was
 
 
 GROUPS = pd.DataFrame(

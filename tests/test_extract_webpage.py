@@ -62,6 +62,12 @@ def test_sandbox_functions_read_what_lxml_reads() -> None:
         '"headline": "Quay & Dock", "datePublished": "2024-06-01T08:00:00Z"}\n//]]></script>'
         "</head><body><h1>Quay &amp; Dock</h1></body></html>"
     )
+    names.append("escaped.html")  # JSON-LD text HTML-escaped by the CMS, as in og:title
+    raws.append(
+        '<html><head><meta property="og:title" content="Bread &amp; Butter">'
+        '<script type="application/ld+json">{"headline": "Bread &amp; <b>Butter</b>"}'
+        "</script></head><body></body></html>"
+    )
     codes = {sid: signal_code(sid) for sid, *_ in SIGNALS}
     assert all(check_code(c) is None for c in codes.values())
     out, failed = Sandbox(n_workers=1).run(codes, raws)
@@ -76,6 +82,8 @@ def test_sandbox_functions_read_what_lxml_reads() -> None:
         sig["wrapped.html"]["og_title"] == sig["wrapped.html"]["jsonld_headline"] == "Quay & Dock"
     )
     assert sig["wrapped.html"]["jsonld_date"] == "2024-06-01"
+    assert sig["escaped.html"]["jsonld_headline"] == sig["escaped.html"]["og_title"]
+    assert sig["escaped.html"]["og_title"] == "Bread & Butter"
     assert sig["bugle_bridge.html"]["og_title"] == gold.loc["bugle_bridge.html", "title"]
     assert sig["courier_fares.html"]["jsonld_date"] == "2023-10-09"
     assert sig["gazette_market.html"]["microdata_date"] == "2024-04-06"

@@ -10,8 +10,8 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
-from apps.commands.cluster import check_output, write_output
 from apps.commands.link import threshold_flag
+from apps.commands.linking_common import check_cosine, check_output, write_output
 from apps.options import DefaultsFormatter, check_device, failed_on_error, read_input
 from toolkit.errors import LoomError
 
@@ -61,8 +61,7 @@ def config_from_args(args: argparse.Namespace):
         raise LoomError(
             "--threshold auto is not available for aggregate: give a cosine (e.g. 0.7) or none"
         )
-    if args.threshold is not None and not -1 <= args.threshold <= 1:
-        raise LoomError(f"--threshold {args.threshold}: give a cosine similarity between -1 and 1")
+    check_cosine(args.threshold)
     return LinkConfig(
         model=args.model, threshold=args.threshold, device=check_device(args.device), progress=True
     )
@@ -139,7 +138,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from toolkit.workspace import Workspace
 
     cfg = config_from_args(args)  # the one place the flags become options
-    output = check_output(args.output)
+    output = check_output(args.output, inputs={"FILE": args.file, "REFERENCE": args.reference})
     on, ref_on = key_columns(args)
     df = read_input(args.file, "FILE", {"--on": on})
     flag = "--ref-on" if args.ref_on is not None else "--on"

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import pandas as pd
 
 from apps.commands.link import decided, share_flag, threshold_flag
+from apps.commands.linking_common import WRITERS as WRITERS  # re-exported
+from apps.commands.linking_common import check_cosine, check_output, write_output
 from apps.options import DefaultsFormatter, at_least, check_device, read_input
 from toolkit.errors import LoomError
-
-WRITERS = (".csv", ".tsv", ".parquet", ".json", ".jsonl")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,29 +60,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_cluster)
 
 
-def check_output(path: str | None, flag: str = "--output") -> Path | None:
-    """The output file of `flag`, checked before any work: a known format, an existing folder."""
-    if path is None:
-        return None
-    out = Path(path)
-    if out.suffix.lower() not in WRITERS:
-        raise LoomError(f"{flag} {path}: name a file ending in one of {', '.join(WRITERS)}")
-    if not out.parent.is_dir():
-        raise LoomError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
-    return out
-
-
-def write_output(df: pd.DataFrame, out: Path) -> None:
-    """Write `df` to `out` in the format its suffix names (one of WRITERS)."""
-    kind = out.suffix.lower()
-    if kind in (".csv", ".tsv"):
-        df.to_csv(out, sep="\t" if kind == ".tsv" else ",", index=False)
-    elif kind == ".parquet":
-        df.to_parquet(out, index=False)
-    else:
-        df.to_json(out, orient="records", lines=kind == ".jsonl", force_ascii=False)
-
-
 def config_from_args(args: argparse.Namespace):
     """The run's LinkConfig from the command's flags (a bad value names its flag)."""
     from linking import LinkConfig
@@ -91,8 +67,7 @@ def config_from_args(args: argparse.Namespace):
 
     if args.threshold is None:
         raise LoomError("--threshold none: clustering needs a cut; give a cosine (e.g. 0.9)")
-    if isinstance(args.threshold, float) and not -1 <= args.threshold <= 1:
-        raise LoomError(f"--threshold {args.threshold}: give a cosine similarity between -1 and 1")
+    check_cosine(args.threshold)
     if args.threshold == "auto" and args.method != "connected":
         raise LoomError(
             f"--threshold auto works with --method connected only; give a cosine (e.g. 0.9) "
@@ -124,7 +99,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from toolkit.workspace import Workspace
 
     cfg = config_from_args(args)  # the one place the flags become options
-    output = check_output(args.output)
+    output = check_output(args.output, inputs={"FILE": args.file})
     on = as_columns(args.on, "--on")
     df = read_input(args.file, "FILE", {"--on": on, "--blocking-on": cfg.blocking_on})
     if args.method == "connected":
