@@ -299,7 +299,7 @@ def export(dest: Path) -> None:
     print(f"wrote {model_dir} and {dest / 'bbc.jsonl.gz'}")
 
 
-def _fp32_copy(model_dir: Path) -> Path:
+def fp32_copy(model_dir: Path) -> Path:
     """A copy of a sentence-transformers folder with its weights widened to float32."""
     import tempfile
 
@@ -342,7 +342,7 @@ def bench_quality(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
 
     from toolkit.embed import convert_to_linear, get_embedder
 
-    model_dir = _fp32_copy(Path(args.model_dir)) if args.model_dir else None
+    model_dir = fp32_copy(Path(args.model_dir)) if args.model_dir else None
     docs = _load_bbc(Path(args.bbc) if args.bbc else None)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(docs))

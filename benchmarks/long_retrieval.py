@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results  # noqa: E402
+from benchmarks.encoders import fp32_copy  # noqa: E402
 from toolkit.embed.tokens import token_ids  # noqa: E402
 
 
@@ -119,20 +118,6 @@ def evaluate(name: str, emb: Any, queries: list[str], docs: list[str], long_text
     return row
 
 
-def fp32_folder(model_dir: Path) -> Path:
-    """A copy of a sentence-transformers folder with fp16-stored weights widened to float32."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    sd = load_file(str(model_dir / "model.safetensors"))
-    if all(v.dtype == torch.float32 for v in sd.values()):
-        return model_dir
-    out = Path(tempfile.mkdtemp()) / model_dir.name
-    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors"))
-    save_file({k: v.float() for k, v in sd.items()}, str(out / "model.safetensors"))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,7 +148,7 @@ def main() -> None:
 
     if not args.device.startswith("cuda"):
         torch.set_num_threads(args.threads)
-    model_dir = fp32_folder(Path(args.model_dir)) if args.model_dir else None
+    model_dir = fp32_copy(Path(args.model_dir)) if args.model_dir else None
     teacher = get_embedder(str(model_dir) if model_dir else None, device=args.device)
     articles = load_articles(args.bbc)
     queries, docs, doc_tokens, rest = build_task(

