@@ -367,3 +367,67 @@ def test_llm_bad_requests_fail_alone(llm_server) -> None:
     messages = [r[2]["error"]["message"] for r in results[1:5]]
     assert "role 'tool'" in messages[0] and "max_tokens" in messages[1]
     assert "stream" in messages[2] and "'prompt'" in messages[3]
+
+
+@pytest.fixture(scope="module")
+def packed_embedder():
+    from toolkit.embed import TransformerEmbedder, default_model_path
+
+    emb = TransformerEmbedder(default_model_path(), "cpu", packed=True, token_budget=2048)
+    assert emb.packed is not None
+    return emb
+
+
+def test_requests_are_tokenized_as_they_arrive(packed_embedder, bbc_sample, monkeypatch) -> None:
+    """With a packed path, each request is tokenized on arrival and merged calls only run the
+    model (`encode_tokenized`); vectors and usage equal the in-process ones."""
+    texts = list(bbc_sample["summary"][:48]) + ["", "word " * 700]
+    expected = packed_embedder.encode(texts, progress=False)
+    calls = []
+    original = packed_embedder.encode_tokenized
+    monkeypatch.setattr(
+        packed_embedder,
+        "encode_tokenized",
+        lambda chunks, sizes, **kw: calls.append(list(sizes)) or original(chunks, sizes, **kw),
+    )
+    with make_server(packed_embedder, port=0) as srv:
+        url = f"{srv.url}/v1/embeddings"
+        parts = [texts[i : i + 5] for i in range(0, len(texts), 5)]
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda p: call(url, {"input": p}), parts))
+    assert [r[0] for r in results] == [200] * len(parts)
+    got = np.array([d["embedding"] for r in results for d in r[2]["data"]])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    usage = [r[2]["usage"]["prompt_tokens"] for r in results]
+    assert usage == [int(packed_embedder.token_counts(p).sum()) for p in parts]
+    assert sum(map(sum, calls)) == len(texts)  # every text went through the early path
+    assert max(map(len, calls)) >= 1
+
+
+def test_a_failed_early_tokenization_falls_back_to_the_texts(packed_embedder, monkeypatch) -> None:
+    """A tokenizer worker that fails (e.g. died) costs nothing but speed: the merged call
+    tokenizes the texts itself."""
+    from concurrent.futures import Future
+
+    def broken(texts, long_text="chunk"):
+        f = Future()
+        f.set_exception(LoomError("tokenizer worker process 1 stopped"))
+        return f
+
+    monkeypatch.setattr(packed_embedder, "submit_tokenize", broken)
+    texts = ["a first text", "a second, longer text about the weather"]
+    with make_server(packed_embedder, port=0) as srv:
+        status, _, body = call(f"{srv.url}/v1/embeddings", {"input": texts})
+    assert status == 200
+    got = np.array([d["embedding"] for d in body["data"]])
+    np.testing.assert_allclose(got, packed_embedder.encode(texts, progress=False), atol=1e-5)
+
+
+def test_encode_tokenized_checks_its_input(packed_embedder, embedder) -> None:
+    chunk = packed_embedder.submit_tokenize(["one"]).result()
+    with pytest.raises(LoomError, match="one size per chunk"):
+        packed_embedder.encode_tokenized([chunk], [1, 2])
+    if embedder.packed is None:  # the CPU default: no packed path, no early tokenization
+        assert embedder.submit_tokenize(["one"]) is None
+        with pytest.raises(LoomError, match="encode_counted"):
+            embedder.encode_tokenized([chunk], [1])

@@ -8,6 +8,7 @@ share one loaded model. Limits, API key, metrics and shutdown: `toolkit.openai_h
 from __future__ import annotations
 
 import base64
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -28,17 +29,20 @@ from toolkit.openai_http import (
 )
 from toolkit.server_metrics import ServerMetrics
 
+logger = logging.getLogger(__name__)
 ENCODING_FORMATS = ("float", "base64")
 #: seconds between GIL hand-overs in a `serve()` process (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
 
 
 class Batcher(MicroBatcher):
-    """Merges the texts of concurrent requests into shared `embedder.encode` calls.
+    """Merges the texts of concurrent requests into shared model calls.
 
-    `await batcher.embed(texts)` gives the request's (n, dim) vectors and token count. A
-    merged call that fails is run again request by request, so a text the model rejects
-    fails only the request that sent it.
+    `await batcher.embed(texts)` gives the request's (n, dim) vectors and token count. Where
+    the embedder has a packed path, each request's texts are tokenized as it arrives (on the
+    shared tokenizer workers, `Embedder.submit_tokenize`), so a merged call only runs the
+    model while the next requests tokenize. A merged call that fails is run again request by
+    request, so a text the model rejects fails only the request that sent it.
     """
 
     def __init__(
@@ -54,7 +58,7 @@ class Batcher(MicroBatcher):
         self.embedder = embedder
         super().__init__(
             self.encode_many,
-            size=len,
+            size=lambda item: len(item[0]),
             max_batch=max_batch,
             max_wait=max_wait,
             max_queue=max_queue,
@@ -63,19 +67,39 @@ class Batcher(MicroBatcher):
             concurrency=concurrency,
         )
 
-    def encode_many(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
-        """One `encode_counted` over the texts of all `requests`; each request's vectors and
-        token count, split back (counted from the model's own tokenization)."""
-        texts = [t for r in requests for t in r]
-        vecs, counts = self.embedder.encode_counted(texts)
+    def encode_many(self, requests: list[tuple[list[str], Any]]) -> list[tuple[np.ndarray, int]]:
+        """One model call over the texts of all `requests` ((texts, tokens Future or None));
+        each request's vectors and token count, split back (counted from the model's own
+        tokenization)."""
+        sizes = [len(texts) for texts, _ in requests]
+        vecs, counts = self.tokenized(requests, sizes)
+        if vecs is None:
+            vecs, counts = self.embedder.encode_counted([t for r, _ in requests for t in r])
         if self.metrics is not None:
-            self.metrics.texts.inc(len(texts))
-        bounds = np.cumsum([0] + [len(r) for r in requests])
+            self.metrics.texts.inc(sum(sizes))
+        bounds = np.cumsum([0, *sizes])
         return [(vecs[a:b], int(counts[a:b].sum())) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def tokenized(self, requests: list[tuple[list[str], Any]], sizes: list[int]) -> tuple:
+        """(vectors, counts) from the requests' early tokenization, or (None, None) where a
+        request has none or its tokenizing failed (then the texts are encoded as they are)."""
+        if any(future is None for _, future in requests):
+            return None, None
+        try:
+            chunks = [future.result() for _, future in requests]
+        except Exception as e:  # noqa: BLE001 - e.g. a tokenizer worker died: encode the texts
+            logger.warning("early tokenization failed (%s); tokenizing in the model call", e)
+            return None, None
+        return self.embedder.encode_tokenized(chunks, sizes)
 
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """The request's (n, dim) vectors and its token count."""
-        return await self.submit(texts)
+        future = self.embedder.submit_tokenize(texts)
+        try:
+            return await self.submit((texts, future))
+        finally:
+            if future is not None:
+                future.cancel()  # a refused (queue full) or abandoned request: free the worker
 
 
 def check_input(body: dict[str, Any], aliases: set[str], served: str, dim: int) -> list[str]:

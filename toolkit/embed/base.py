@@ -135,6 +135,13 @@ class Embedder(ABC):
         out, counts = self._embed_counted(texts, batch_size, long_text)
         return finish_vectors(out, normalize), counts
 
+    def submit_tokenize(self, texts: Sequence[str], long_text: str = "chunk") -> Any:
+        """Start tokenizing `texts` ahead of `encode_tokenized` (a Future of its tokens), or
+        None where this embedder tokenizes inside its forward (the default): callers then
+        use `encode_counted(texts)`."""
+        self._inputs(texts, None, long_text)
+        return None
+
     def _inputs(self, texts: Iterable[str], batch_size: int | None, long_text: str) -> list[str]:
         """`texts` checked (`check_texts`), with the options every encode call takes."""
         if long_text not in LONG_TEXT_MODES:

@@ -17,7 +17,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -74,13 +75,29 @@ PROCESS_TEXTS = 256
 
 
 def use_processes(n_texts: int) -> bool:
-    """Tokenize `n_texts` in worker processes (`toolkit.embed.tokenize_procs`)?"""
+    """Tokenize `n_texts` in worker processes (`toolkit.embed.tokenize_procs`)?
+
+    A server's requests are small but many: it asks with n_texts=PROCESS_TEXTS, i.e. by the
+    number of cores alone.
+    """
     mode = os.environ.get("LOOM_TOKENIZE", "auto")
     if mode not in TOKENIZE_MODES:
         raise LoomError(f"LOOM_TOKENIZE={mode!r}: use one of {TOKENIZE_MODES}")
     if mode == "auto":
         return (os.cpu_count() or 1) >= PROCESS_CORES and n_texts >= PROCESS_TEXTS
     return mode == "processes"
+
+
+def submit_chunk(tokenizer: Any, texts: list[str], first: int, *args: Any) -> Future:
+    """`tokenize_chunk(tokenizer, texts, first, *args)` on a worker process or pool thread."""
+    procs = (
+        tokenizer_processes(tokenizer, tokenizer_threads())
+        if use_processes(PROCESS_TEXTS)
+        else None
+    )
+    if procs is not None:
+        return procs.submit(texts, first, *args)
+    return tokenizer_pool().submit(tokenize_chunk, tokenizer, texts, first, *args)
 
 
 def tokenized_chunks(
@@ -211,7 +228,6 @@ class PackedForward:
         self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """`embed`, and each text's token count from the same tokenization."""
-        import torch
         from tqdm.auto import tqdm
 
         e = self.embedder
@@ -238,19 +254,51 @@ class PackedForward:
             if int(c.owner[-1]) + 1 >= min(len(texts), TOKENIZE_BEFORE_LOCK):
                 break
         bar = tqdm(total=len(texts), desc="embed", unit="text", disable=not progress)
+        vecs = self.run(counted(itertools.chain(ready, chunks)), len(texts), batch_size, bar.update)
+        bar.close()
+        total = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+        return vecs, total
+
+    def run(
+        self,
+        chunks: Iterator[Chunk],
+        n_texts: int,
+        batch_size: int | None = None,
+        on_texts: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Raw vectors (n_texts, dim) of tokenized `chunks`, under the model's lock."""
+        import torch
+
+        e = self.embedder
         with e.lock, torch.inference_mode():
             vecs, owner = run_packed(
                 self.model,
-                counted(itertools.chain(ready, chunks)),
+                chunks,
                 e.dim,
                 e.device,
                 e.token_budget,
                 batch_size or e.max_rows,
-                on_texts=bar.update,
+                on_texts=on_texts,
             )
-        bar.close()
-        total = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
-        return average_chunks(vecs, owner, len(texts)), total
+        return average_chunks(vecs, owner, n_texts)
+
+    def submit_tokenize(self, texts: list[str], long_text: str) -> Future:
+        """A Future of one `Chunk` of `texts` (text indices from 0), tokenized now on the
+        shared workers: a server calls this as each request arrives, so tokenizing overlaps
+        the model's work on earlier requests (`embed_tokenized` runs them together later)."""
+        e = self.embedder
+        args = (e.window, e.overlap, e.prefix_ids, e.suffix_ids, long_text == "truncate")
+        return submit_chunk(self.tokenizer, texts, 0, *args)
+
+    def embed_tokenized(
+        self, chunks: list[Chunk], sizes: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw vectors and token counts of several requests' chunks (`submit_tokenize`; chunk
+        i holds sizes[i] texts) in one packed run, in order: batches span requests."""
+        starts = np.cumsum([0, *sizes[:-1]])
+        shifted = [replace(c, owner=c.owner + int(s)) for c, s in zip(chunks, starts)]
+        vecs = self.run(iter(shifted), int(sum(sizes)))
+        return vecs, np.concatenate([c.counts for c in chunks])
 
 
 def build_packed(embedder: Any, probe: list[str] | None = None) -> PackedForward | None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from toolkit.device import resolve_device
-from toolkit.embed.base import Embedder
+from toolkit.embed.base import Embedder, finish_vectors
+from toolkit.embed.chunks import Chunk
 from toolkit.embed.pipeline import PackedForward, build_packed
 from toolkit.embed.tokens import average_chunks, special_tokens, token_ids, window_spans
 from toolkit.errors import LoomError
@@ -147,6 +150,27 @@ class TransformerEmbedder(Embedder):
         if self.packed is not None:
             return self.packed.embed_counted(texts, batch_size, False, long_text)
         return super()._embed_counted(texts, batch_size, long_text)
+
+    def submit_tokenize(self, texts: Sequence[str], long_text: str = "chunk") -> Future | None:
+        """Start tokenizing `texts` now, on the shared tokenizer workers, for a later
+        `encode_tokenized`; None where this embedder has no packed path (tokenizes inside
+        its forward). A server calls this as each request arrives."""
+        texts = self._inputs(texts, None, long_text)
+        if self.packed is None or not texts:
+            return None
+        return self.packed.submit_tokenize(texts, long_text)
+
+    def encode_tokenized(
+        self, chunks: Sequence[Chunk], sizes: Sequence[int], normalize: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors (sum(sizes), dim) and token counts of requests tokenized by
+        `submit_tokenize` (chunk i of sizes[i] texts), in one model run, in order."""
+        if self.packed is None:
+            raise LoomError(f"{self.name} has no packed path: use encode_counted(texts)")
+        if len(chunks) != len(sizes):
+            raise LoomError(f"{len(chunks)} chunks for {len(sizes)} sizes: give one size per chunk")
+        out, counts = self.packed.embed_tokenized(list(chunks), [int(n) for n in sizes])
+        return finish_vectors(out, normalize), counts
 
     def embed_padded(
         self, texts: list[str], batch_size: int | None, progress: bool, long_text: str
