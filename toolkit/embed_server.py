@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from toolkit.asgi_server import ASGIServer
 from toolkit.batcher import MicroBatcher
 from toolkit.embed import Embedder, get_embedder
 from toolkit.openai_http import (
     BadRequest,
+    FastJSONResponse,
     ServerConfig,
     build_app,
     read_json,
@@ -154,8 +155,8 @@ def make_app(
         if body.get("encoding_format") == "base64":
             emb: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode() for v in vecs]
         else:
-            emb = vecs.tolist()
-        return JSONResponse(
+            emb = list(vecs)  # numpy rows: the response renders them (orjson)
+        return FastJSONResponse(
             {
                 "object": "list",
                 "model": served,

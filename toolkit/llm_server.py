@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from toolkit.asgi_server import ASGIServer
 from toolkit.batcher import MicroBatcher
 from toolkit.llm import LLM, Completion, get_llm
 from toolkit.openai_http import (
     BadRequest,
+    FastJSONResponse,
     ServerConfig,
     build_app,
     read_json,
@@ -221,7 +222,7 @@ def make_app(llm: LLM, model_name: str | None = None, config: ServerConfig | Non
             ct = sum(c.completion_tokens for c in comps)
             metrics.tokens("prompt").inc(pt)
             metrics.tokens("completion").inc(ct)
-            return JSONResponse(
+            return FastJSONResponse(
                 {
                     "id": f"loom-{time.time_ns()}",
                     "object": "chat.completion" if chat else "text_completion",

@@ -11,13 +11,13 @@ Prometheus counters by route and status. Errors are OpenAI-style JSON:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -55,6 +55,15 @@ class BadRequest(Exception):
         self.message, self.code, self.kind = message, code, kind
 
 
+class FastJSONResponse(JSONResponse):
+    """A JSON response rendered by orjson: numpy arrays as lists, about 30x faster than the
+    standard library on an embeddings response (64 vectors: 0.04 ms vs 1.3 ms, base64; 2.5
+    ms vs 56 ms as floats), time the server's event loop otherwise spends per request."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def openai_error(
     code: int,
     message: str,
@@ -63,7 +72,7 @@ def openai_error(
 ) -> JSONResponse:
     """An OpenAI-style error response."""
     body = {"error": {"message": message, "type": kind, "code": code}}
-    return JSONResponse(body, status_code=code, headers=headers)
+    return FastJSONResponse(body, status_code=code, headers=headers)
 
 
 async def read_json(request: Request, limit: int) -> dict[str, Any]:
@@ -79,8 +88,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
             raise BadRequest(_too_large(size, limit, streamed=True), 413)
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks) or b"null")
-    except (ValueError, UnicodeDecodeError) as e:
+        body = orjson.loads(b"".join(chunks) or b"null")
+    except (ValueError, UnicodeDecodeError) as e:  # orjson.JSONDecodeError is a ValueError
         raise BadRequest(f"request body is not valid JSON ({e})") from None
     if not isinstance(body, dict):
         raise BadRequest('request body must be a JSON object, e.g. {"input": [...]}')
@@ -160,10 +169,10 @@ def build_app(
     info = {"id": served, "object": "model", "created": 0, "owned_by": "loom", **(model_info or {})}
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": served})
+        return FastJSONResponse({"status": "ok", "model": served})
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [info]})
+        return FastJSONResponse({"object": "list", "data": [info]})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
