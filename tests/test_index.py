@@ -257,3 +257,17 @@ def test_loads_folders_of_the_first_layout(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     index = VectorIndex.load(tmp_path)
     assert len(index) == 20 and index.search(x[3:4], 1)[1][0, 0] == 10
+
+
+def test_without_faiss_gpu_count_is_zero_and_cpu_search_says_what_to_install(monkeypatch):
+    """Exact GPU search runs in torch, so a machine without FAISS must not fail on asking
+    how many GPUs FAISS has; CPU search still needs FAISS and says so."""
+    import sys
+
+    from toolkit.index import VectorIndex, gpu_count
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    assert gpu_count() == 0
+    index = VectorIndex(4, kind="flat", device="cpu")
+    with pytest.raises(LoomError, match="pip install faiss-cpu"):
+        index.add(np.eye(4, dtype=np.float32))

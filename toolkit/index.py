@@ -31,8 +31,12 @@ def _faiss() -> Any:
 
 
 def gpu_count() -> int:
-    """GPUs FAISS can use (0 with faiss-cpu)."""
-    faiss = _faiss()
+    """GPUs FAISS can use (0 with faiss-cpu, or without FAISS: exact search on a GPU then
+    runs in torch)."""
+    try:
+        faiss = _faiss()
+    except LoomError:
+        return 0
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
@@ -111,10 +115,10 @@ class VectorIndex:
         return faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
     def _build(self, train: np.ndarray) -> Any:
+        if self.kind == "flat" and self._torch_gpu():  # needs no FAISS
+            return TorchFlat(self.dim, self.metric, self.device)
         faiss = _faiss()
         metric, d, n = self._faiss_metric(), self.dim, train.shape[0]
-        if self.kind == "flat" and self._torch_gpu():
-            return TorchFlat(d, self.metric, self.device)
         if self.kind == "flat":
             index = faiss.IndexFlat(d, metric)
         elif self.kind == "hnsw":
