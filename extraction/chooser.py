@@ -3,8 +3,9 @@ as the chooser where they tie.
 
 A page's signals for a role (`extraction.webpage.page_signals`) are of two kinds: *explicit*
 ones that say what they are (`og:title`, JSON-LD `headline`, `article:published_time`,
-microdata `datePublished`) and *generic* ones that only usually are (`<h1>`, `<title>`, the
-first `<time datetime>`, the first date in the text). Explicit signals vote when a page has
+microdata `datePublished`) and *generic* ones that only usually are (`<h1>`, `<title>`, a date
+the text labels as the page's ("Last updated on ..."), the first `<time datetime>`, the first
+date in the text). Explicit signals vote when a page has
 any, generic ones only when it has none; a generic date the page itself declares as its
 modification date is no publication date. The value most signals give wins; where two or
 more tie, the LLM's own free-form answer decides if it is one of them, else the LLM is asked
@@ -22,12 +23,10 @@ from typing import Any
 
 from extraction.candidates import normalize
 from extraction.page_code import iso_date
-from extraction.webpage import DATE_ROLES, SIGNALS, page_signals, role_of
+from extraction.webpage import DATE_ROLES, GENERIC, SIGNALS, page_signals, role_of, site_affixes
 
 log = logging.getLogger(__name__)
 
-#: signals that only usually carry their role (see the module docstring)
-GENERIC = frozenset({"h1", "title_clean", "title_tag", "time_datetime", "text_date"})
 LETTERS = "ABCDEFGH"
 CHOICE = (
     "Which of these is the {attribute} of the web page?\n{options}\nAnswer with the letter only."
@@ -36,7 +35,8 @@ CHOICE = (
 
 def _groups(signals: dict[str, str], role: str) -> dict[str, list[str]]:
     """normalized value -> the signals (priority order) that give it, for one role."""
-    mine = [(sid, signals[sid]) for sid, r, _, _ in SIGNALS if r == role and sid in signals]
+    mine = [(sid, signals[sid]) for sid, r, k, _ in SIGNALS
+            if r == role and sid in signals and k != "vote"]  # fmt: skip
     explicit = [(s, v) for s, v in mine if s not in GENERIC]
     voters = explicit or mine
     out: dict[str, list[str]] = {}
@@ -89,8 +89,9 @@ def choose_values(
     if role is None:
         return values, stats
     ties: list[tuple[int, list[str]]] = []
+    affixes = site_affixes(raws) if role == "title" else ()
     for i, raw in enumerate(raws):
-        signals = page_signals(raw)
+        signals = page_signals(raw, affixes)
         groups = _groups(signals, role)
         if not groups:
             continue

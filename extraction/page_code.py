@@ -1,9 +1,9 @@
 """The code of the web-page structure candidates (`extraction.webpage`): helpers that read a
 page's `<meta>`, `<title>`, `<h1>`, `<time>`, JSON-LD and microdata with the standard library
 only (the sandbox admits `re`, `json`, `html`, `datetime` and no parser), and the functions
-this process and the sandbox both use (`SHARED`: `iso_date`, `clean_text`, `walk_ld`,
-`ld_value`, `title_part`; their source is copied into the sandbox code), so a page reads the same on
-either side."""
+this process and the sandbox both use (`SHARED`: `iso_date`, `labelled_date`, `heading_text`,
+`clean_text`, `walk_ld`, `ld_value`, `title_part`; their source is copied into the sandbox
+code), so a page reads the same on either side."""
 
 from __future__ import annotations
 
@@ -39,13 +39,22 @@ MODIFIED_KEYS = (
 MONTH_PATTERN = "|".join(sorted(map(re.escape, MONTHS), key=len, reverse=True))
 #: what sites put between a headline and the site's name in `<title>`
 TITLE_SEPARATORS = r"\s+[|\-\u2013\u2014\u00b7\u00bb]\s+|\s+::\s+"
+#: permalink marks that generators append to headings (Sphinx/MkDocs `¶`, `§`, `🔗`)
+PERMALINK_MARKS = "\u00b6\u00a7\U0001f517"
+#: words that label a page's own date in its text, the publication labels first: "Posted on",
+#: "Published:", "Last updated on", "This page last modified on", "Updated:"
+DATE_LABELS = (
+    r"(?i)\b(?:published|posted)(?:\s+on)?\b\s*:?|\bdate\s+published\s*:?",
+    r"(?i)\blast[ -]?(?:updated|modified|changed|revised)(?:\s+on)?\b\s*:?"
+    r"|\b(?:updated|modified|revised)(?:\s+on\b|\s*:)",
+)
 
 
 def iso_date(text: str) -> str:
     """The first date written in `text` as ISO `YYYY-MM-DD` ('' when none): ISO 8601 and
     `2024/03/05`, `5 March 2024`, `5. März 2024`, `5 de marzo de 2024`, `March 5, 2024`,
-    `Tue, 05 Mar 2024` (RFC 2822). Numeric day/month orders (`05/03/2024`) are ambiguous
-    and not read. This exact function also runs in the sandbox (its source is copied)."""
+    `Tue, 05 Mar 2024` (RFC 2822), `2022 September 19`. Numeric day/month orders
+    (`05/03/2024`) are ambiguous and not read. This exact function also runs in the sandbox (its source is copied)."""
     s = " ".join(str(text or "").split())
     found = []
     m = re.search(r"(?<!\d)(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?!\d)", s)
@@ -63,12 +72,33 @@ def iso_date(text: str) -> str:
     m = re.search(r"(?i)(?<![\w])" + months + r"\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})(?!\d)", s)
     if m:
         found.append((m.start(), int(m.group(3)), MONTHS[m.group(1).lower()], int(m.group(2))))
+    m = re.search(r"(?i)(?<![\w])(\d{4})\s+" + months + r"\s+(\d{1,2})(?!\d)", s)
+    if m:  # `2022 September 19` (man pages)
+        found.append((m.start(), int(m.group(1)), MONTHS[m.group(2).lower()], int(m.group(3))))
     for _, y, mo, d in sorted(found):
         try:
             return _dt.date(y, mo, d).isoformat()
         except ValueError:
             continue
     return ""
+
+
+def labelled_date(text: str) -> str:
+    """The date (ISO) that the text labels as the page's own: the first date within 40
+    characters after a DATE_LABELS phrase, publication labels before "last updated" ones
+    ('' when none). Also runs in the sandbox (its source is copied)."""
+    for pattern in DATE_LABELS:
+        for m in re.finditer(pattern, text):
+            v = iso_date(text[m.end() : m.end() + 40])
+            if v:
+                return v
+    return ""
+
+
+def heading_text(v: str) -> str:
+    """A heading's text without the permalink mark a generator appends (PERMALINK_MARKS).
+    Also runs in the sandbox (its source is copied)."""
+    return re.sub("[\\s" + PERMALINK_MARKS + "]+$", "", v)
 
 
 def clean_text(v: str) -> str:
@@ -108,15 +138,47 @@ def ld_value(objs: list, key: str, sub: str) -> str:
     return ""
 
 
-def title_part(title: str) -> str:
-    """The longest part of a `<title>` split at TITLE_SEPARATORS (the headline without the
-    site's name; '' when none). Also runs in the sandbox (its source is copied)."""
+def title_part(title: str, affixes: tuple = ()) -> str:
+    """A `<title>` without the site's name: the `affixes` (lower case) are site names that
+    open or close the titles of several pages of one site (`webpage.site_affixes`); a part
+    split off at TITLE_SEPARATORS that is one of them is dropped and the rest kept as written.
+    Without such a part, the longest part; '' for a title that does not split. Also runs in
+    the sandbox."""
+    pieces = re.split("(" + TITLE_SEPARATORS + ")", title.strip())
+    if len(pieces) < 3:  # no part to strip: the title as written is the `title` signal
+        return ""
+    if len(pieces) >= 3 and " ".join(pieces[-1].split()).lower() in affixes:
+        return "".join(pieces[:-2]).strip()
+    if len(pieces) >= 3 and " ".join(pieces[0].split()).lower() in affixes:
+        return "".join(pieces[2:]).strip()
+    if " ".join(title.split()).lower() in affixes:
+        return ""
     parts = [p.strip() for p in re.split(TITLE_SEPARATORS, title) if p.strip()]
     return max(parts, key=len) if parts else ""
 
 
+def vote(values: list, generic: list) -> str:
+    """What one role's signals of a page agree on, in priority order, as the sample's chooser
+    takes it without an LLM: the explicit signals' values when any has one, else the generic
+    ones'; the value most give wins (case and surrounding punctuation ignored), a tie the
+    earliest. Also runs in the sandbox (its source is copied)."""
+    pairs = [(v, g) for v, g in zip(values, generic) if v]
+    voters = [v for v, g in pairs if not g] or [v for v, g in pairs]
+    counts: dict = {}
+    first: dict = {}
+    for v in voters:
+        key = " ".join(v.split()).strip(" .,;:'\"()[]").lower()
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+            first.setdefault(key, v)
+    if not counts:
+        return ""
+    top = max(counts.values())
+    return next(first[k] for k in counts if counts[k] == top)
+
+
 #: the functions both sides run, appended to the sandbox code from this module's source
-SHARED = (iso_date, clean_text, walk_ld, ld_value, title_part)
+SHARED = (iso_date, labelled_date, heading_text, clean_text, walk_ld, ld_value, title_part, vote)
 
 #: The helpers every structure candidate carries into the sandbox (re, json, html, datetime
 #: only). The SHARED functions are appended from this module's source.
@@ -130,6 +192,8 @@ MONTH_PATTERN = {pattern!r}
 MODIFIED_KEYS = {modified!r}
 LD_WRAPPERS = {wrappers!r}
 TITLE_SEPARATORS = {separators!r}
+PERMALINK_MARKS = {marks!r}
+DATE_LABELS = {labels!r}
 
 
 def _attr(tag, name):
@@ -163,8 +227,17 @@ def _element(text, name):
     return clean_text(m.group(1)) if m else ""
 
 
-def _title_clean(text):
-    return title_part(_element(text, "title"))
+def _title_clean(text, affixes):
+    return title_part(_element(text, "title"), affixes)
+
+
+def _h1(text):
+    found = []
+    for m in re.findall(r"(?is)<h1\b[^>]*>(.*?)</h1\s*>", text):
+        v = heading_text(clean_text(m))
+        if v and v not in found:
+            found.append(v)
+    return found[0] if len(found) == 1 else ""
 
 
 def _time(text):
@@ -230,7 +303,12 @@ def _unless_modified(text, v):
 
 
 def _text_date(text):
-    return iso_date(_visible(text))
+    v = _visible(text)
+    return "" if labelled_date(v) else iso_date(v)
+
+
+def _labelled_date(text):
+    return labelled_date(_visible(text))
 
 
 """
@@ -246,24 +324,38 @@ _CALLS = {
     "jsonld": "_jsonld(text, {arg[0]!r}, {arg[1]!r})",
     "microdata": "_microdata(text, {arg!r})",
     "title": '_element(text, "title")',
-    "title_clean": "_title_clean(text)",
-    "h1": '_element(text, "h1")',
+    "title_clean": "_title_clean(text, {arg!r})",
+    "h1": "_h1(text)",
     "time": "_unless_modified(text, _time(text))",
     "text_date": "_unless_modified(text, _text_date(text))",
+    "labelled_date": "_labelled_date(text)",
     "html_lang": "_html_lang(text)",
     "link_rel": "_link_rel(text, {arg!r})",
 }
 
 
+def _call(kind: str, arg) -> str:
+    return _CALLS[kind].format(arg=tuple(arg) if isinstance(arg, (list, tuple)) else arg)
+
+
 def build_code(kind: str, arg, is_date: bool) -> str:
-    """The sandbox `extract(text)` module for one signal kind and its argument."""
+    """The sandbox `extract(text)` module for one signal kind and its argument (for "vote",
+    the role's signals as (kind, arg, generic) in priority order)."""
     helpers = (
         SANDBOX_HELPERS.replace("{months!r}", repr(MONTHS))
         .replace("{pattern!r}", repr(MONTH_PATTERN))
         .replace("{modified!r}", repr(MODIFIED_KEYS))
         .replace("{wrappers!r}", repr(LD_WRAPPERS))
         .replace("{separators!r}", repr(TITLE_SEPARATORS))
+        .replace("{marks!r}", repr(PERMALINK_MARKS))
+        .replace("{labels!r}", repr(DATE_LABELS))
     )
     shared = "\n\n".join(inspect.getsource(f) for f in SHARED)
-    call = _CALLS[kind].format(arg=tuple(arg) if isinstance(arg, (list, tuple)) else arg)
+    if kind == "vote":  # arg: the role's (kind, arg, generic) signals in priority order
+        calls = [_call(k, a) for k, a, _ in arg]
+        if is_date:
+            calls = [f"iso_date({c})" for c in calls]
+        call = f"vote([{', '.join(calls)}], {[g for _, _, g in arg]!r})"
+    else:
+        call = _call(kind, arg)
     return helpers + shared + _EXTRACT.format(call=call, date=is_date)

@@ -29,11 +29,19 @@ def label_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
+def inside_tag(raw: str, pos: int) -> bool:
+    """Whether `pos` lies inside an HTML tag (an attribute line such as `title="Next">`
+    of a tag spread over lines is no `Label: value` line)."""
+    return raw.rfind("<", 0, pos) > raw.rfind(">", 0, pos)
+
+
 def find_labels(raw: str) -> list[tuple[str, str]]:
     """(label as written, kind) of every label in a document, in document order, once each."""
     found: list[tuple[int, str, str]] = []
+    tags = "<" in raw  # plain text: no tag to be inside (and no backward scan per line)
     for kind, pat in (("line", _LINE), ("cell", _CELL), ("json", _JSON)):
-        found += [(m.start(), m.group(1).strip(), kind) for m in pat.finditer(raw)]
+        found += [(m.start(), m.group(1).strip(), kind) for m in pat.finditer(raw)
+                  if kind != "line" or not (tags and inside_tag(raw, m.start()))]  # fmt: skip
     return list(dict.fromkeys((lab, kind) for _, lab, kind in sorted(found) if lab))
 
 

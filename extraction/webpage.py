@@ -1,6 +1,7 @@
 """The structure web pages carry: `<title>`, `<h1>`, `<meta property="og:*">` and
 `<meta name=...>`, `<time datetime>`, JSON-LD (schema.org `headline`, `datePublished`,
-`author.name`) and microdata (`itemprop`).
+`author.name`), microdata (`itemprop`) and the date a page's text labels as its own ("Last
+updated on ...", "Posted on ...").
 
 Each such signal is one *role* (title, published date, author, ...) and becomes one candidate
 function (source "structure"): toolkit-written `extract(text)` code built from
@@ -23,11 +24,15 @@ from typing import Any
 from extraction.page_code import (
     LD_WRAPPERS,
     MODIFIED_KEYS,
+    TITLE_SEPARATORS,
     build_code,
     clean_text,
+    heading_text,
     iso_date,
+    labelled_date,
     ld_value,
     title_part,
+    vote,
     walk_ld,
 )
 
@@ -88,6 +93,7 @@ SIGNALS: tuple[tuple[str, str, str, Any], ...] = (
     ),  # fmt: skip
     ("jsonld_date", "published", "jsonld", ("datePublished", "")),
     ("microdata_date", "published", "microdata", "datePublished"),
+    ("labelled_date", "published", "labelled_date", None),
     ("time_datetime", "published", "time", None),
     ("text_date", "published", "text_date", None),
     (
@@ -118,6 +124,18 @@ SIGNALS: tuple[tuple[str, str, str, Any], ...] = (
     ("og_url", "url", "meta", ("og:url",)),
     ("og_image", "image", "meta", ("og:image",)),
 )
+#: signals that only usually carry their role: they vote only where a page has no explicit one
+GENERIC = frozenset(
+    {"h1", "title_clean", "title_tag", "labelled_date", "time_datetime", "text_date"}
+)
+#: per role with several signals, one more: what its signals agree on (`page_code.vote`), the
+#: sample chooser's rule without the LLM, so one candidate covers pages that lack a signal
+VOTES = tuple(
+    (f"{role}_vote", role, "vote", None)
+    for role in ROLE_WORDS
+    if sum(1 for s in SIGNALS if s[1] == role) > 1
+)
+SIGNALS = SIGNALS + VOTES
 _BY_ID = {s[0]: s for s in SIGNALS}
 MODIFIED_SIGNALS = ("meta_modified", "jsonld_modified", "microdata_modified")
 
@@ -134,12 +152,55 @@ def role_of(attribute: str) -> str | None:
     return None
 
 
-def signal_code(signal_id: str) -> str:
-    """The sandbox `extract(text)` function of one signal (see SIGNALS)."""
+def signal_code(signal_id: str, affixes: tuple[str, ...] = ()) -> str:
+    """The sandbox `extract(text)` function of one signal (see SIGNALS); `affixes` are the
+    site names `title_clean` strips (`site_affixes`)."""
     if signal_id not in _BY_ID:
         raise ValueError(f"unknown page signal {signal_id!r}: use one of {', '.join(_BY_ID)}")
     _, role, kind, arg = _BY_ID[signal_id]
+    if kind == "title_clean":
+        arg = tuple(affixes)
+    if kind == "vote":
+        arg = tuple(
+            (k, tuple(affixes) if k == "title_clean" else a, sid in GENERIC)
+            for sid, r, k, a in SIGNALS
+            if r == role and k != "vote"
+        )
     return build_code(kind, arg, role in DATE_ROLES)
+
+
+def _parsed(raw: str):
+    """The lxml tree of a page (None for text that is not HTML or does not parse)."""
+    if "<" not in raw or not re.search(r"(?i)<(html|head|meta|title|h1|script|time)\b", raw):
+        return None
+    import lxml.html
+    from lxml import etree
+
+    # lxml refuses text that opens with an XML encoding declaration (XHTML pages: DocBook,
+    # AsciiDoc, Publican): the text is already decoded, so the declaration goes
+    raw = re.sub(r"^\s*<\?xml[^>]*\?>", "", raw)
+    try:
+        return lxml.html.document_fromstring(raw)
+    except (etree.ParserError, ValueError) as e:
+        log.debug("not parsed as HTML: %s", e)
+        return None
+
+
+def site_affixes(raws: list[str]) -> tuple[str, ...]:
+    """Site names in `<title>`s: a part split off at TITLE_SEPARATORS that opens or closes
+    the titles of two or more different pages (`... — Python 3.11 documentation`), lower
+    case. One page alone has none (its longest part is taken instead)."""
+    seen: dict[str, set[str]] = {}
+    for raw in raws:
+        root = _parsed(raw)
+        els = root.xpath("//title") if root is not None else []
+        title = _text(els[0]) if els else ""
+        parts = [p.strip() for p in re.split(TITLE_SEPARATORS, title) if p.strip()]
+        if len(parts) < 2:
+            continue
+        for p in {parts[0].lower(), parts[-1].lower()}:
+            seen.setdefault(p, set()).add(title)
+    return tuple(sorted(p for p, titles in seen.items() if len(titles) >= 2))
 
 
 # ---------------------------------------------------------------- in-process (lxml) reading
@@ -147,18 +208,12 @@ def _text(el) -> str:
     return " ".join(el.text_content().split())
 
 
-def page_signals(raw: str) -> dict[str, str]:
+def page_signals(raw: str, affixes: tuple[str, ...] = ()) -> dict[str, str]:
     """signal id -> the value a page declares for it, read with lxml (empty ones left out;
-    dates as ISO `YYYY-MM-DD`). Text that is not HTML has none."""
-    if "<" not in raw or not re.search(r"(?i)<(html|head|meta|title|h1|script|time)\b", raw):
-        return {}
-    import lxml.html
-    from lxml import etree
-
-    try:
-        root = lxml.html.document_fromstring(raw)
-    except (etree.ParserError, ValueError) as e:
-        log.debug("not parsed as HTML: %s", e)
+    dates as ISO `YYYY-MM-DD`; `affixes`: site names `title_clean` strips). Text that is not
+    HTML has none."""
+    root = _parsed(raw)
+    if root is None:
         return {}
     metas: list[tuple[str, str]] = []
     for m in root.iter("meta"):
@@ -174,6 +229,7 @@ def page_signals(raw: str) -> dict[str, str]:
         except ValueError:
             continue
     out: dict[str, str] = {}
+    visible = ""
     for sid, role, kind, arg in SIGNALS:
         v = ""
         if kind == "meta":
@@ -193,15 +249,19 @@ def page_signals(raw: str) -> dict[str, str]:
             els = root.xpath("//title")
             v = _text(els[0]) if els else ""
             if kind == "title_clean":
-                v = title_part(v)
-        elif kind == "h1":
-            els = root.xpath("//h1")
-            v = _text(els[0]) if els else ""
+                v = title_part(v, tuple(affixes))
+        elif kind == "h1":  # several different <h1>s: sections (or a logo), no headline
+            h1s = {heading_text(_text(e)) for e in root.xpath("//h1")} - {""}
+            v = h1s.pop() if len(h1s) == 1 else ""
         elif kind == "time":
             els = root.xpath("//time[@datetime]")
             v = next((e.get("datetime").strip() for e in els if e.get("datetime").strip()), "")
         elif kind == "text_date":
-            v = _visible_text(root)
+            visible = visible or _visible_text(root)
+            v = "" if labelled_date(visible) else visible  # a labelled date comes first
+        elif kind == "labelled_date":
+            visible = visible or _visible_text(root)
+            v = labelled_date(visible)
         elif kind == "html_lang":
             v = (root.get("lang") or "").strip()
         elif kind == "link_rel":
@@ -215,6 +275,11 @@ def page_signals(raw: str) -> dict[str, str]:
     for sid in ("time_datetime", "text_date"):  # a page's "updated" date is not its date
         if modified and out.get(sid) == modified:
             del out[sid]
+    for sid, role, _, _ in VOTES:
+        mine = [(s, out.get(s, "")) for s, r, k, _ in SIGNALS if r == role and k != "vote"]
+        v = vote([v for _, v in mine], [s in GENERIC for s, _ in mine])
+        if v:
+            out[sid] = v
     return out
 
 
@@ -233,8 +298,9 @@ def structure_candidates(attribute: str, raws: list[str]) -> list[tuple[str, str
     role = role_of(attribute)
     if role is None:
         return []
+    affixes = site_affixes(raws) if role == "title" else ()
     seen: set[str] = set()
     for raw in raws:
-        seen |= set(page_signals(raw))
-    return [(f"structure_{sid}", signal_code(sid)) for sid, r, _, _ in SIGNALS
+        seen |= set(page_signals(raw, affixes))
+    return [(f"structure_{sid}", signal_code(sid, affixes)) for sid, r, _, _ in SIGNALS
             if r == role and sid in seen]  # fmt: skip
