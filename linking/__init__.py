@@ -18,11 +18,13 @@ from linking.config import LinkConfig
 from linking.duplicates import dedup
 from linking.evaluate import evaluate, pairs_from_clusters, tune_threshold
 from linking.matching import link, merge, merge_knn
+from linking.recall import RecallWarning
 from linking.train import train
 
 __all__ = [
     "EmptyKeyWarning",
     "LinkConfig",
+    "RecallWarning",
     "aggregate",
     "cluster",
     "dedup",

@@ -60,9 +60,11 @@ def candidate_pairs(
     a_blocks: list[tuple] | None = None,
     b_blocks: list[tuple] | None = None,
     same: bool = False,
+    m_blocks: dict[tuple, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(a_row, b_row, char score): the m best valid b rows of each valid a row, within its
-    block. same=True (one table): a row is not its own candidate."""
+    block. same=True (one table): a row is not its own candidate. m_blocks: block key ->
+    its own m (`linking.recall`); other blocks take m."""
     if a_blocks is None:
         ga = {(): np.flatnonzero(a_valid)}
         gb = {(): np.flatnonzero(b_valid)}
@@ -73,7 +75,8 @@ def candidate_pairs(
         brows = gb.get(key)
         if brows is None or not len(arows) or not len(brows):
             continue
-        r, c, s = top_k(a_vecs[arows], b_vecs[brows], m + 1 if same else m)
+        mb = m if m_blocks is None else m_blocks.get(key, m)
+        r, c, s = top_k(a_vecs[arows], b_vecs[brows], mb + 1 if same else mb)
         r, c = arows[r], brows[c]
         if same:
             keep = r != c
@@ -241,12 +244,17 @@ def cascade_link(
     cfg: LinkConfig,
     blocks: tuple[list[tuple] | None, list[tuple] | None] = (None, None),
     m: int = 2,
+    m_blocks: dict[tuple, int] | None = None,
+    vectors: tuple[Any, Any] | None = None,
 ) -> tuple[pd.DataFrame, ScoreMixture | None, dict]:
     """Candidate pairs (left_row, right_row, score, char_score, rank) of two tables, the score
-    mixture (None when too few scores) and the cascade's report."""
+    mixture (None when too few scores) and the cascade's report.
+
+    m: candidates per left row (m_blocks: per block, from `linking.recall.plan_candidates`);
+    vectors: the character vectors when the caller already has them (`link_char_vectors`)."""
     lv, rv = valid
-    A, B = char_vectors([masked_values(values[0], lv), masked_values(values[1], rv)])
-    r, c, s = candidate_pairs(A, B, lv, rv, max(m, 2), *blocks)
+    A, B = link_char_vectors(values, valid) if vectors is None else vectors
+    r, c, s = candidate_pairs(A, B, lv, rv, max(m, 2), *blocks, m_blocks=m_blocks)
     rank = rank_in_group(r, s)
     mixture = ScoreMixture.fit(s[rank <= 2], likely=rank[rank <= 2] == 1)
     scores, info = refine(r, c, s, texts[0], texts[1], r, mixture, cfg, rank <= 2)
@@ -254,8 +262,27 @@ def cascade_link(
         {"left_row": r, "right_row": c, "score": scores, "char_score": s}
     ).sort_values(["left_row", "score", "right_row"], ascending=[True, False, True], kind="stable")
     pairs["rank"] = rank_in_group(pairs["left_row"].to_numpy(), pairs["score"].to_numpy())
-    pairs = pairs[pairs["rank"] <= m].reset_index(drop=True)
+    if m_blocks is None:
+        pairs = pairs[pairs["rank"] <= m].reset_index(drop=True)
+    else:  # rows keep their block's m candidates
+        keys = blocks[0]
+        mrow = np.array(
+            [m_blocks.get(keys[i] if keys is not None else (), m) for i in pairs["left_row"]], int
+        )
+        pairs = pairs[pairs["rank"].to_numpy() <= np.maximum(mrow, 1)].reset_index(drop=True)
+    info["candidate_pairs"] = len(r)
     return pairs, mixture, info
+
+
+def link_char_vectors(values: tuple[list[list[str]], list[list[str]]], valid: tuple) -> list:
+    """Character vectors of both tables' key fields (invalid rows blanked)."""
+    return char_vectors([masked_values(values[0], valid[0]), masked_values(values[1], valid[1])])
+
+
+def self_char_vectors(values: list[list[str]], valid: np.ndarray) -> Any:
+    """Character vectors of one table's key fields (invalid rows blanked)."""
+    (X,) = char_vectors([masked_values(values, valid)])
+    return X
 
 
 def cascade_self(
@@ -265,18 +292,25 @@ def cascade_self(
     cfg: LinkConfig,
     blocks: list[tuple] | None = None,
     m: int = 10,
+    m_blocks: dict[tuple, int] | None = None,
+    vectors: Any = None,
+    fit_k: int | None = None,
 ) -> tuple[pd.DataFrame, ScoreMixture | None, dict]:
     """Unordered candidate pairs (row_a < row_b, score, char_score) within one table, the
-    score mixture and the cascade's report."""
-    (X,) = char_vectors([masked_values(values, valid)])
-    r, c, s = candidate_pairs(X, X, valid, valid, m, blocks, blocks, same=True)
+    score mixture and the cascade's report (m, m_blocks, vectors: as in `cascade_link`).
+    fit_k: the mixture is fitted on the pairs among a row's fit_k best (None = all)."""
+    X = self_char_vectors(values, valid) if vectors is None else vectors
+    r, c, s = candidate_pairs(X, X, valid, valid, m, blocks, blocks, True, m_blocks)
     lo, hi = np.minimum(r, c), np.maximum(r, c)
-    pairs = pd.DataFrame({"row_a": lo, "row_b": hi, "char_score": s})
-    pairs = pairs.drop_duplicates(["row_a", "row_b"]).sort_values(["row_a", "row_b"])
-    pairs = pairs.reset_index(drop=True)
+    pairs = pd.DataFrame({"row_a": lo, "row_b": hi, "char_score": s, "rank": rank_in_group(r, s)})
+    pairs = pairs.sort_values("rank", kind="stable").drop_duplicates(["row_a", "row_b"])
+    pairs = pairs.sort_values(["row_a", "row_b"]).reset_index(drop=True)
     a, b = pairs["row_a"].to_numpy(), pairs["row_b"].to_numpy()
     s = pairs["char_score"].to_numpy(np.float32)
-    mixture = ScoreMixture.fit(s)
+    # the mixture's sample: each row's fit_k best (more candidates are mostly non-matches,
+    # which would pull the threshold down)
+    rank = pairs.pop("rank").to_numpy()
+    mixture = ScoreMixture.fit(s if fit_k is None else s[rank <= fit_k])
     eligible = None
     if mixture is not None:  # a pair inside a group the confident pairs already join: moot
         sure = mixture.posterior(s) >= SURE
@@ -284,5 +318,6 @@ def cascade_self(
         group = components(len(texts), joined)
         eligible = group[a] != group[b]
     scores, info = refine(a, b, s, texts, texts, np.arange(len(a)), mixture, cfg, eligible)
+    info["candidate_pairs"] = len(pairs)
     pairs.insert(2, "score", scores)
     return pairs, mixture, info

@@ -90,6 +90,21 @@ def check_cardinality(cfg: LinkConfig) -> None:
         raise LoomError(f"encoder_budget={budget!r}: give a number of texts >= 0")
 
 
+def check_recall_use(cfg: LinkConfig, gold: Any, vectors_given: bool = False) -> None:
+    """recall= tunes the cascade's character candidates; gold= (labelled pairs) serves it."""
+    if gold is not None and cfg.recall is None:
+        raise LoomError(
+            "gold= (labelled pairs) is used to choose the candidates for a target recall: "
+            "give recall= too, e.g. recall=0.99 (to score a result, use linking.evaluate)"
+        )
+    if cfg.recall is not None and not cfg.uses_cascade(vectors_given):
+        raise LoomError(
+            f"recall={cfg.recall} tunes the cascade's character candidates, which run with "
+            "threshold='auto' and char_weight='auto' (no vectors=, approximate index= or "
+            "client=); on the encoder path set k (neighbours per row) yourself"
+        )
+
+
 def check_method(method: str) -> None:
     if method not in CLUSTER_METHODS:
         raise LoomError(f"method={method!r}: use one of {CLUSTER_METHODS}")

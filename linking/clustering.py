@@ -122,6 +122,11 @@ def cluster_table(
         return dedup_table(df, on, cfg)
     check_threshold(cfg.threshold)
     check_k(cfg.k)
+    if cfg.recall is not None:
+        raise LoomError(
+            f"recall={cfg.recall} tunes the candidates of method='connected' (dedup); "
+            f"method={method!r} clusters the k-NN graph: leave recall None and set k"
+        )
     vecs, valid, blocks, report = table_vectors(df, on, cfg)
     out = with_clusters(df, cluster_labels(vecs, valid, blocks, method, cfg, min_cluster_size))
     out.attrs["linking"] = report

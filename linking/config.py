@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from toolkit.errors import LoomError
 from toolkit.progress import resolve_progress
 
 AUTO = "auto"  # merge / link / dedup choose the threshold and char_weight from the data
@@ -20,6 +21,23 @@ DEFAULT_DEDUP_THRESHOLD = 0.9  # cosine of cluster() and of an encoder-only dedu
 DEFAULT_DEDUP_K = 10  # neighbours searched per row by dedup and cluster
 CARDINALITIES = ("one_to_one", "one_to_many", "many_to_one")
 DEFAULT_ENCODER_BUDGET = 2000  # texts the cascade may embed per call
+
+
+def check_recall(recall: Any, name: str = "recall") -> None:
+    """recall= (or the CLI's --recall): None, or the share of true matches the candidates
+    must hold, in (0, 1]. The one check of this option (LinkConfig and the CLI call it)."""
+    if recall is None:
+        return
+    if (
+        not isinstance(recall, int | float)
+        or isinstance(recall, bool)
+        or not 0.0 < float(recall) <= 1.0
+    ):
+        given = f"{name} {recall}" if name.startswith("--") else f"{name}={recall!r}"
+        raise LoomError(
+            f"{given}: give the share of true matches the candidates must hold, a "
+            "number in (0, 1] such as 0.99 (or None to keep the default candidates)"
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,10 @@ class LinkConfig:
     progress: progress bars; None = on in notebooks and terminals (resolved when built).
     cache: Workspace or folder where embedded texts are kept.
     client: dask.distributed client: each block is searched as a task on the cluster.
+    recall: None (the default candidates), or a target share of true matches in (0, 1] that
+    the cascade's character candidates must hold: the number of candidates per row (k) is
+    then chosen per block from labelled pairs or estimated without them
+    (`linking.recall`).
     """
 
     model: Any = None
@@ -65,9 +87,11 @@ class LinkConfig:
     progress: bool | None = None
     cache: Any = None
     client: Any = None
+    recall: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "progress", resolve_progress(self.progress))
+        check_recall(self.recall)
 
     def link_cardinality(self) -> str | None:
         """The cardinality in force: `cardinality`, else "one_to_one" when one_to_one=True."""

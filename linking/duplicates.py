@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linking.cascade import FALLBACK_DEDUP_THRESHOLD, cascade_self
+from linking.cascade import FALLBACK_DEDUP_THRESHOLD, cascade_self, self_char_vectors
 from linking.checks import (
     check_char_weight,
     check_k,
     check_new_columns,
+    check_recall_use,
     check_threshold,
     warn_empty_keys,
 )
@@ -25,12 +26,15 @@ from linking.config import AUTO, DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkC
 from linking.decide import ScoreMixture
 from linking.groups import components
 from linking.keys import as_columns, block_keys, check_frame, check_has, field_values, key_texts
+from linking.recall import labelled_pairs, plan_candidates
 from linking.search import embed_keys, masked_texts, self_pairs
 from linking.select import choose_threshold, quality_report
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
 
 logger = logging.getLogger(__name__)
+
+RECALL_DEDUP_FLOOR = 2  # with recall=, at least the best two neighbours (the mixture's sample)
 
 
 def table_keys(
@@ -89,6 +93,8 @@ def dedup(
     cache: Any = None,
     char_weight: float | str = AUTO,
     *,
+    recall: float | None = None,
+    gold: Any = None,
     show_progress: bool | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Find duplicate rows: a copy of `df` (same rows, order and index) with `cluster_id`
@@ -103,16 +109,21 @@ def dedup(
     "auto" = 0, or a number to mix in spelling as in `merge`), cut there.
     progress: progress bars (None = on in notebooks and terminals; show_progress= is the
     deprecated spelling).
+    recall: a target share of true duplicate pairs in (0, 1] that the cascade's candidates
+    must hold: the neighbours per row (which then replace k) are chosen per block from
+    `gold` (labelled duplicate pairs, row_a/row_b positions) or estimated without labels,
+    as in `merge` (`linking.recall`); the report adds `recall_k` and `candidate_recall`.
     """
     progress = deprecated_progress(progress, "show_progress", show_progress, "dedup")
     cfg = LinkConfig.from_options(locals())
-    return dedup_table(df, on, cfg, return_pairs)
+    return dedup_table(df, on, cfg, return_pairs, gold=gold)
 
 
 def dedup_table(
-    df: pd.DataFrame, on: Any, cfg: LinkConfig, return_pairs: bool = False
+    df: pd.DataFrame, on: Any, cfg: LinkConfig, return_pairs: bool = False, gold: Any = None
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """`dedup` with its search options as a `LinkConfig` (e.g. built once by the CLI)."""
+    """`dedup` with its search options as a `LinkConfig` (e.g. built once by the CLI);
+    gold: labelled duplicate pairs for cfg.recall."""
     check_threshold(cfg.threshold)
     if cfg.threshold is None:
         raise LoomError(
@@ -121,10 +132,24 @@ def dedup_table(
         )
     check_k(cfg.k)
     check_char_weight(cfg.char_weight)
+    check_recall_use(cfg, gold)
+    if gold is not None:  # checked before any work
+        labelled_pairs(gold, (len(df), len(df)), True)
     if cfg.uses_cascade():
         texts, valid, blocks, report = table_keys(df, on, cfg.blocking_on)
         values = field_values(df, as_columns(on, "on"))
-        cands, mixture, info = cascade_self(values, texts, valid, cfg, blocks, cfg.k)
+        m, m_blocks, x, recall_info = cfg.k, None, None, {}
+        if cfg.recall is not None:
+            x = self_char_vectors(values, valid)
+            m, m_blocks, recall_info = plan_candidates(
+                (x, x), (values, values), (valid, valid), (blocks, blocks), cfg.recall, gold,
+                RECALL_DEDUP_FLOOR, same=True,
+            )  # fmt: skip
+        fit_k = None if cfg.recall is None else cfg.k  # the threshold as without recall=
+        cands, mixture, info = cascade_self(
+            values, texts, valid, cfg, blocks, m, m_blocks, x, fit_k
+        )
+        info.update(recall_info)
         mode, fallback = "cascade", FALLBACK_DEDUP_THRESHOLD
     else:
         ecfg = cfg.encoder_only()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linking.cascade import cascade_link
+from linking.cascade import cascade_link, link_char_vectors
 from linking.checks import (
     check_cardinality,
     check_char_weight,
@@ -23,11 +23,13 @@ from linking.checks import (
     check_link_options,
     check_link_tables,
     check_merge_how,
+    check_recall_use,
     warn_empty_keys,
 )
 from linking.config import AUTO, LinkConfig, renamed_keyword
 from linking.decide import ScoreMixture
 from linking.keys import RESERVED, block_keys, field_values, key_texts
+from linking.recall import labelled_pairs, plan_candidates
 from linking.search import embed_keys, masked_texts, match_pairs, search_pairs
 from linking.select import (
     best_per,
@@ -82,12 +84,19 @@ def link_pairs(
     left_on: Any = None,
     right_on: Any = None,
     vectors: tuple[np.ndarray, np.ndarray] | None = None,
+    gold: Any = None,
 ) -> tuple[pd.DataFrame, dict]:
-    """`link` with its options as a `LinkConfig`: the pairs and a report dict."""
+    """`link` with its options as a `LinkConfig`: the pairs and a report dict.
+
+    gold: labelled pairs (left_row, right_row positions) that choose the candidates for
+    cfg.recall (`linking.recall`)."""
     lcols, rcols, bcols = check_link_tables(left, right, on, left_on, right_on, cfg.blocking_on)
     check_link_options(cfg)
     check_char_weight(cfg.char_weight)
     check_cardinality(cfg)
+    check_recall_use(cfg, gold, vectors is not None)
+    if gold is not None:  # checked before any work
+        gold = list(zip(*labelled_pairs(gold, (len(left), len(right)), False)))
     (ltexts, rtexts), (lvalid, rvalid), (lb, rb), report = link_keys(
         left, right, lcols, rcols, bcols
     )
@@ -101,7 +110,16 @@ def link_pairs(
         sides = [values, (ltexts, rtexts), (lvalid, rvalid), (lb, rb)]
         if swap:
             sides = [tuple(reversed(x)) for x in sides]
-        cands, mixture, info = cascade_link(*sides[:3], cfg, sides[3], m)
+            gold = None if gold is None else [(y, x) for x, y in gold]
+        m_blocks = vecs = None
+        recall_info: dict[str, Any] = {}
+        if cfg.recall is not None:
+            vecs = link_char_vectors(sides[0], sides[2])
+            m, m_blocks, recall_info = plan_candidates(
+                vecs, sides[0], sides[2], sides[3], cfg.recall, gold, m
+            )
+        cands, mixture, info = cascade_link(*sides[:3], cfg, sides[3], m, m_blocks, vecs)
+        info.update(recall_info)
         mode, fallback = "cascade", None
     else:
         ecfg = cfg.encoder_only()
@@ -158,15 +176,17 @@ def merge_tables(
     right_on: Any = None,
     how: str = "left",
     suffixes: tuple[str, str] = ("_left", "_right"),
+    gold: Any = None,
 ) -> pd.DataFrame:
     """`merge` with its search options as a `LinkConfig` (e.g. built once by the CLI).
 
     how: the join ("left", "inner") or a cardinality ("one_to_one", "one_to_many",
-    "many_to_one": matches by threshold, every left row kept)."""
+    "many_to_one": matches by threshold, every left row kept). gold: labelled pairs for
+    cfg.recall (see `link_pairs`)."""
     join, card = check_merge_how(how)
     if card is not None:
         cfg = replace(cfg, cardinality=card)
-    pairs, report = link_pairs(left, right, cfg, on, left_on, right_on)
+    pairs, report = link_pairs(left, right, cfg, on, left_on, right_on, gold=gold)
     ranked = cfg.k > 1 or cfg.link_cardinality() == "one_to_many"
     out = assemble(left, right, pairs, join, suffixes, with_rank=ranked)
     out.attrs["linking"] = report
@@ -248,6 +268,8 @@ def link(
     client: Any = None,
     *,
     how: str | None = None,
+    recall: float | None = None,
+    gold: Any = None,
     one_to_one_matching: bool | None = None,
     show_progress: bool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
@@ -255,6 +277,7 @@ def link(
     counts, the threshold and char_weight in force, expected precision; see `merge`).
 
     how: None or a cardinality as in `merge` ("many_to_one", "one_to_many", "one_to_one").
+    recall, gold: candidates for a target recall, as in `merge`.
     one_to_one_matching= and show_progress= are deprecated spellings of one_to_one=, progress=.
     """
     if how is not None and check_merge_how(how)[1] is None:
@@ -268,7 +291,7 @@ def link(
     )
     progress = deprecated_progress(progress, "show_progress", show_progress, "link")
     cfg = LinkConfig.from_options(locals())
-    return link_pairs(left, right, cfg, on, left_on, right_on, vectors)
+    return link_pairs(left, right, cfg, on, left_on, right_on, vectors, gold)
 
 
 def merge(
@@ -293,6 +316,8 @@ def merge(
     char_weight: float | str = AUTO,
     client: Any = None,
     *,
+    recall: float | None = None,
+    gold: Any = None,
     show_progress: bool | None = None,
 ) -> pd.DataFrame:
     """Link two tables on noisy key fields: character n-grams for spelling, a sentence
@@ -323,10 +348,18 @@ def merge(
     each block is searched as a task on the cluster (embed-everything path). progress:
     progress bars (None = on in notebooks and terminals); show_progress= is its deprecated
     spelling.
+
+    recall: a target share of true matches in (0, 1] that the cascade's character
+    candidates must hold (None = the default 2 per row, 5 for one_to_one): the candidates per
+    row (k) are chosen per block, from `gold` (labelled pairs as left_row/right_row
+    positions, like `tune_threshold`'s) or, without it, estimated from the agreement of two
+    halves of the key fields (`linking.recall` says what that assumes). The report adds
+    `recall_k`, `candidate_recall` (expected), its lower bound and how it was estimated; a
+    `RecallWarning` says when the target is not reached.
     """
     progress = deprecated_progress(progress, "show_progress", show_progress, "merge")
     cfg = LinkConfig.from_options(locals())
-    return merge_tables(left, right, cfg, on, left_on, right_on, how, suffixes)
+    return merge_tables(left, right, cfg, on, left_on, right_on, how, suffixes, gold)
 
 
 def merge_knn(

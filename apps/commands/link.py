@@ -85,12 +85,36 @@ def _common(p: argparse.ArgumentParser) -> None:
         "(with --threshold auto: character candidates first, the encoder only on unsure pairs; "
         "0 for other languages or paraphrases)",
     )
+    p.add_argument(
+        "--recall",
+        type=float,
+        default=None,
+        help="target share of true matches the candidates must hold, in (0, 1], e.g. 0.99: "
+        "candidates per row are chosen per block (cascade only; default: 2 per row for link, "
+        "--k / 10 neighbours for dedup)",
+    )
+    p.add_argument(
+        "--recall-gold",
+        default=None,
+        metavar="FILE",
+        help="labelled pairs that choose the candidates for --recall (link: left_row,right_row; "
+        "dedup: row_a,row_b; row positions); without it recall is estimated from two halves "
+        "of the key fields",
+    )
 
 
 def _gold(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
     if path is None:
         return None
     return read_input(path, "--gold", {"the gold pairs format": cols})
+
+
+def _labels(path: str | None, cols: tuple[str, str]) -> pd.DataFrame | None:
+    """--recall-gold: the labelled pairs file, its two row-position columns."""
+    if path is None:
+        return None
+    frame = read_input(path, "--recall-gold", {"the labelled pairs format": list(cols)})
+    return frame[list(cols)]
 
 
 def threshold_flag(value: str) -> float | str | None:
@@ -124,6 +148,16 @@ def _check_options(args: argparse.Namespace) -> None:
         raise LoomError(
             f"--char-weight {args.char_weight}: give a share in [0, 1) (0.5 suits names, dates "
             "and codes with typos)"
+        )
+    from linking.config import check_recall
+
+    check_recall(args.recall, "--recall")
+    if args.recall_gold is not None and args.recall is None:
+        raise LoomError("--recall-gold FILE chooses the candidates for --recall: give --recall too")
+    if args.recall is not None and (args.threshold != "auto" or args.char_weight != "auto"):
+        raise LoomError(
+            f"--recall {args.recall} tunes the cascade's candidates, which run with --threshold "
+            "auto and --char-weight auto: leave those at auto (or drop --recall)"
         )
     args.device = check_device(args.device)
 
@@ -162,6 +196,7 @@ def _config(args: argparse.Namespace, **options: Any) -> Any:
         blocking_on=as_columns(args.blocking_on, "--blocking-on"),
         device=args.device,
         progress=True,
+        recall=args.recall,
         **options,
     )
 
@@ -172,7 +207,7 @@ def decided(frame: pd.DataFrame) -> dict[str, Any]:
     if report:
         parts = [f"threshold {report.get('threshold')} ({report.get('threshold_source', 'given')})"]
         parts.append(f"char_weight {report.get('char_weight')}")
-        for key in ("expected_precision", "expected_recall"):
+        for key in ("expected_precision", "expected_recall", "recall_k", "candidate_recall"):
             if key in report:
                 parts.append(f"{key.replace('_', ' ')} {report[key]}")
         print("chose " + ", ".join(parts), file=sys.stderr)
@@ -187,6 +222,8 @@ def cmd_link(args: argparse.Namespace) -> int:
     if args.images is not None:  # image + text records: apps/commands/link_images.py
         from apps.commands.link_images import cmd_link_images
 
+        if args.recall is not None or args.recall_gold is not None:
+            raise LoomError("--recall does not work with --images: leave it out")
         return cmd_link_images(args)
     _check_options(args)
     if args.k < 1:
@@ -200,8 +237,9 @@ def cmd_link(args: argparse.Namespace) -> int:
     key = "--on" if args.on is not None else "--right-on"
     right = read_input(args.right, "RIGHT", {key: rcols, "--blocking-on": blocking})
     gold = _gold(args.gold, ("left_row", "right_row"))
+    labels = _labels(args.recall_gold, ("left_row", "right_row"))
     cfg = _config(args, k=args.k, one_to_one=args.one_to_one)
-    out = merge_tables(left, right, cfg, left_on=lcols, right_on=rcols)
+    out = merge_tables(left, right, cfg, left_on=lcols, right_on=rcols, gold=labels)
     report = decided(out)
     ws = Workspace(args.out)
     params = {
@@ -215,6 +253,8 @@ def cmd_link(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "blocking_on": args.blocking_on,
         "one_to_one": args.one_to_one,
+        "recall": args.recall,
+        "recall_gold": args.recall_gold,
         "decided": report,
     }
     from linking.store import save_link_run
@@ -249,9 +289,15 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         {"--on": on, "--blocking-on": as_columns(args.blocking_on, "--blocking-on")},
     )
     gold = _gold(args.gold, ("row_a", "row_b"))
+    if args.recall is not None and args.method != "connected":
+        raise LoomError(
+            f"--recall tunes the candidates of --method connected; --method {args.method} "
+            "clusters the k-NN graph: leave --recall out"
+        )
+    labels = _labels(args.recall_gold, ("row_a", "row_b"))
     cfg = _config(args, k=DEFAULT_DEDUP_K)
     if args.method == "connected":
-        clusters, pairs = dedup_table(df, on, cfg, return_pairs=True)
+        clusters, pairs = dedup_table(df, on, cfg, return_pairs=True, gold=labels)
     else:
         clusters = cluster_table(df, on, cfg, args.method)
         from linking.evaluate import pairs_from_clusters
@@ -268,6 +314,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         "model": args.model,
         "char_weight": args.char_weight,
         "blocking_on": args.blocking_on,
+        "recall": args.recall,
+        "recall_gold": args.recall_gold,
         "decided": report,
     }
     from linking.store import save_dedup_run
