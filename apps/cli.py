@@ -6,7 +6,12 @@ import argparse
 import importlib
 import sys
 
-from apps.options import DefaultsFormatter
+from apps.options import (
+    EMBED_COMMANDS,
+    DefaultsFormatter,
+    add_embed_backend,
+    apply_embed_backend,
+)
 from toolkit.errors import LoomError
 
 COMMANDS = (
@@ -38,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that capability is not part of this build
             raise
         module.register(sub)
-    for command in sub.choices.values():  # every command's --help shows its defaults
+    for name, command in sub.choices.items():  # every command's --help shows its defaults
         command.formatter_class = DefaultsFormatter
+        if name in EMBED_COMMANDS:
+            add_embed_backend(command)
     return parser
 
 
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2
     try:
+        apply_embed_backend(args)
         return int(args.func(args) or 0)
     except LoomError as e:
         print(f"loom {args.command}: error: {e}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -65,6 +66,42 @@ def check_device(device: str | None, flag: str = "--device") -> str | None:
             f"cuda:{torch.cuda.device_count() - 1})"
         )
     return name
+
+
+#: The commands whose work embeds text with the shared embedding service.
+EMBED_COMMANDS = (
+    "embed",
+    "embed-server",
+    "label",
+    "extract",
+    "link",
+    "dedup",
+    "cluster",
+    "aggregate",
+)
+#: toolkit.embed.BACKENDS, spelled here so that building the parser imports no encoder.
+EMBED_BACKENDS = ("auto", "torch", "onnx")
+
+
+def add_embed_backend(parser: argparse.ArgumentParser) -> None:
+    """`--embed-backend`: the forward pass of the default and local sentence encoders."""
+    parser.add_argument(
+        "--embed-backend",
+        choices=EMBED_BACKENDS,
+        default=None,
+        help="encoder forward pass: auto (int8 ONNX on the CPU when it agrees with torch; "
+        "torch on a GPU), torch (the reference vectors) or onnx; default: "
+        "$LOOM_EMBED_BACKEND, else auto",
+    )
+
+
+def apply_embed_backend(args: argparse.Namespace) -> None:
+    """Make `--embed-backend` the process's default ($LOOM_EMBED_BACKEND), so every embedder
+    the command loads (linking, labeling, extraction, the server, Dask workers) uses it."""
+    backend = getattr(args, "embed_backend", None)
+    if backend is not None:
+        os.environ["LOOM_EMBED_BACKEND"] = backend
+        log.info("embedding backend from --embed-backend: %s", backend)
 
 
 def read_input(

@@ -1,9 +1,10 @@
-"""CPU encoders in one run: sentence-transformers vs loom torch vs loom int8 ONNX Runtime.
+"""CPU encoders in one run: sentence-transformers vs loom's default vs loom torch.
 
 On the same texts (1,000 BBC texts of 5-500 tokens and 1,000 FEBRL4 record keys): texts/s of
   - sentence-transformers `SentenceTransformer.encode` (the peer, batch 32),
-  - loom's default backend (PyTorch, `backend="torch"`),
-  - loom's int8 ONNX Runtime backend of the same MiniLM (`backend="onnx"`),
+  - loom's default (`get_embedder()`: backend "auto", the int8 ONNX Runtime forward pass of
+    the same MiniLM when it agrees with torch; the row names the backend it chose),
+  - loom's PyTorch backend (`backend="torch"`, the reference vectors),
   - the multilingual encoder (`use-multilingual`, another model: speed only),
 with the cosine of each one's vectors to sentence-transformers'. Methods run interleaved,
 `--repeats` rounds, best round kept (the machine is shared). Then the linking effect:
@@ -44,21 +45,29 @@ def encoders(onnx_cache: str | None) -> dict:
     """name -> encode(texts) for each method, all loaded and warmed up."""
     from sentence_transformers import SentenceTransformer
 
-    from toolkit.embed import default_model_path, get_embedder, load_embedder
+    from toolkit.embed import default_model_path, get_embedder
 
     st = SentenceTransformer(str(default_model_path()), device="cpu")
     torch_emb = get_embedder(None, "cpu", backend="torch")
-    onnx_emb = load_embedder(None, "cpu", backend="onnx", onnx_cache=onnx_cache)
+    # the default a user gets (no backend=): "auto" on the CPU, from a cold ONNX cache on a
+    # first run (export and agreement check, timed in main)
+    default_emb, secs = timed(lambda: get_embedder(None, "cpu", onnx_cache=onnx_cache))
+    default = f"loom default ({default_emb.backend})"
     use = get_embedder("use-multilingual")
     out = {
         "sentence-transformers": lambda t: st.encode(t, batch_size=32, normalize_embeddings=True),
+        default: lambda t: default_emb.encode(t, progress=False),
         "loom torch": lambda t: torch_emb.encode(t, progress=False),
-        "loom onnx-int8": lambda t: onnx_emb.encode(t, progress=False),
         "use-multilingual (other model)": lambda t: use.encode(t, progress=False),
     }
     for fn in out.values():
         fn(["warm up", "a second, longer warm-up text for the batching path"])
-    out["_embedders"] = {"loom torch": torch_emb, "loom onnx-int8": onnx_emb}
+    out["_embedders"] = {"loom torch": torch_emb, default: default_emb}
+    out["_default"] = {
+        "backend": default_emb.backend,
+        "backend_check": default_emb.backend_check,
+        "load_seconds": secs,
+    }
     return out
 
 
@@ -141,7 +150,9 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list: throughput,linking")
     ap.add_argument("--embed-all", action="store_true", help="also link embedding every record")
     ap.add_argument("--link-n", type=int, default=4000, help="FEBRL4 test links (rows a side)")
-    ap.add_argument("--onnx-cache", default=None, help="ONNX export folder (default ~/.cache)")
+    ap.add_argument(
+        "--onnx-cache", default=None, help="ONNX export folder (default $LOOM_CACHE/onnx)"
+    )
     ap.add_argument("--tag", default="", help="suffix for the results file name")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -155,6 +166,9 @@ def main() -> int:
     print(f"loaded (and exported, on a first run) in {secs:.1f} s", flush=True)
     payload: dict = {"args": vars(args), "torch_threads": torch.get_num_threads()}
     payload["cpu_count"] = os.cpu_count()
+    payload["load_average"] = os.getloadavg()
+    payload["default"] = methods["_default"]
+    print(f"default backend: {methods['_default']}", flush=True)
     if "throughput" not in skip:
         wanted = set(args.sets.split(","))
         sets = {"febrl4 records": febrl_texts(args.n)} if "febrl" in wanted else {}
@@ -165,6 +179,7 @@ def main() -> int:
     if "linking" not in skip:
         payload["linking"] = linking_effect(methods["_embedders"], args.embed_all, args.link_n)
         print_table(payload["linking"])
+    payload["load_average_end"] = os.getloadavg()
     path = write_results(f"embed_cpu{args.tag}", "cpu", payload)
     print(f"wrote {path}")
     return 0

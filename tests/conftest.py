@@ -27,9 +27,18 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def embedder():
+    """The default embedder: on this CPU, the int8 ONNX forward pass when it agrees (auto)."""
     from toolkit.embed import get_embedder
 
     return get_embedder()
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():
+    """The PyTorch reference, for tests that hold vectors to sentence-transformers' numbers."""
+    from toolkit.embed import get_embedder
+
+    return get_embedder(backend="torch")
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,15 @@
 `load_transformer(..., backend=)` is what `get_embedder` calls for the default MiniLM and
 local sentence-transformers folders:
 - "torch": the PyTorch model (`TransformerEmbedder`), the reference.
-- "onnx": the same model exported once to ONNX with int8 dynamic quantization
-  (`toolkit.embed.onnx_export`) and run by ONNX Runtime on the CPU (`OnnxEmbedder`).
-- "auto": "onnx" on the CPU when its vectors agree with the torch ones on a fixed check
-  sample (the 5th percentile of the per-text cosine >= `onnx_threshold`, 0.99), else "torch";
-  always "torch" on a GPU or where onnxruntime is not installed.
-The default is $LOOM_EMBED_BACKEND, else `DEFAULT_BACKEND` (docs/embedding.md says why).
+- "onnx": the same model exported once to ONNX with int8 weights and per-token activation
+  scales (`toolkit.embed.onnx_export`), run by ONNX Runtime on the CPU (`OnnxEmbedder`). A
+  text's vector depends on that text alone, not on the texts batched with it.
+- "auto" (the default): "onnx" on the CPU when its vectors agree with the torch ones on a
+  fixed check sample (the 5th percentile of the per-text cosine >= `onnx_threshold`, 0.99),
+  else "torch"; always "torch" on a GPU or where onnxruntime is not installed. The check runs
+  once per model, recipe and onnxruntime version: its result is stored beside the export.
+The default is $LOOM_EMBED_BACKEND, else `DEFAULT_BACKEND`; "torch" is the way back to the
+reference vectors (docs/embedding.md).
 """
 
 from __future__ import annotations
@@ -21,15 +24,23 @@ from typing import Any
 import numpy as np
 
 from toolkit.embed.base import Embedder
-from toolkit.embed.onnx_export import RECIPE, ensure_export, onnx_available
+from toolkit.embed.onnx_export import (
+    RECIPE,
+    check_key,
+    ensure_export,
+    onnx_available,
+    read_check,
+    write_check,
+)
 from toolkit.embed.transformer import TransformerEmbedder
 from toolkit.errors import LoomError
+from toolkit.fingerprint import text_fingerprint
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx")
 #: The backend when neither backend= nor $LOOM_EMBED_BACKEND says one.
-DEFAULT_BACKEND = "torch"
+DEFAULT_BACKEND = "auto"
 #: The agreement "auto" asks of the ONNX vectors (5th percentile of the cosine to torch).
 ONNX_THRESHOLD = 0.99
 
@@ -85,7 +96,8 @@ class OnnxEmbedder(TransformerEmbedder):
     """A sentence-transformers encoder whose forward pass is its int8 ONNX export.
 
     Tokenizer, token-budget batches and long-text windows are those of the torch embedder it
-    is made from (`reference`); only `forward_ids` differs. `model` stays the torch model
+    is made from (`reference`); only `forward_ids` differs. Activations are quantized per
+    token, so a text gets the same vector alone or in any batch. `model` stays the torch model
     (fine-tuning and other readers of it keep working). CPU only.
     threads: ONNX Runtime's intra-op threads (None: torch's thread count).
     """
@@ -190,8 +202,11 @@ def load_transformer(
                 )
             raise LoomError("backend='onnx' needs ONNX Runtime: pip install onnxruntime onnx")
         log.info(
-            "embedding backend auto: torch (%s)",
-            ref.device if ref.device != "cpu" else "onnxruntime is not installed",
+            "embedding backend auto: torch for %s (%s)",
+            name,
+            f"on {ref.device}: the int8 ONNX path is for the CPU"
+            if ref.device != "cpu"
+            else "onnxruntime is not installed: pip install onnxruntime onnx",
         )
         return ref
     try:
@@ -201,17 +216,29 @@ def load_transformer(
             raise LoomError(f"cannot export {name} to ONNX: {e}") from e
         log.warning("embedding backend auto: torch (the ONNX export of %s failed: %s)", name, e)
         return ref
-    fast = OnnxEmbedder(ref, folder)
     if chosen == "onnx":
-        return fast
-    stats = agreement(ref, fast)
-    keep = fast if stats["p05"] >= onnx_threshold else ref
+        return OnnxEmbedder(ref, folder)
+    key = f"{check_key()}/check={text_fingerprint(*CHECK_TEXTS)}"
+    stats = read_check(folder, key)
+    source = "stored check"
+    try:
+        fast = None if stats and stats["p05"] < onnx_threshold else OnnxEmbedder(ref, folder)
+    except LoomError as e:
+        log.warning("embedding backend auto: torch for %s (%s)", name, e)
+        return ref
+    if stats is None:
+        stats, source = agreement(ref, fast), "check run now"
+        write_check(folder, key, stats)
+    keep = fast if fast is not None and stats["p05"] >= onnx_threshold else ref
     keep.backend_check = {**stats, "threshold": onnx_threshold}
     log.info(
-        "embedding backend auto: %s (int8 ONNX vs torch cosine on %d check texts: 5th "
-        "percentile %.4f, mean %.4f, min %.4f; needed %.4f)",
+        "embedding backend auto: %s for %s (int8 ONNX vs torch cosine on %d check texts, %s: "
+        "5th percentile %.4f, mean %.4f, min %.4f; needed %.4f). backend='torch' or "
+        "LOOM_EMBED_BACKEND=torch gives the torch vectors",
         keep.backend,
+        name,
         stats["n"],
+        source,
         stats["p05"],
         stats["mean"],
         stats["min"],
