@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from extraction import constrained as cs
 from extraction import prompts
 from extraction.config import EvaporateConfig
 from extraction.documents import chunks, readable
@@ -79,6 +80,8 @@ def plan_run(
             * cfg.num_candidates
         )
         rows.append(("codegen", calls, ptok, calls * cfg.code_tokens, note))
+        if cfg.constrained and not server:
+            rows.append(constrained_plan(raws, attrs, count, note))
     plan = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     total = ("total", int(plan["calls"].sum()), int(plan["prompt_tokens"].sum()),
              int(plan["completion_tokens"].sum()), "")  # fmt: skip
@@ -92,6 +95,30 @@ def plan_run(
             "it is spent"
         )
     return plan
+
+
+def constrained_plan(raws: list[str], attrs: list[str], count: Callable[[str], int],
+                     note: str) -> tuple:  # fmt: skip
+    """The plan row of the constrained functions (`extraction.constrained.choose`): per
+    attribute and sample document one anchor call and `TOP_ANCHORS` pattern calls; their
+    "completion" tokens are the options' tokens the model reads (each once, as a trie)."""
+    calls = ptok = otok = 0
+    menu = "; ".join(d for d, _ in cs.PATTERNS.values())
+    for raw in raws:
+        anchors = cs.anchor_options(raw)
+        if not anchors:
+            continue
+        text = raw[: cs.EXCERPT_CHARS]
+        per = count(cs.ANCHOR_PROMPT.format(text=text, attribute=""))
+        per += cs.TOP_ANCHORS * count(
+            cs.PATTERN_PROMPT.format(text=text, attribute="", anchor="", menu=menu)
+        )
+        # each question is also asked about a generic "value" (calibration), the anchor one
+        # once per document; prompts' shared prefixes are not discounted here (an upper bound)
+        calls += len(attrs) * (1 + 2 * cs.TOP_ANCHORS) + 1
+        ptok += (len(attrs) + 1) * per
+        otok += (len(attrs) + 1) * (sum(count(a) for a in anchors) + cs.TOP_ANCHORS * count(menu))
+    return ("constrained", calls, ptok, otok, note)
 
 
 def budget_report(cfg: EvaporateConfig, cands: pd.DataFrame, attrs: list, used: int) -> dict:

@@ -52,6 +52,13 @@ class EvaporateConfig:
     #: most LLM tokens (prompt + completion, every answer the run uses): when spent, no
     #: further candidate functions are generated and the report says so; None = no limit
     max_llm_tokens: int | None = None
+    #: constrained functions (`extraction.constrained`): a local LLM chooses an anchor and a
+    #: value pattern per sample document, scored exactly, rendered into code by the toolkit.
+    #: Off by default (docs/extraction.md, "Constrained functions": measured cost and gain);
+    #: a server URL cannot be scored, so there it is skipped even when asked for
+    constrained: bool = False
+    #: most constrained functions per attribute
+    constrained_candidates: int = 4
 
     def resolved(self, server: bool) -> EvaporateConfig:
         """This config with the auto sizes (None) filled in for a local model or a server."""
@@ -91,6 +98,12 @@ class EvaporateConfig:
             raise LoomError(
                 f"max_llm_tokens={self.max_llm_tokens}: give a positive number of tokens, or "
                 "None for no limit (on the command line --max-llm-tokens)"
+            )
+        if self.constrained_candidates < 0:
+            raise LoomError(
+                f"constrained_candidates={self.constrained_candidates}: give 0 or more "
+                "(constrained functions per attribute; on the command line "
+                "--constrained-candidates)"
             )
         if self.max_induced < 0 or not 0.0 <= self.min_precision <= 1.0:
             raise LoomError("max_induced must be >= 0 and min_precision in [0, 1]")

@@ -113,6 +113,8 @@ class Evaporate:
         resume: bool = True,
         config: EvaporateConfig | None = None,
         max_llm_tokens: int | None = None,
+        constrained: bool = False,
+        constrained_candidates: int = 4,
     ) -> ExtractionResult:
         """Extract `attributes` (or identified ones) from every document under `folder`.
 
@@ -126,7 +128,8 @@ class Evaporate:
                 max_induced=max_induced, max_functions=max_functions,
                 min_precision=min_precision, max_chars=max_chars, direct_tokens=direct_tokens,
                 code_tokens=code_tokens, seed=seed, sampling=sampling,
-                max_llm_tokens=max_llm_tokens,
+                max_llm_tokens=max_llm_tokens, constrained=constrained,
+                constrained_candidates=constrained_candidates,
             )  # fmt: skip
         elif config.attributes is not None:
             config = dataclasses.replace(config, attributes=check_attributes(config.attributes))
@@ -255,7 +258,8 @@ class Evaporate:
         with self.llm.stage("codegen"):
             cands = self._checkpoint_frame(
                 run, "candidates",
-                lambda: fn.write_candidates(self.llm, raws, sample_vals, cfg, budget=budget),
+                lambda: fn.write_candidates(self.llm, raws, sample_vals, cfg, budget=budget,
+                                            progress=self.progress),
             )  # fmt: skip
         if cfg.max_llm_tokens is not None:
             report["budget"] = budget_report(cfg, cands, attrs, self._answers.total_tokens())

@@ -8,6 +8,7 @@ the estimated accuracy and coverage. The sandbox sees positional ids, never comp
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 from extraction import prompts
 from extraction.candidates import induce, normalize
 from extraction.config import EvaporateConfig
+from extraction.constrained import constrained_candidates
 from extraction.ensemble import aggregate
 from extraction.heldout import prior_accuracy
 from extraction.sandbox import run_on_cluster
@@ -25,6 +27,7 @@ from extraction.structure import label_candidates
 from extraction.webpage import structure_candidates
 from toolkit.metrics import precision_recall_f1
 
+log = logging.getLogger(__name__)
 KEY = ["attribute", "function_id"]
 #: The `functions` table as it is returned and saved.
 FUNCTION_COLUMNS = [
@@ -63,11 +66,12 @@ def _code_prompt(a: str, k: int, raws: list[str], values: list[str], rng: random
 
 def write_candidates(
     llm: Any, raws: list[str], sample_vals: dict[str, list[str]], cfg: EvaporateConfig,
-    budget: Callable[[], int] | None = None,
+    budget: Callable[[], int] | None = None, progress: bool = False,
 ) -> pd.DataFrame:  # fmt: skip
-    """Induced (LLM-free), label-anchored (`extraction.structure`) and LLM-written
-    candidates for every attribute, one row each. budget() -> LLM tokens left: checked
-    before each round (the k-th function of every attribute); none is written once spent."""
+    """Induced (LLM-free), label-anchored (`extraction.structure`), constrained
+    (`extraction.constrained`, a local LLM's choices) and LLM-written candidates for every
+    attribute, one row each. budget() -> LLM tokens left: checked before each round (the
+    k-th function of every attribute); none is written once spent."""
     rng = random.Random(cfg.seed)
     rows: list[dict] = []
     jobs = []
@@ -84,6 +88,11 @@ def write_candidates(
                          "code": code, "raw": ""})  # fmt: skip
         for k in range(cfg.num_candidates):
             jobs.append((a, k, _code_prompt(a, k, raws, values, rng), 0.0 if k < 2 else 0.7))
+    if cfg.constrained and getattr(llm, "can_score", False):
+        with llm.stage("constrained"):
+            rows += constrained_candidates(llm, raws, sample_vals, cfg, budget, progress)
+    elif cfg.constrained:
+        log.info("constrained functions skipped: %r cannot score options (a server)", llm)
     for k in sorted({j[1] for j in jobs}):
         if budget is not None and budget() <= 0:
             break

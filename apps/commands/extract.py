@@ -109,6 +109,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "generated and the report says so; default: no limit",
     )
     p.add_argument(
+        "--constrained",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="constrained functions: the local LLM picks an anchor and a value pattern per "
+        "sample document (scored exactly) and the toolkit writes the code (local models "
+        "only; a server URL keeps free-form code); default: off",
+    )
+    p.add_argument(
+        "--constrained-candidates",
+        type=int,
+        default=4,
+        help="most constrained functions per attribute (default 4)",
+    )
+    p.add_argument(
         "--requests-per-minute",
         type=float,
         default=None,
@@ -140,6 +154,7 @@ def config_from_args(args: argparse.Namespace):
     at_least("--max-attributes", args.max_attributes, 1)
     at_least("--direct-tokens", args.direct_tokens, 1)
     at_least("--code-tokens", args.code_tokens, 1)
+    at_least("--constrained-candidates", args.constrained_candidates, 0)
     try:
         attributes = check_attributes(args.attributes)
     except LoomError as e:
@@ -154,6 +169,8 @@ def config_from_args(args: argparse.Namespace):
         code_tokens=args.code_tokens,
         seed=args.seed,
         max_llm_tokens=args.max_llm_tokens,
+        constrained=args.constrained,
+        constrained_candidates=args.constrained_candidates,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,8 @@ class LLM:
     answer_batch: int = 1
     #: True for a model behind a server URL (fast, paid per token); False for a local one
     is_server: bool = False
+    #: True where `score_options` works (a local model whose logits are at hand)
+    can_score: bool = False
 
     def __init__(self, cache: str | os.PathLike | bool | None = None) -> None:
         if cache is False:
@@ -179,6 +182,40 @@ class LLM:
                         self.cache.put({keys[j]: c})
                     arrived(j, c)
         return [results[j] for j in range(len(jobs))]
+
+    def score_options(self, prompt: str, options: Sequence[str], chat: bool = True) -> list[float]:
+        """The log-likelihood of each option as the whole answer to `prompt` (constrained
+        decoding over a finite set: the argmax is the option the model would emit if it could
+        only emit these; `toolkit.llm.constrain`). Cached and counted like `complete`: the
+        prompt's tokens and the tokens fed (the options' trie) under the current stage."""
+        options = list(options)
+        if not self.can_score:
+            raise LoomError(
+                f"{self!r} cannot score options: only a local model (transformers or "
+                "llama.cpp) exposes its logits; a server URL keeps free-form generation"
+            )
+        if (
+            not isinstance(prompt, str)
+            or not options
+            or not all(isinstance(o, str) and o for o in options)
+        ):
+            raise LoomError("score_options needs a prompt string and non-empty option strings")
+        model = f"{self.name}@{self.fingerprint}" if self.cache else self.name
+        key = CompletionCache.key(model, prompt, {"score_options": options, "chat": chat})
+        c = (self.cache.get([key]) if self.cache else {}).get(key)
+        if c is None:
+            scores, ptok, fed = self._score(prompt, options, chat)
+            c = Completion(json.dumps(scores), ptok, fed, finish_reason="stop")
+            if self.cache:
+                self.cache.put({key: c})
+        self._count([c])
+        for fn in list(self._observers):
+            fn(self._stage, key, c)
+        return [float(x) for x in json.loads(c.text)]
+
+    def _score(self, prompt: str, options: list[str], chat: bool) -> tuple[list[float], int, int]:
+        """(scores, prompt tokens, tokens fed): backends with `can_score` implement it."""
+        raise NotImplementedError
 
     def _stream(
         self,

@@ -15,6 +15,7 @@ from toolkit.errors import LoomError
 from toolkit.llm.base import LLM
 from toolkit.llm.cache import cache_root
 from toolkit.llm.completion import Completion
+from toolkit.llm.constrain import score_llamacpp, score_transformers
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -25,6 +26,8 @@ def llama_cpp_available() -> bool:
 
 class TransformersLLM(LLM):
     """A local causal LM through transformers: batched greedy/sampled generation, left padding."""
+
+    can_score = True
 
     def __init__(
         self,
@@ -79,6 +82,20 @@ class TransformersLLM(LLM):
         finally:
             torch.set_num_threads(old_threads)
         return [out[i] for i in range(len(texts))]
+
+    def _score(self, prompt, options, chat):  # type: ignore[override]
+        import torch
+
+        old_threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            with self._lock:
+                return score_transformers(
+                    self.model, self.tokenizer, self.device, self._format(prompt, chat), options
+                )
+        finally:
+            torch.set_num_threads(old_threads)
 
     def _stream(self, prompts, max_tokens, temperature, stop, seed, chat):  # type: ignore[override]
         """Batches of similar length (less padding), each handed back as soon as it ends."""
@@ -142,6 +159,8 @@ def default_threads() -> int:
 class LlamaCppLLM(LLM):
     """A GGUF model through llama-cpp-python (optional: `pip install loom[llamacpp]`)."""
 
+    can_score = True
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -196,6 +215,25 @@ class LlamaCppLLM(LLM):
                     )
                 )
         return out
+
+    def _score(self, prompt, options, chat):  # type: ignore[override]
+        with self._lock:
+            return score_llamacpp(self.model, self._chat_text(prompt) if chat else prompt, options)
+
+    def _chat_text(self, prompt: str) -> str:
+        """`prompt` as one user message in the model's own chat template (GGUF metadata)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.model.metadata.get("tokenizer.chat_template")
+        if not template:
+            return prompt
+        vocab = self.model
+        fmt = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.detokenize([vocab.token_eos()]).decode(errors="ignore"),
+            bos_token=vocab.detokenize([vocab.token_bos()]).decode(errors="ignore"),
+        )
+        return fmt(messages=[{"role": "user", "content": prompt}]).prompt
 
 
 def default_gguf_path() -> Path:
