@@ -187,7 +187,8 @@ class BaseLabelModel:
                 f"lf_names has {len(self.lf_names)} names but L_train has {m} columns"
             )
         self.fit_warnings_: list[str] = []
-        silent = ~voting_lfs(L)
+        self._voting = voting_lfs(L)  # one pass over L, reused by _fit and the checks below
+        silent = ~self._voting
         if silent.any():
             names = [self.lf_names[i] for i in np.nonzero(silent)[0][:5]]
             self._fit_warning(
@@ -208,7 +209,7 @@ class BaseLabelModel:
         shared = {a: v for a, v in given.items() if a in options and v is not None}
         self._fit(L, **shared, **kwargs)
         self.m = m
-        degenerate = degenerate_message(self, L, seed)
+        degenerate = degenerate_message(self, L, seed, voting=self._voting)
         if degenerate:
             self._fit_warning(degenerate)
         return self

@@ -23,16 +23,19 @@ CHECK_ROWS = 50_000
 _CLI_NAMES = {"LabelModel": "label_model", "MajorityVoter": "majority"}
 
 
-def degenerate_symptoms(model: Any, L: np.ndarray, seed: int = 0) -> list[str]:
+def degenerate_symptoms(
+    model: Any, L: np.ndarray, seed: int = 0, voting: np.ndarray | None = None
+) -> list[str]:
     """What is degenerate about a fitted `model` on its training matrix `L` (empty if nothing).
 
     Checked: every voting LF's estimated accuracy within CHANCE_TOLERANCE of 1/k; uniform
     probabilities on every row with a vote; predict() giving -1 for every row.
+    voting: voting_lfs(L) when the caller has it already (saves a pass over L).
     """
     from labeling.model.sparse import rows_without_votes, voting_lfs
 
     k = model.cardinality
-    voting = voting_lfs(L)
+    voting = voting_lfs(L) if voting is None else voting
     if not voting.any():
         return ["no LF votes on any row"]
     rows = L
@@ -46,18 +49,21 @@ def degenerate_symptoms(model: Any, L: np.ndarray, seed: int = 0) -> list[str]:
     if np.all(np.abs(acc - 1.0 / k) <= CHANCE_TOLERANCE):
         out.append(f"every estimated LF accuracy is at chance (1/k = {1.0 / k:.2f})")
     covered = ~rows_without_votes(rows)
+    pred, probs = model.predict(rows, return_probs=True)  # one posterior pass for both checks
     if covered.any():
-        probs = np.asarray(model.predict_proba(rows), dtype=np.float64)[covered]
+        probs = np.asarray(probs, dtype=np.float64)[covered]
         if np.all(probs.max(1) - probs.min(1) < UNIFORM_TOLERANCE):
             out.append(f"the probabilities are uniform (1/k) on every row with a vote{where}")
-    if np.all(model.predict(rows) == ABSTAIN):
+    if np.all(pred == ABSTAIN):
         out.append(f"predict() gives -1 (no label) for every row{where}")
     return out
 
 
-def degenerate_message(model: Any, L: np.ndarray, seed: int = 0) -> str:
+def degenerate_message(
+    model: Any, L: np.ndarray, seed: int = 0, voting: np.ndarray | None = None
+) -> str:
     """A warning naming the model, the symptoms and the alternatives; "" when the fit is fine."""
-    symptoms = degenerate_symptoms(model, L, seed)
+    symptoms = degenerate_symptoms(model, L, seed, voting)
     if not symptoms:
         return ""
     name = type(model).__name__

@@ -12,7 +12,7 @@ import numpy as np
 from labeling.model.base import register_model
 from labeling.model.cliques import GroupTables
 from labeling.model.completion import DenseOverlap, SparseOverlap, fit_mu
-from labeling.model.conditional import ConditionalModel
+from labeling.model.conditional import ConditionalModel, default_pooled
 from labeling.model.sparse import (
     SparseVoteBlocks,
     compress_sparse_rows,
@@ -21,7 +21,7 @@ from labeling.model.sparse import (
     sparse_onehot,
     to_sparse_votes,
 )
-from labeling.model.votes import VoteBlocks, compress_rows
+from labeling.model.votes import VoteBlocks, compress_rows, cpu_threads, limit_threads
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress
 
@@ -86,6 +86,8 @@ class LabelModel(ConditionalModel):
     labeling.model.to_sparse_votes); nothing n x m is then made dense, and the matrix
     completion uses the sparse one-hot votes instead of the (m*k)^2 overlap matrix (so does a
     dense L with m*k > SPARSE_WIDTH). Dependencies need a dense L.
+    threads: CPU threads of fit and predict_proba (None: half of torch's, at least one;
+    labeling.model.votes.default_threads says why); torch's setting is restored after.
     """
 
     accepts_sparse = True
@@ -97,18 +99,26 @@ class LabelModel(ConditionalModel):
         refine: str = "em",
         verbose: bool | None = None,
         progress: bool | None = None,
+        threads: int | None = None,
     ) -> None:
         progress = deprecated_progress(progress, "verbose", verbose, "LabelModel")
         super().__init__(cardinality, device, progress)
         if refine not in ("em", "none"):
             raise LoomError(f"refine must be 'em' or 'none', got {refine!r}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise LoomError(
+                f"LabelModel(threads={threads!r}): use a positive integer, or None for the default"
+            )
         self.refine = refine
+        self.threads = threads
         self.dependencies_: list[tuple[int, int]] = []
         self.groups_: list[tuple[int, ...]] = []
         self.group_tables_: GroupTables | None = None
 
     def _config(self) -> dict[str, Any]:
-        return {"device": self.device, "refine": self.refine}
+        return {"device": self.device, "refine": self.refine, "threads": self.threads}
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {"cond": self.cond}
@@ -165,6 +175,7 @@ class LabelModel(ConditionalModel):
             return pairs
         return check_pairs(dependencies, m, self.lf_names)
 
+    @limit_threads
     def _fit(
         self,
         L: np.ndarray,
@@ -190,8 +201,9 @@ class LabelModel(ConditionalModel):
         independent given the class; "auto": learn the dependent pairs from the votes,
         labeling.dependencies; or a list of (i, j) LF pairs, indices or names), pooled
         (pseudo-rows per class shrinking each LF's confusion table towards one accuracy with
-        wrong votes spread evenly, ConditionalModel._em; None: k - 2, so 0 for binary
-        tasks and strong where most wrong-vote cells are never observed)."""
+        wrong votes spread evenly, ConditionalModel._em; None: conditional.default_pooled,
+        0 for binary tasks and about POOLED_PER_CELL pseudo-votes per confusion cell
+        otherwise; fit_info["pooled"] says what ran)."""
         import torch
 
         from labeling.dependencies import dependency_groups
@@ -208,9 +220,7 @@ class LabelModel(ConditionalModel):
         dev = self._torch_device()
         m = L.shape[1]
         k = self.cardinality
-        if pooled is None:
-            pooled = float(k - 2)
-        if not pooled >= 0:
+        if pooled is not None and not pooled >= 0:
             raise LoomError(f"LabelModel.fit(pooled={pooled!r}): use a number >= 0 or None")
         if em_sample is not None:  # older name of fit_sample
             fit_sample = em_sample
@@ -257,15 +267,20 @@ class LabelModel(ConditionalModel):
         excluded = sorted({pr for g in dependency_groups(pairs, m) for pr in combinations(g, 2)})
         self.dependencies_ = pairs
         self.fit_info["dependencies"] = [list(pr) for pr in pairs]
+        if pooled is None:
+            coverage = float((cond0[:, 1:, :].sum(1).double() @ p0.double()).mean())
+            pooled = default_pooled(k, coverage)
+        self.fit_info["pooled"] = float(pooled)
         p = self.class_balance if self._fixed_balance else p0.double().cpu().numpy()
         mu0 = cond0[:, 1:, :].reshape(m * k, k).double()
         if not sparse_route or m * k <= SPARSE_WIDTH:
             overlap = DenseOverlap(dense, k, excluded)
             del dense
         pt64 = torch.as_tensor(p, dtype=torch.float64, device=dev)
-        mu, loss = fit_mu(
-            overlap, mu0, pt64, k, n_epochs, lr, l2, progress, log_freq, excluded, logger
-        )
+        with cpu_threads(1, dev):  # 200 epochs of small products: one thread is faster
+            mu, loss = fit_mu(
+                overlap, mu0, pt64, k, n_epochs, lr, l2, progress, log_freq, excluded, logger
+            )
         del overlap
         mu = mu.cpu().numpy()
         votes = mu.reshape(m, k, k)
@@ -310,6 +325,7 @@ class LabelModel(ConditionalModel):
         self.groups_ = groups
         self.group_tables_ = tables
 
+    @limit_threads
     def log_joint(self, L: Any) -> np.ndarray:
         """log p(y) + log P(votes of each row | y) under the fitted model, shape (n, k).
 
@@ -328,6 +344,7 @@ class LabelModel(ConditionalModel):
             L, self.cond, self.class_balance, self.group_tables_, self._torch_device()
         )
 
+    @limit_threads
     def _proba(self, L: np.ndarray) -> np.ndarray:
         if not self.groups_:
             return super()._proba(L)

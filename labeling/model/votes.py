@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -12,6 +15,73 @@ def row_chunks(n: int, width: int, device: str = "cpu") -> list[slice]:
     budget = 1 << 27 if str(device).startswith("cuda") else 1 << 24  # elements per block
     step = max(1024, budget // max(1, width))
     return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+@contextmanager
+def cpu_threads(n: int, device: str = "cpu") -> Iterator[None]:
+    """Run torch's CPU ops with at most n threads inside the block (restored after).
+
+    Many tiny ops (the matrix completion's (m*k, k) products, EM's k x k updates) lose more
+    to thread hand-offs than they gain, and on a loaded machine the waiting threads spin:
+    on 2 shared cores the 200 completion epochs took 2.6 s of CPU with 2 threads, 0.05 s
+    with one. A no-op off the CPU.
+    """
+    import torch
+
+    if str(device) != "cpu" or torch.get_num_threads() <= n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def default_threads(threads: int | None) -> int:
+    """CPU threads of a label model: `threads`, or None = half of torch's (at least 1).
+
+    Its ops are memory-bound products and many small updates; on the 2 shared cores of the
+    CI box one thread ran fit + predict_proba 2-3x faster than two (with other jobs running,
+    the second thread is preempted and the first spins waiting for it).
+    """
+    import torch
+
+    if threads is not None:
+        return int(threads)
+    return max(1, torch.get_num_threads() // 2)
+
+
+def limit_threads(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a label-model method under cpu_threads(default_threads(self.threads), device)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with cpu_threads(default_threads(self.threads), self._torch_device()):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def t_matmul(A: Any, Q: Any) -> Any:
+    """A.T @ Q for a dense block A (rows, d) and Q (rows, c), computed as (Q.T @ A).T.
+
+    The same numbers; MKL runs A.T @ Q with a skinny Q about 10x slower on the CPU.
+    Sparse blocks (SparseOneHot) keep their own transpose.
+    """
+    import torch
+
+    if isinstance(A, torch.Tensor) and A.layout == torch.strided:
+        return (Q.T @ A).T
+    return A.T @ Q
+
+
+def softmax_rows(X: Any) -> Any:
+    """Row softmax of a float tensor (n, k), in place; torch.softmax is ~4x slower on the CPU
+    for the few columns of a label model."""
+    X.sub_(X.max(1, keepdim=True).values).exp_()
+    return X.div_(X.sum(1, keepdim=True))
 
 
 def onehot(Lc: Any, k: int, dtype: Any) -> Any:
