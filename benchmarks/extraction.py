@@ -304,7 +304,17 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep corpora and workspaces in this folder")
     ap.add_argument("--metadata", action="store_true", help="only the real METADATA folder")
     ap.add_argument("--metadata-n", type=int, default=14, help="METADATA files (--metadata)")
+    ap.add_argument(
+        "--web-pages",
+        action="store_true",
+        help="only the real web pages of 10 documentation sites (benchmarks/web_pages.py)",
+    )
     args = ap.parse_args()
+    if args.web_pages:
+        from benchmarks.web_pages import main as web_pages_main
+
+        web_pages_main(["--llm", args.llm] if args.llm else [])
+        return
     if args.quick:
         args.n, args.direct_n, args.attributes = 20, 6, "surname,postcode"
         args.sample_size, args.num_candidates, args.throughput_n = 4, 1, 500

@@ -247,7 +247,7 @@ def build_folder(cache: Path, folder: Path, seed: int) -> list[dict]:
     return gold
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "loom" / "web-pages"))
     ap.add_argument("--llm", default=None, help="LLM spec (default: embedded SmolLM2-135M)")
@@ -257,7 +257,7 @@ def main() -> None:
     ap.add_argument("--num-candidates", type=int, default=None)
     ap.add_argument("--keep", default=None, help="keep the folder and workspace here")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cache = Path(args.cache).expanduser()
     if args.propose:
         for site in SITES:
