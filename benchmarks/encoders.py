@@ -325,7 +325,7 @@ def _load_bbc(path: Path | None) -> list[dict]:
     return [{"title": t, "text": x} for t, x in zip(df["title"], df["text"])]
 
 
-def _retrieval(q: np.ndarray, d: np.ndarray) -> dict:
+def retrieval(q: np.ndarray, d: np.ndarray) -> dict:
     """Query i's gold document is document i: nDCG@10, recall@1, recall@10, MRR."""
     s = q @ d.T
     rank = (s > np.diag(s)[:, None]).sum(1)
@@ -403,7 +403,7 @@ def _eval(emb: Any, queries: list[str], short: list[str], long_: list[str]) -> d
         start = time.perf_counter()
         de = emb.encode(docs)
         secs = time.perf_counter() - start
-        out.update({f"{name}_{k}": v for k, v in _retrieval(qe, de).items()})
+        out.update({f"{name}_{k}": v for k, v in retrieval(qe, de).items()})
         out[f"{name}_docs_per_s"] = len(docs) / secs
     return out
 

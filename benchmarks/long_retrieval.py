@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results  # noqa: E402
-from benchmarks.encoders import fp32_copy  # noqa: E402
+from benchmarks.encoders import fp32_copy, retrieval  # noqa: E402
 from toolkit.embed.tokens import token_ids  # noqa: E402
 
 
@@ -92,18 +92,6 @@ def build_task(
     chosen = set(pick)
     rest = [a for i, a in enumerate(articles) if i not in chosen]
     return queries, docs, doc_tokens, rest
-
-
-def retrieval(q: np.ndarray, d: np.ndarray) -> dict:
-    """Query i's one relevant document is document i: nDCG@10, recall@1, recall@10, MRR."""
-    s = q @ d.T
-    rank = (s > np.diag(s)[:, None]).sum(1)
-    return {
-        "ndcg10": float(np.mean(np.where(rank < 10, 1 / np.log2(rank + 2), 0.0))),
-        "recall1": float(np.mean(rank == 0)),
-        "recall10": float(np.mean(rank < 10)),
-        "mrr": float(np.mean(1 / (rank + 1))),
-    }
 
 
 def evaluate(name: str, emb: Any, queries: list[str], docs: list[str], long_text: str) -> dict:

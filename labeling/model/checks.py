@@ -19,6 +19,19 @@ class LabelDtypeError(LoomError, TypeError):
     """A label matrix that does not hold integers."""
 
 
+def check_shape(shape: tuple[int, int], m: int | None, what: str = "L") -> None:
+    """A label matrix's (n, m) is not empty and has the fitted model's m columns."""
+    n, mm = shape
+    if n == 0 or mm == 0:
+        raise LabelMatrixError(
+            f"{what} is empty (shape {shape}): apply at least one LF to at least one row"
+        )
+    if m is not None and mm != m:
+        raise LabelMatrixError(
+            f"{what} has {mm} LF columns but the model was fitted on {m}: apply the same LFs in the same order"
+        )
+
+
 def check_L(
     L: Any, cardinality: int | None = None, m: int | None = None, what: str = "L"
 ) -> np.ndarray:
@@ -44,15 +57,7 @@ def check_L(
         else:
             hint = "label matrices hold integer votes: -1 (abstain) or 0..k-1"
         raise LabelDtypeError(f"{what} has dtype {arr.dtype}, expected integers; {hint}")
-    n, mm = arr.shape
-    if n == 0 or mm == 0:
-        raise LabelMatrixError(
-            f"{what} is empty (shape {arr.shape}): apply at least one LF to at least one row"
-        )
-    if m is not None and mm != m:
-        raise LabelMatrixError(
-            f"{what} has {mm} LF columns but the model was fitted on {m}: apply the same LFs in the same order"
-        )
+    check_shape(arr.shape, m, what)
     lo, hi = int(arr.min()), int(arr.max())
     if lo < ABSTAIN:
         col = int(np.nonzero((arr < ABSTAIN).any(0))[0][0])

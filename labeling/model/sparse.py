@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from labeling.model.checks import LabelDtypeError, LabelMatrixError, check_L
+from labeling.model.checks import LabelDtypeError, LabelMatrixError, check_L, check_shape
 
 #: Rows of a block of sparse votes processed at once, per class (so blocks hold ~2^24 floats).
 BLOCK_ELEMENTS = 1 << 24
@@ -65,16 +65,7 @@ def check_sparse_L(
         raise LabelMatrixError(f"{what} is not a scipy.sparse matrix (got {type(S).__name__})")
     if S.ndim != 2:
         raise LabelMatrixError(f"{what} must be 2-D (n rows x m LFs), got shape {S.shape}")
-    n, mm = S.shape
-    if n == 0 or mm == 0:
-        raise LabelMatrixError(
-            f"{what} is empty (shape {S.shape}): apply at least one LF to at least one row"
-        )
-    if m is not None and mm != m:
-        raise LabelMatrixError(
-            f"{what} has {mm} LF columns but the model was fitted on {m}: apply the same LFs "
-            "in the same order"
-        )
+    check_shape(S.shape, m, what)
     S = S.tocsr()
     if S.dtype.kind not in "iu":
         data = S.data
@@ -87,7 +78,7 @@ def check_sparse_L(
     if not S.has_sorted_indices:
         S, fresh = S.sorted_indices(), True
     if len(S.indices) > 1:
-        same_row = np.diff(np.repeat(np.arange(n), np.diff(S.indptr))) == 0
+        same_row = np.diff(np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))) == 0
         dup = same_row & (np.diff(S.indices) == 0)
         if dup.any():
             at = int(np.nonzero(dup)[0][0])
@@ -229,15 +220,25 @@ class SparseVoteBlocks:
         yield from zip(self.slices, self._blocks)
 
 
+def log_tables(cond: np.ndarray, p: np.ndarray, dtype: Any, floor: float, device: str) -> tuple:
+    """(W, base) with one-hot votes A: A @ W + base = log p(y) + log P(votes | y). W (m*k, k)
+    is each vote's log-probability relative to abstaining; base adds every LF's abstain term.
+    Probabilities are floored at `floor` before the log."""
+    import torch
+
+    m, k = cond.shape[0], cond.shape[2]
+    logc = torch.log(torch.as_tensor(cond, dtype=dtype, device=device).clamp_min(floor))
+    W = (logc[:, 1:, :] - logc[:, :1, :]).reshape(m * k, k)
+    base = torch.log(torch.as_tensor(p, dtype=dtype, device=device).clamp_min(floor))
+    return W, base + logc[:, 0, :].sum(0)
+
+
 def sparse_log_joint(S: Any, cond: np.ndarray, p: np.ndarray, device: str = "cpu") -> np.ndarray:
     """log p(y) + log P(votes of the row | y) for independent LFs, (n, k) float64, sparse S."""
     import torch
 
-    m, k = cond.shape[0], cond.shape[2]
-    logc = torch.log(torch.as_tensor(cond, dtype=torch.float64, device=device).clamp_min(1e-300))
-    W = (logc[:, 1:, :] - logc[:, :1, :]).reshape(m * k, k)
-    base = torch.log(torch.as_tensor(p, dtype=torch.float64, device=device).clamp_min(1e-300))
-    base = base + logc[:, 0, :].sum(0)
+    k = cond.shape[2]
+    W, base = log_tables(cond, p, torch.float64, 1e-300, device)
     out = np.empty((S.shape[0], k), dtype=np.float64)
     step = max(1024, BLOCK_ELEMENTS // k)
     for s in range(0, S.shape[0], step):
@@ -250,11 +251,8 @@ def sparse_proba(S: Any, cond: np.ndarray, p: np.ndarray, device: str = "cpu") -
     """Posterior P(Y | votes) for independent LFs, (n, k) float32, sparse S, in row blocks."""
     import torch
 
-    m, k = cond.shape[0], cond.shape[2]
-    logc = torch.log(torch.as_tensor(cond, dtype=torch.float32, device=device).clamp_min(1e-12))
-    W = (logc[:, 1:, :] - logc[:, :1, :]).reshape(m * k, k)
-    base = torch.log(torch.as_tensor(p, dtype=torch.float32, device=device).clamp_min(1e-12))
-    base = base + logc[:, 0, :].sum(0)
+    k = cond.shape[2]
+    W, base = log_tables(cond, p, torch.float32, 1e-12, device)
     out = np.empty((S.shape[0], k), dtype=np.float32)
     step = max(1024, BLOCK_ELEMENTS // k)
     with torch.no_grad():
