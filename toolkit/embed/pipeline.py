@@ -88,13 +88,12 @@ def use_processes(n_texts: int) -> bool:
     return mode == "processes"
 
 
-def submit_chunk(tokenizer: Any, texts: list[str], first: int, *args: Any) -> Future:
-    """`tokenize_chunk(tokenizer, texts, first, *args)` on a worker process or pool thread."""
-    procs = (
-        tokenizer_processes(tokenizer, tokenizer_threads())
-        if use_processes(PROCESS_TEXTS)
-        else None
-    )
+def submit_chunk(
+    tokenizer: Any, texts: list[str], first: int, *args: Any, n_texts: int = PROCESS_TEXTS
+) -> Future:
+    """`tokenize_chunk(tokenizer, texts, first, *args)` on a worker process or pool thread
+    (`use_processes(n_texts)`: a call's size decides, a server's requests go by cores)."""
+    procs = tokenizer_processes(tokenizer, tokenizer_threads()) if use_processes(n_texts) else None
     if procs is not None:
         return procs.submit(texts, first, *args)
     return tokenizer_pool().submit(tokenize_chunk, tokenizer, texts, first, *args)
@@ -117,17 +116,10 @@ def tokenized_chunks(
     """
     size = min(CHUNK_TEXTS, max(MIN_CHUNK_TEXTS, -(-len(texts) // tokenizer_threads())))
     args = (width, overlap, prefix, suffix, truncate)
-    starts = range(0, len(texts), size)
-    procs = (
-        tokenizer_processes(tokenizer, tokenizer_threads()) if use_processes(len(texts)) else None
-    )
-    if procs is not None:
-        futures = [procs.submit(texts[s : s + size], s, *args) for s in starts]
-    else:
-        pool = tokenizer_pool()
-        futures = [
-            pool.submit(tokenize_chunk, tokenizer, texts[s : s + size], s, *args) for s in starts
-        ]
+    futures = [
+        submit_chunk(tokenizer, texts[s : s + size], s, *args, n_texts=len(texts))
+        for s in range(0, len(texts), size)
+    ]
 
     def results() -> Iterator[Chunk]:
         try:
