@@ -17,6 +17,7 @@ Writes benchmarks/results/kernels-<device>.json (and a copy into --out-dir).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -191,6 +192,37 @@ def _grads(fn, ins, g, flat: bool = False):
     return run
 
 
+def fla_based() -> dict[str, tuple[Any, str]]:
+    """fla's (flash-linear-attention) BASED kernels, name -> (fn, layout), or {} if absent.
+
+    Older fla releases take (B, H, N, d) with head_first=True; newer ones (0.3+) take
+    (B, N, H, d) only: layout "bhnd" or "bnhd" says which inputs a function gets.
+    """
+    try:
+        from fla.ops.based import fused_chunk_based, parallel_based  # type: ignore
+    except Exception as ex:  # noqa: BLE001
+        log(f"fla (flash-linear-attention) not importable ({type(ex).__name__}); fla skipped")
+        return {}
+    out = {}
+    for name, fn in (("parallel_based", parallel_based), ("fused_chunk_based", fused_chunk_based)):
+        if "head_first" in inspect.signature(fn).parameters:
+            out[name] = (lambda *x, fn=fn: fn(*x, head_first=True), "bhnd")
+        else:
+            out[name] = (fn, "bnhd")
+    return out
+
+
+def fla_inputs(layout: str, ins: tuple, g: torch.Tensor | None) -> tuple[tuple, Any]:
+    """(inputs, output gradient) in fla's layout: new leaf tensors made outside the timing."""
+    if layout == "bhnd":
+        return ins, g
+
+    def swap(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().transpose(1, 2).contiguous().requires_grad_(t.requires_grad)
+
+    return tuple(swap(t) for t in ins), (swap(g) if g is not None else None)
+
+
 def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     """Taylor linear attention, forward and forward + backward (fused Triton backward), B in
     {1, 8}, against the PyTorch reference (autograd) and fla's BASED kernels (causal)."""
@@ -200,14 +232,7 @@ def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     Ns = sizes or ([1024, 2048, 4096, 8192, 16384, 32768, 65536] if not quick else [256, 1024])
     Bs = [1, 8] if not quick else [1]
     ref_max = 8192 if cuda else 1024
-    fla: dict[str, Any] = {}
-    try:
-        from fla.ops.based import fused_chunk_based, parallel_based  # type: ignore
-
-        fla = {"parallel_based": parallel_based, "fused_chunk_based": fused_chunk_based}
-    except Exception as ex:  # noqa: BLE001
-        log(f"la_train: fla (flash-linear-attention) not importable ({type(ex).__name__}); "
-            "fla columns skipped")  # fmt: skip
+    fla = fla_based()
     rows = []
     for B in Bs:
         for N in Ns:
@@ -220,21 +245,23 @@ def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"B": B, "H": H, "N": N, "d_qk": d, "d_v": e}
             for causal in (False, True):
                 tag = "causal" if causal else "noncausal"
-                impls = {"ours": lambda *x: linear_attention(*x, "taylor", causal)}
+                impls = {"ours": (lambda *x: linear_attention(*x, "taylor", causal), ins, g)}
                 if N <= ref_max:
-                    impls["ref"] = lambda *x: linear_attention_reference(*x, "taylor", causal)
+                    impls["ref"] = (
+                        lambda *x: linear_attention_reference(*x, "taylor", causal), ins, g
+                    )  # fmt: skip
                 if causal:
-                    for name, fn in fla.items():
+                    for name, (fn, layout) in fla.items():
                         if name != "parallel_based" or N <= 16384:  # quadratic in N
-                            impls[f"fla_{name}"] = lambda *x, fn=fn: fn(*x, head_first=True)
-                for name, fn in impls.items():
+                            impls[f"fla_{name}"] = (fn, *fla_inputs(layout, ins, g))
+                for name, (fn, args, grad) in impls.items():
 
-                    def fwd(fn=fn, ins=ins):
+                    def fwd(fn=fn, args=args):
                         with torch.no_grad():
-                            return fn(*ins)
+                            return fn(*args)
 
                     row[f"{tag}_{name}_fwd_ms"] = safe(bench, fwd, device)
-                    row[f"{tag}_{name}_fwdbwd_ms"] = safe(bench, _grads(fn, ins, g), device)
+                    row[f"{tag}_{name}_fwdbwd_ms"] = safe(bench, _grads(fn, args, grad), device)
                 f, fb = row[f"{tag}_ours_fwd_ms"], row[f"{tag}_ours_fwdbwd_ms"]
                 if isinstance(f, float) and isinstance(fb, float):
                     row[f"{tag}_ours_bwd_over_fwd"] = (fb - f) / f
@@ -244,7 +271,7 @@ def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
                         if name != "ours" and isinstance(theirs, float) and isinstance(mine, float):
                             row[f"{tag}_{p}_speedup_vs_{name}"] = theirs / mine
                 if B == 1 and N == Ns[0]:  # gradients vs float64 autograd of the reference
-                    ours = _grads(impls["ours"], ins, g)()
+                    ours = _grads(impls["ours"][0], ins, g)()
                     ex = tuple(t.detach().double().requires_grad_() for t in ins)
                     want = torch.autograd.grad(
                         linear_attention_reference(*ex, "taylor", causal), ex, g.double()
@@ -264,13 +291,7 @@ def sec_linear_attention(device, quick, ceil, sizes) -> list[dict[str, Any]]:
     dt = torch.bfloat16 if device.startswith("cuda") else torch.float32
     B, H, d, e = (8, 12, 16, 64) if not quick else (1, 2, 16, 32)
     Ns = sizes or ([1024, 2048, 4096, 8192, 16384, 32768, 65536] if not quick else [256, 1024])
-    try:
-        from fla.ops.based import fused_chunk_based, parallel_based  # type: ignore
-
-        have_fla = True
-    except Exception as ex:  # noqa: BLE001
-        have_fla = False
-        log(f"fla not importable ({type(ex).__name__}); fla column skipped")
+    fla = fla_based()
     F = 1 + d + d * d
     for N in Ns:
         torch.manual_seed(0)
@@ -308,18 +329,17 @@ def sec_linear_attention(device, quick, ceil, sizes) -> list[dict[str, Any]]:
             # causal variants: ours vs fla (BASED's own kernels) at the same shapes
             t_c = safe(bench, lambda: linear_attention(q, k, v, "taylor", causal=True), device)
             row["taylor_causal_ms"] = t_c
-            if have_fla:
-                row["fla_fused_chunk_causal_ms"] = safe(
-                    bench, lambda: fused_chunk_based(q, k, v, head_first=True), device
-                )
-                if N <= 16384:
-                    row["fla_parallel_causal_ms"] = safe(
-                        bench, lambda: parallel_based(q, k, v, head_first=True), device
-                    )
-                if N == Ns[0]:
-                    ours = linear_attention(q[:1], k[:1], v[:1], "taylor", causal=True)
-                    theirs = safe(fused_chunk_based, q[:1], k[:1], v[:1], head_first=True)
+            for name, (fn, layout) in fla.items():
+                if name == "parallel_based" and N > 16384:  # quadratic in N
+                    continue
+                args, _ = fla_inputs(layout, (q, k, v), None)
+                short = name.replace("_based", "")
+                row[f"fla_{short}_causal_ms"] = safe(bench, lambda fn=fn, a=args: fn(*a), device)
+                if N == Ns[0] and name == "fused_chunk_based":
+                    ours = linear_attention(q, k, v, "taylor", causal=True)
+                    theirs = safe(fn, *args)
                     if isinstance(theirs, torch.Tensor):
+                        theirs = theirs.transpose(1, 2) if layout == "bnhd" else theirs
                         row["fla_vs_ours_rel_diff"] = rel_err(theirs, ours)
         for key in ("reference_ms", "sdpa_flash_ms", "fla_fused_chunk_causal_ms"):
             base = "taylor_causal_ms" if key.startswith("fla") else "taylor_ms"
