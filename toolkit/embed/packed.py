@@ -24,6 +24,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kernels.bert_ops import embed_layernorm, layer_norm, segment_mean
+from kernels.bert_ops import packed_positions as positions
+from kernels.common import HAS_TRITON
+
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls", "max")
@@ -128,12 +132,6 @@ def segment_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     )
 
 
-def positions(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Each packed token's position inside its own text (0 at every text's first token)."""
-    seg = segment_ids(cu_seqlens, total)
-    return torch.arange(total, device=cu_seqlens.device) - cu_seqlens[:-1].long()[seg]
-
-
 def flash_varlen() -> Any:
     """torch's public variable-length flash attention, or its aten op, or None."""
     try:
@@ -199,6 +197,8 @@ class PackedBert:
         self.attention = flash_varlen() if use_flash else None
         # cuBLASLt's GELU epilogue (tanh form; the agreement check in `build_packed` guards it)
         self.fused_gelu = use_flash and activation == "gelu" and hasattr(torch, "_addmm_activation")
+        # the glue (embeddings, LayerNorms, mean pooling) in one Triton pass each on CUDA
+        self.fused_glue = use_flash and HAS_TRITON
         self.hidden = int(embeddings["word"].shape[1])
 
     @classmethod
@@ -269,6 +269,8 @@ class PackedBert:
         return self.act(F.linear(x, layer.up_w, layer.up_b))
 
     def _norm(self, x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        if self.fused_glue:
+            return layer_norm(x, wb[0], wb[1], self.eps)
         return F.layer_norm(x, (self.hidden,), wb[0], wb[1], self.eps)
 
     def _attend(self, qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -283,8 +285,12 @@ class PackedBert:
     def tokens(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         """Last hidden states (T, hidden) of the packed texts."""
         e = self.embeddings
-        x = e["word"][ids] + e["position"][positions(cu_seqlens, ids.shape[0])] + e["type0"]
-        x = F.layer_norm(x, (self.hidden,), e["norm_w"], e["norm_b"], self.eps)
+        args = (e["word"], e["position"], e["type0"], e["norm_w"], e["norm_b"], self.eps)
+        if self.fused_glue:
+            x = embed_layernorm(ids, cu_seqlens, max_len, *args)
+        else:
+            x = e["word"][ids] + e["position"][positions(cu_seqlens, ids.shape[0])] + e["type0"]
+            x = F.layer_norm(x, (self.hidden,), e["norm_w"], e["norm_b"], self.eps)
         for layer in self.layers:
             att = self._attend(F.linear(x, layer.qkv_w, layer.qkv_b), cu_seqlens, max_len)
             x = self._norm(torch.addmm(x, att, layer.out_w), layer.norm1)
@@ -293,7 +299,10 @@ class PackedBert:
 
     def __call__(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         """Pooled float32 sentence vectors (B, hidden), unit length if the model normalises."""
-        out = self.pool(self.tokens(ids, cu_seqlens, max_len), cu_seqlens)
+        x = self.tokens(ids, cu_seqlens, max_len)
+        if self.fused_glue and self.pooling == "mean":
+            return segment_mean(x, cu_seqlens, self.normalize)
+        out = self.pool(x, cu_seqlens)
         return F.normalize(out, dim=1) if self.normalize else out
 
     def pool(self, x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
