@@ -17,6 +17,7 @@ import torch
 
 from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.linear_attn_bwd import taylor_backward
+from kernels.linear_attn_parallel import PARALLEL_MAX_N, taylor_causal_parallel
 from kernels.reference import FeatureMap, linear_attention_reference
 from kernels.taylor import feature_sizes, multiprocessors, sequence_splits, state_width
 
@@ -354,6 +355,9 @@ def linear_attention(
         and (feature_map != "taylor" or q.shape[-1] <= 32)
         and use_triton(backend, q, k, v)
     ):
+        training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if causal and feature_map == "taylor" and q.shape[2] <= PARALLEL_MAX_N and not training:
+            return taylor_causal_parallel(q, k, v, float(eps))  # quadratic form: short N
         return _LinearAttention.apply(
             q, k, v, hedgehog_weight, hedgehog_bias, feature_map, causal, float(eps), key_mask
         )

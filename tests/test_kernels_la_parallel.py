@@ -1,0 +1,64 @@
+"""The quadratic causal Taylor form (`kernels.linear_attn_parallel`) in Triton's interpreter.
+
+Run in a subprocess (the interpreter must be on before triton is imported): the kernel
+against the float64 chunked-form reference on ragged lengths (one row, fewer rows than a
+block, several blocks plus a partial one), d below the padded width, e not a power of two,
+and `linear_attention`'s routing: causal inference takes this form up to PARALLEL_MAX_N,
+training (inputs that need gradients) keeps the chunked form and its fused backward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json
+import torch
+import kernels.linear_attn_parallel as lp
+from kernels import linear_attention, linear_attention_reference
+
+torch.manual_seed(0)
+out = []
+for B, H, N, d, e in [(2, 3, 37, 16, 24), (1, 2, 16, 8, 16), (1, 1, 70, 16, 64), (3, 1, 1, 16, 32)]:
+    q, k, v = torch.randn(B, H, N, d), torch.randn(B, H, N, d), torch.randn(B, H, N, e)
+    ref = linear_attention_reference(q.double(), k.double(), v.double(), "taylor", causal=True)
+    got = lp.taylor_causal_parallel(q, k, v).double()
+    out.append({"case": [B, H, N, d, e], "err": float((got - ref).norm() / ref.norm())})
+import kernels.linear_attn as la
+calls = []
+real = la.taylor_causal_parallel
+la.taylor_causal_parallel = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+q, k, v = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 32)
+with torch.no_grad():
+    linear_attention(q, k, v, "taylor", causal=True)
+routed_inference = len(calls)
+qg = q.clone().requires_grad_()
+linear_attention(qg, k, v, "taylor", causal=True).sum().backward()
+routed_training = len(calls) - routed_inference
+out.append({"case": "routing", "inference": routed_inference, "training": routed_training,
+            "grad_finite": bool(torch.isfinite(qg.grad).all())})
+print(json.dumps(out))
+"""
+
+
+def test_parallel_form_matches_reference_and_routing():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in rows[:-1]:
+        assert r["err"] < 1e-5, r
+    routing = rows[-1]
+    assert routing["inference"] == 1, routing
+    assert routing["training"] == 0 and routing["grad_finite"], routing
