@@ -262,7 +262,12 @@ def sec_la_train(device, quick, ceil, sizes) -> list[dict[str, Any]]:
 
                     row[f"{tag}_{name}_fwd_ms"] = safe(bench, fwd, device)
                     row[f"{tag}_{name}_fwdbwd_ms"] = safe(bench, _grads(fn, args, grad), device)
-                f, fb = row[f"{tag}_ours_fwd_ms"], row[f"{tag}_ours_fwdbwd_ms"]
+                # the forward that training runs (grad enabled: for causal inputs up to
+                # PARALLEL_MAX_N inference takes the quadratic form, training the chunked one)
+                row[f"{tag}_ours_train_fwd_ms"] = safe(
+                    bench, lambda f=impls["ours"][0], a=ins: f(*a), device
+                )
+                f, fb = row[f"{tag}_ours_train_fwd_ms"], row[f"{tag}_ours_fwdbwd_ms"]
                 if isinstance(f, float) and isinstance(fb, float):
                     row[f"{tag}_ours_bwd_over_fwd"] = (fb - f) / f
                 for name in impls:
