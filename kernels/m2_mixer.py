@@ -22,13 +22,33 @@ signals and back) and two separate FFT pipelines. Here it is three steps:
 
 `gated_long_conv_reference` is the same computation in plain PyTorch (float32 or float64);
 the Triton path is checked against it in the interpreter (tests) and on the GPU.
+
+Half-precision FFT pipeline (`fft_precision`, default "auto": on for float16/bfloat16 z on
+CUDA at a power-of-two L, the case of M2-BERT under autocast). cuFFT computes float16 /
+complex32 transforms at power-of-two sizes, so the signals, both transforms and the
+packed spectrum move half the bytes: `mixer_in` writes float16 signals, the rfft and the
+inverse c2c run in half precision (`HALF_FFT`), the packing pass reads and writes complex32
+(the filter spectra stay complex64) and `mixer_out` reads float16. Two changes ride along:
+the skip terms D1 * x1 * v and D2 * h are folded into the filter spectra as the constant
+D / (2L) (a delta at lag 0), so `mixer_out` reads only the x2 third of z and neither x1, v
+nor h; and the signals are scaled by `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~
+1 / sqrt(2L) (a power of two: exact), undone in the packing pass. Range: the scaled rfft
+is bounded by sqrt(L / 2) times a channel's mean |signal| over the sequence, so it stays
+below float16's 65504 while that mean is below 2047 at L = 2k, 1023 at 8k, 512 at 32k
+(M2's x1 * v and its layer-normed input are O(1)-O(10)); the inverse's output is the
+convolution y itself (|y| < 65504) and its input has rms(y) / sqrt(L), a normal float16
+number down to rms(y) = 0.011 at 32k (below, subnormals: absolute error ~1e-5 in y).
+The float32 path is unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from kernels.common import HAS_TRITON, check_float, use_triton
+from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.reference import fft_conv_reference
 
 if HAS_TRITON:
@@ -67,50 +87,62 @@ if HAS_TRITON:
 
     @triton.jit
     def _mixer_in_kernel(
-        z_ptr, h_ptr, w_ptr, b_ptr, x_ptr, NB, L, D,
+        z_ptr, h_ptr, w_ptr, b_ptr, x_ptr, NB, L, D, scale,
         HAS_RES: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     ):  # fmt: skip
         b, rl, rd, m_l, m_d, m = _tile(L, D, BL, BD)
         z_row = z_ptr + b * L * 3 * D
         x1 = _short_conv(z_row, w_ptr, b_ptr, rl, rd, m_l, m_d, 3 * D)
         v = _short_conv(z_row, w_ptr, b_ptr, rl, rd + 2 * D, m_l, m_d, 3 * D)
-        # (plane, b, d, t) of the float32 signal, t < 2L; the second half stays zero
+        # (plane, b, d, t) of the signal (float32, or float16 scaled by a power of two:
+        # scale = 1 in float32, exact), t < 2L; the second half stays zero
+        sty = x_ptr.dtype.element_ty
         sig = x_ptr + (b * D + rd[None, :]) * (2 * L) + rl[:, None]
-        tl.store(sig, x1 * v, mask=m)
-        tl.store(sig + L, tl.zeros((BL, BD), dtype=tl.float32), mask=m)
+        tl.store(sig, (x1 * v * scale).to(sty), mask=m)
+        tl.store(sig + L, tl.zeros((BL, BD), dtype=sty), mask=m)
         if HAS_RES:
             res = sig + NB * D * 2 * L
             hv = tl.load(h_ptr + (b * L + rl[:, None]) * D + rd[None, :], mask=m, other=0.0)
-            tl.store(res, hv.to(tl.float32), mask=m)
-            tl.store(res + L, tl.zeros((BL, BD), dtype=tl.float32), mask=m)
+            tl.store(res, (hv.to(tl.float32) * scale).to(sty), mask=m)
+            tl.store(res + L, tl.zeros((BL, BD), dtype=sty), mask=m)
 
     @triton.jit
     def _mixer_out_kernel(
         y_ptr, z_ptr, h_ptr, w_ptr, b_ptr, d1_ptr, d2_ptr, o_ptr, NB, L, D,
-        HAS_RES: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
+        HAS_RES: tl.constexpr, FOLDED: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     ):  # fmt: skip
         b, rl, rd, m_l, m_d, m = _tile(L, D, BL, BD)
         z_row = z_ptr + b * L * 3 * D
-        x1 = _short_conv(z_row, w_ptr, b_ptr, rl, rd, m_l, m_d, 3 * D)
         x2 = _short_conv(z_row, w_ptr, b_ptr, rl, rd + D, m_l, m_d, 3 * D)
-        v = _short_conv(z_row, w_ptr, b_ptr, rl, rd + 2 * D, m_l, m_d, 3 * D)
         sig = y_ptr + (b * D + rd[None, :]) * (2 * L) + rl[:, None]
-        d1 = tl.load(d1_ptr + rd, mask=m_d, other=0.0).to(tl.float32)
-        out = (tl.load(sig, mask=m, other=0.0) + d1[None, :] * x1 * v) * x2
-        if HAS_RES:
-            d2 = tl.load(d2_ptr + rd, mask=m_d, other=0.0).to(tl.float32)
-            hv = tl.load(h_ptr + (b * L + rl[:, None]) * D + rd[None, :], mask=m, other=0.0)
-            out += tl.load(sig + NB * D * 2 * L, mask=m, other=0.0) + d2[None, :] * hv.to(
-                tl.float32
-            )
+        if FOLDED:  # the skip terms came through the spectra: no x1, v or h to read
+            out = tl.load(sig, mask=m, other=0.0).to(tl.float32) * x2
+            if HAS_RES:
+                out += tl.load(sig + NB * D * 2 * L, mask=m, other=0.0).to(tl.float32)
+        else:
+            x1 = _short_conv(z_row, w_ptr, b_ptr, rl, rd, m_l, m_d, 3 * D)
+            v = _short_conv(z_row, w_ptr, b_ptr, rl, rd + 2 * D, m_l, m_d, 3 * D)
+            d1 = tl.load(d1_ptr + rd, mask=m_d, other=0.0).to(tl.float32)
+            out = (tl.load(sig, mask=m, other=0.0) + d1[None, :] * x1 * v) * x2
+            if HAS_RES:
+                d2 = tl.load(d2_ptr + rd, mask=m_d, other=0.0).to(tl.float32)
+                hv = tl.load(h_ptr + (b * L + rl[:, None]) * D + rd[None, :], mask=m, other=0.0)
+                out += tl.load(sig + NB * D * 2 * L, mask=m, other=0.0) + d2[None, :] * hv.to(
+                    tl.float32
+                )
         dst = o_ptr + (b * L + rl[:, None]) * D + rd[None, :]
         tl.store(dst, out.to(o_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
-    def _spectrum_pack_kernel(f_ptr, s_ptr, z_ptr, L, D, BD, BK: tl.constexpr):
+    def _spectrum_pack_kernel(
+        f_ptr, s_ptr, z_ptr, d_ptr, inv_n, gain, L, D, BD, HALF: tl.constexpr, BK: tl.constexpr
+    ):
         # Y = F * S at k and L - k; Z = E + i O, E = Y[k] + conj(Y[L-k]), O = (Y[k] -
         # conj(Y[L-k])) e^{i pi k / L}: the half-length spectrum whose inverse FFT holds the
         # real 2L-point inverse as (even, odd) pairs (no c2r, so no copy of the input).
+        # f: the signals' spectra (complex64 or complex32), s: the filters' (complex64).
+        # HALF adds the skip weight d / (2L) to the filter spectrum (a delta at lag 0) and
+        # multiplies it by gain = 1 / the signals' scale, so the inverse gives y itself.
         row = tl.program_id(0).to(tl.int64)
         k = tl.program_id(1) * BK + tl.arange(0, BK)
         m = k < L
@@ -119,12 +151,17 @@ if HAS_TRITON:
         m2 = m[:, None] & (two < 2)
         fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
         fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
+        fa, fb = fa.to(tl.float32), fb.to(tl.float32)
         sa = tl.load(s_ptr + (srow * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
         sb = tl.load(s_ptr + (srow * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
         far, fai = tl.split(fa)
         fbr, fbi = tl.split(fb)
         sar, sai = tl.split(sa)
         sbr, sbi = tl.split(sb)
+        if HALF:
+            dd = tl.load(d_ptr + srow).to(tl.float32) * inv_n
+            sar, sai = (sar + dd) * gain, sai * gain
+            sbr, sbi = (sbr + dd) * gain, sbi * gain
         ar = far * sar - fai * sai
         ai = far * sai + fai * sar
         br = fbr * sbr - fbi * sbi
@@ -136,7 +173,7 @@ if HAS_TRITON:
         o_r = dr * c - di * s
         o_i = dr * s + di * c
         zz = tl.join(er - o_i, ei + o_r)
-        tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz, mask=m2)
+        tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz.to(z_ptr.dtype.element_ty), mask=m2)
 
 
 def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
@@ -147,6 +184,68 @@ def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
     """
     n = 2 * L
     return torch.stack([torch.fft.rfft(k.float(), n=n) / n for k in filters])
+
+
+FFT_PRECISIONS = ("auto", "float32", "float16")
+
+
+def _cufft_half_rfft(x: torch.Tensor) -> torch.Tensor:
+    if not x.is_cuda:
+        raise ValueError(
+            "fft_precision='float16' needs CUDA (cuFFT's half-precision transforms; torch has "
+            "none on the CPU): use fft_precision='auto' or 'float32'"
+        )
+    return torch.fft.rfft(x, dim=-1)
+
+
+def _cufft_half_ifft(z: torch.Tensor) -> torch.Tensor:
+    return torch.fft.ifft(z, dim=-1, norm="forward")
+
+
+@dataclass(frozen=True)
+class HalfFFT:
+    """The two transforms of the half-precision pipeline (cuFFT through torch.fft).
+
+    rfft: float16 (..., 2L) -> complex32 (..., L + 1); ifft: complex32 (..., L) ->
+    complex32 (..., L), unnormalised (norm="forward"). `HALF_FFT` is the one used; a test
+    on a CPU (torch has no half FFT there) may swap in transforms that compute in float32.
+    """
+
+    rfft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_rfft
+    ifft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_ifft
+
+
+HALF_FFT = HalfFFT()
+
+
+def fft_signal_dtype(precision: str, dtype: torch.dtype, device: torch.device | str, L: int):
+    """The FFT signals' dtype `gated_long_conv` uses: float16 or float32.
+
+    precision "auto": float16 when z is float16/bfloat16 (autocast or a half model) on CUDA
+    and L is a power of two (cuFFT's half precision needs one), else float32; "float32":
+    always float32; "float16": always float16 (L must be a power of two).
+    """
+    if precision not in FFT_PRECISIONS:
+        raise ValueError(f"fft_precision={precision!r} is not one of {FFT_PRECISIONS}")
+    pow2 = L > 0 and L & (L - 1) == 0
+    if precision == "float16" and not pow2:
+        raise ValueError(
+            f"fft_precision='float16' needs a power-of-two length (cuFFT computes half "
+            f"precision only at powers of two), got L={L}: pad to {1 << (L - 1).bit_length()} "
+            "tokens or use fft_precision='auto'"
+        )
+    half = precision == "float16" or (
+        precision == "auto"
+        and dtype in (torch.float16, torch.bfloat16)
+        and torch.device(device).type == "cuda"
+        and pow2
+    )
+    return torch.float16 if half else torch.float32
+
+
+def half_fft_scale(L: int) -> float:
+    """The float16 signals' scale, 2^-floor(log2(2L) / 2) ~ 1/sqrt(2L): see the module doc."""
+    return 2.0 ** -(((2 * L).bit_length() - 1) // 2)
 
 
 def _check(z: torch.Tensor, h: torch.Tensor, short_w: torch.Tensor) -> tuple[int, int, int]:
@@ -172,6 +271,8 @@ def gated_long_conv(
     short_w: torch.Tensor,
     short_b: torch.Tensor,
     backend: str = "auto",
+    *,
+    fft_precision: str = "auto",
 ) -> torch.Tensor:
     """M2's sequence mixer between in_linear and out_linear: (B, L, D) in z's dtype.
 
@@ -179,8 +280,12 @@ def gated_long_conv(
     convolution's signal; spectra: `filter_spectra([k1, k2], L)` (or `[k1]` without the
     residual convolution, then d2=None); d1, d2: the filters' skip weights (D,); short_w:
     the depthwise conv weight (3D, 1, 3) or (3D, 3), short_b its bias (3D,). Forward only.
+    fft_precision: "auto" | "float32" | "float16", the Triton path's FFT pipeline
+    (`fft_signal_dtype`; "auto" takes float16 for half-precision z on CUDA at power-of-two
+    L); the reference path (CPU) computes in float32 (float64 for float64 z) regardless.
     """
     B, L, D = _check(z, h, short_w)
+    half = fft_signal_dtype(fft_precision, z.dtype, z.device, L) == torch.float16
     res = d2 is not None
     if spectra.shape != (1 + res, D, L + 1):
         raise ValueError(
@@ -192,26 +297,48 @@ def gated_long_conv(
     z, h = z.contiguous(), h.contiguous()
     w = short_w.reshape(3 * D, 3).float().contiguous()
     sb = short_b.float().contiguous()
-    planes = 1 + res
-    x = torch.empty(planes, B, D, 2 * L, device=z.device, dtype=torch.float32)
+    planes, dev = 1 + res, z.device
+    scale = half_fft_scale(L) if half else 1.0  # float16 signals are scaled (module doc)
+    sig_dtype = torch.float16 if half else torch.float32
+    x = torch.empty(planes, B, D, 2 * L, device=dev, dtype=sig_dtype)
     BL, BD = (64, 64) if z.is_cuda else (16, 16)
     grid = (B, triton.cdiv(L, BL), triton.cdiv(D, BD))
-    _mixer_in_kernel[grid](z, h, w, sb, x, B, L, D, HAS_RES=res, BL=BL, BD=BD)
-    f = torch.fft.rfft(x, dim=-1)  # (planes, B, D, L + 1)
-    zf = torch.empty(planes, B, D, L, device=z.device, dtype=torch.complex64)
+    _mixer_in_kernel[grid](z, h, w, sb, x, B, L, D, scale, HAS_RES=res, BL=BL, BD=BD)
+    if half:
+        f = _half_output(HALF_FFT.rfft(x), "rfft", (planes, B, D, L + 1))
+    else:
+        f = torch.fft.rfft(x, dim=-1)  # (planes, B, D, L + 1)
+    spec_dtype = torch.complex32 if half else torch.complex64
+    zf = torch.empty(planes, B, D, L, device=dev, dtype=spec_dtype)
     spec = spectra.to(torch.complex64).contiguous()
-    BK = 1024 if z.is_cuda else 16
-    _spectrum_pack_kernel[(planes * B * D, triton.cdiv(L, BK))](
-        torch.view_as_real(f), torch.view_as_real(spec), torch.view_as_real(zf), L, D, B * D,
-        BK=BK,
-    )  # fmt: skip
-    # the real inverse, sample pairs (x[2n], x[2n+1]) as complex numbers: (planes, B, D, 2L)
-    y = torch.view_as_real(torch.fft.ifft(zf, dim=-1, norm="forward")).flatten(-2)
-    out = torch.empty(B, L, D, device=z.device, dtype=z.dtype)
     d1 = d1.float().contiguous()
     d2 = d2.float().contiguous() if res else d1
-    _mixer_out_kernel[grid](y, z, h, w, sb, d1, d2, out, B, L, D, HAS_RES=res, BL=BL, BD=BD)
+    skip = torch.cat([d1, d2]) if half else d1  # half: folded into the spectra
+    BK = 1024 if z.is_cuda else min(1024, next_pow2(L))  # interpreter: fewer programs
+    _spectrum_pack_kernel[(planes * B * D, triton.cdiv(L, BK))](
+        torch.view_as_real(f), torch.view_as_real(spec), torch.view_as_real(zf), skip,
+        1.0 / (2 * L), 1.0 / scale, L, D, B * D, HALF=half, BK=BK,
+    )  # fmt: skip
+    # the real inverse, sample pairs (x[2n], x[2n+1]) as complex numbers: (planes, B, D, 2L)
+    if half:
+        y = _half_output(HALF_FFT.ifft(zf), "ifft", (planes, B, D, L))
+    else:
+        y = torch.fft.ifft(zf, dim=-1, norm="forward")
+    y = torch.view_as_real(y).flatten(-2)
+    out = torch.empty(B, L, D, device=dev, dtype=z.dtype)
+    _mixer_out_kernel[grid](
+        y, z, h, w, sb, d1, d2, out, B, L, D, HAS_RES=res, FOLDED=half, BL=BL, BD=BD
+    )
     return out
+
+
+def _half_output(t: torch.Tensor, step: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if t.dtype != torch.complex32 or tuple(t.shape) != shape:
+        raise TypeError(
+            f"HALF_FFT.{step} must return complex32 of shape {shape}, got {t.dtype} "
+            f"{tuple(t.shape)}"
+        )
+    return t.contiguous()
 
 
 def short_conv_reference(x: torch.Tensor, short_w: torch.Tensor, short_b: torch.Tensor):

@@ -179,6 +179,10 @@ class MonarchMixerSequenceMixing(nn.Module):
 
     #: inference runs the fused block where it applies; False keeps the reference order
     fused = True
+    #: the fused block's FFT precision (`kernels.m2_mixer.fft_signal_dtype`): "auto" runs
+    #: float16 signals / complex32 spectra under bf16/fp16 autocast on CUDA at power-of-two
+    #: lengths (M2's 2k/8k/32k), "float32" always float32, "float16" always half
+    fft_precision = "auto"
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
@@ -202,8 +206,9 @@ class MonarchMixerSequenceMixing(nn.Module):
             bias2 = self.filter_fn2.bias if self.residual_long_conv else None
             w, b = self.short_filter.weight, self.short_filter.bias
             y = kernels.gated_long_conv(
-                z, u, self.spectra(u.shape[1]), self.filter_fn.bias, bias2, w, b
-            )
+                z, u, self.spectra(u.shape[1]), self.filter_fn.bias, bias2, w, b,
+                fft_precision=self.fft_precision,
+            )  # fmt: skip
             return self.out_linear(y)
         if self.training_additions:
             u = self.layernorm(u)
