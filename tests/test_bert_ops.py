@@ -9,16 +9,10 @@ forward with the fused glue switched on against the same forward with PyTorch's 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from interpreted import run_interpreted
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import json
@@ -73,12 +67,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {r["case"]: r for r in json.loads(proc.stdout.strip().splitlines()[-1])}
+    return {r["case"]: r for r in run_interpreted(SCRIPT)}
 
 
 def test_kernels_match_references(results):

@@ -9,16 +9,10 @@ training (inputs that need gradients) keeps the chunked form and its fused backw
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from interpreted import run_interpreted
 
 pytest.importorskip("triton")
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import json
@@ -51,12 +45,7 @@ print(json.dumps(out))
 
 
 def test_parallel_form_matches_reference_and_routing():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = run_interpreted(SCRIPT)
     for r in rows[:-1]:
         assert r["err"] < 1e-5, r
     routing = rows[-1]

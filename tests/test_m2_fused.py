@@ -9,21 +9,15 @@ parity fixture's model included; and that changing a filter weight in place is s
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from interpreted import run_interpreted
 
 pytest.importorskip("triton")
 import torch  # noqa: E402
 
 from kernels.m2_mixer import fft_signal_dtype, half_fft_scale  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import json, sys
@@ -93,17 +87,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(SCRIPT)
 
 
 def test_fused_block_matches_float64_reference(rows):
@@ -205,17 +189,7 @@ def half_rows() -> list[dict]:
     double: torch has no half-precision FFT on the CPU): computed in float32, taking float16
     signals and giving complex32 spectra like cuFFT's, so the kernels read and write the
     half-precision buffers of the GPU path."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore::UserWarning", "-c", HALF_SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted(HALF_SCRIPT, "-W", "ignore::UserWarning")
 
 
 def test_half_pipeline_matches_float64_reference(half_rows):
