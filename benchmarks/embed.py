@@ -163,7 +163,14 @@ def main() -> None:
             "matmul_flops_per_s_fp16": rate,
             "linear_flops_per_token": flops_per_token,
             "fraction_of_matmul_rate": model_tps * flops_per_token / rate,
+            "token_budget": ours.token_budget,
         }
+        packed_model = ours.packed.model
+        if getattr(packed_model, "fused_glue", False):  # the same with PyTorch's glue ops
+            packed_model.fused_glue = False
+            plain = model_side(ours, texts, cuda)
+            packed_model.fused_glue = True
+            extra["model_side_tokens_per_s_torch_glue"] = plain["tokens"] / plain["seconds"]
         print(
             f"model side (token ids -> vectors, packed fp16): {model_tps / 1e6:.2f}M tokens/s; "
             f"{model_tps * flops_per_token / 1e12:.0f} TFLOP/s in the linear layers = "
@@ -171,6 +178,11 @@ def main() -> None:
             f"({rate / 1e12:.0f} TFLOP/s); tokenization alone {side['tokenize_threads_s']:.2f}s "
             f"on threads, {side['tokenize_1thread_s']:.2f}s on one (from a tenth)"
         )
+        if "model_side_tokens_per_s_torch_glue" in extra:
+            print(
+                "model side with PyTorch's glue (embeddings, LayerNorm, pooling) instead of "
+                f"kernels.bert_ops: {extra['model_side_tokens_per_s_torch_glue'] / 1e6:.2f}M"
+            )
     if cuda and not args.skip_fp16_peer:
         peer.half()
         peer.encode(warm, batch_size=256)
