@@ -5,7 +5,8 @@ S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j) in HBM (B*H*(1+F)*e floats); phi
 never written out. The feature vector is split as phi = [c, P1, P2]:
 Taylor: c = 1, P1 = x / d^(1/4), P2 = vec(x x^T) / (sqrt(2) sqrt(d));
 Hedgehog: c = 0, P1 = softmax(xW + b), P2 = softmax(-(xW + b)).
-Non-causal: a state pass split over the sequence, the splits summed, an output pass.
+Non-causal: a state pass split over the sequence, the splits summed, an output pass (Taylor
+with d <= 16: the tensor-core kernels of kernels/linear_attn_fwd.py).
 Causal: per-split key states and their prefix sums over splits, then the chunked causal
 form (intra-chunk quadratic, inter-chunk state) over every split in parallel. The Taylor
 backward is fused too (kernels/linear_attn_bwd.py); Hedgehog's recomputes the reference.
@@ -17,6 +18,7 @@ import torch
 
 from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.linear_attn_bwd import taylor_backward
+from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, taylor_forward
 from kernels.linear_attn_parallel import PARALLEL_MAX_N, taylor_causal_parallel
 from kernels.reference import FeatureMap, linear_attention_reference
 from kernels.taylor import feature_sizes, multiprocessors, sequence_splits, state_width
@@ -179,12 +181,25 @@ if HAS_TRITON:
 # Launch settings on CUDA, per kernel: the fastest of benchmarks/kernels.py's sweep on an H100
 # (bf16, B=8, H=12, N=16k, d=16, e=64; benchmarks/results/kernels-NVIDIA-H100-80GB-HBM3.json),
 # except "out": 64 rows, since it reads the float32 state (128 rows spill 360 bytes/thread when
-# compiled for sm_90; 64 rows none). Not yet re-timed on a GPU.
+# compiled for sm_90; 64 rows none). Not yet re-timed on a GPU. "state" / "out" serve Hedgehog
+# (and the causal split states). "taylor_state" / "taylor_out": the non-causal Taylor forward
+# (kernels/linear_attn_fwd.py), picked by compiling for sm_90 offline with Triton 3.6 (ptxas
+# -v, SASS of the inner loops): no spills, 194 and 233 registers, so one 8-warp state program
+# and two 4-warp output programs per SM (SLOTS_PER_SM); 25 and 30 warp instructions per row
+# in the inner loops, against 179 and 288 for "state" / "out". num_stages 1: both loops
+# prefetch their next tile by hand; with Triton's cp.async pipelining of the state loop ptxas
+# serialises every wgmma (C7515). COST_ROWS (a program's fixed cost, in rows) and MIN_ROWS
+# decide how rows are cut into programs (linear_attn_fwd.balanced_runs). To be re-timed on
+# the H200 with .whl/la_sweep.py.
 CONFIG: dict[str, dict[str, int]] = {
     "state": {"BLOCK": 64, "num_warps": 8},
     "out": {"BLOCK": 64, "num_warps": 8},
     "causal": {"BLOCK": 32, "num_warps": 4, "BLOCK_E": 32},
-}
+    "taylor_state": {"BLOCK": 64, "num_warps": 8, "num_stages": 1,
+                     "SLOTS_PER_SM": 1, "COST_ROWS": 512, "MIN_ROWS": 64},
+    "taylor_out": {"BLOCK": 64, "num_warps": 4, "num_stages": 1,
+                   "SLOTS_PER_SM": 2, "COST_ROWS": 256, "MIN_ROWS": 64},
+}  # fmt: skip
 
 
 def la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None):
@@ -195,6 +210,9 @@ def la_forward_triton(q, k, v, feature_map, causal, eps, w, bias, key_mask=None)
     E = v.shape[-1]
     fh = 0 if feature_map == "taylor" else w.shape[-1]
     taylor, DP, F1, F2 = feature_sizes(feature_map, D, fh)
+    if taylor and not causal and DP <= TAYLOR_FWD_MAX_DP:
+        cfg_s, cfg_o = CONFIG["taylor_state"], CONFIG["taylor_out"]
+        return taylor_forward(q, k, v, eps, key_mask, cfg_s, cfg_o)
     q = q if q.stride(-1) == 1 else q.contiguous()
     if taylor:  # no projection: any pointer will do (never read), and no fill kernel runs
         w, bias = q, q

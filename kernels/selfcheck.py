@@ -8,6 +8,7 @@ Run as `python -m kernels.selfcheck [--device cuda]`; prints one JSON object per
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from collections.abc import Callable
@@ -15,9 +16,17 @@ from typing import Any
 
 import torch
 
+from kernels.bert_ops import (
+    embed_layernorm,
+    embed_layernorm_reference,
+    layer_norm,
+    segment_mean,
+    segment_mean_reference,
+)
 from kernels.common import interpret_mode
 from kernels.fftconv import fft_conv
 from kernels.linear_attn import linear_attention
+from kernels.linear_attn_parallel import taylor_causal_parallel
 from kernels.m2_mixer import (
     fft_signal_dtype,
     filter_spectra,
@@ -114,6 +123,48 @@ def check_linear_attention(
     )
 
 
+def check_linear_attention_range(
+    B, H, N, D, E, dtype, device, k_scale=24.0, v_mean=1.0
+) -> dict[str, Any]:
+    """Taylor non-causal forward on large keys and positive values: the key state grows as
+    N k^2 v / (sqrt(2) sqrt(d)) (S2 ~ 1e5 at N=1024, k ~ 24, v ~ 1, d=16: past float16's
+    65504), so a state cast to float16 unscaled overflows; forward only (no grads)."""
+    q = torch.randn(B, H, N, D, device=device).to(dtype)
+    k = (torch.randn(B, H, N, D, device=device) * k_scale).to(dtype)
+    v = (v_mean + 0.1 * torch.randn(B, H, N, E, device=device)).to(dtype)
+    out = linear_attention(q, k, v, "taylor", backend="triton")
+    ref = linear_attention_reference(q.double(), k.double(), v.double(), "taylor")
+    fwd, tol = _rel(out, ref), tolerance(dtype)
+    return {
+        "kernel": "linear_attention_range", "feature_map": "taylor", "causal": False,
+        "shape": [B, H, N, D, E], "k_scale": k_scale, "v_mean": v_mean, "key_mask": False,
+        "dtype": str(dtype).replace("torch.", ""), "fwd_rel_err": fwd, "grad_rel_err": 0.0,
+        "grad_rel_errs": [], "tol": tol, "ok": bool(fwd <= tol and out.dtype == dtype),
+    }  # fmt: skip
+
+
+def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) -> list[dict]:
+    """The non-causal Taylor forward (kernels/linear_attn_fwd.py): several state splits and
+    output runs with a ragged last one, B=1 and B>1, head and value dims padded to the block,
+    padding masks, and a key state past float16's range (forward only)."""
+    tiny = size == "tiny"
+    shapes = [(1, 3, 100, 16, 64), (3, 2, 77, 4, 40)] if tiny else [
+        (1, 12, 2049, 16, 64), (8, 12, 8192, 16, 64), (3, 2, 777, 4, 40)]  # fmt: skip
+    res = []
+    for dtype in dtypes:
+        for i, (B, H, N, D, E) in enumerate(shapes):
+            for masked in (False, True):
+                if tiny and masked != bool(i):  # interpreter time: one mask case per shape
+                    continue
+                row = check_linear_attention(B, H, N, D, E, "taylor", False, dtype, device,
+                                             masked=masked)  # fmt: skip
+                res.append(row)
+        if dtype != torch.float32:
+            B, H, N = (1, 1, 1024) if tiny else (2, 12, 65536)
+            res.append(check_linear_attention_range(B, H, N, 16, 64, dtype, device))
+    return res
+
+
 def check_linear_attention_backward(
     B, H, N, D, E, causal, dtype, device, masked=False
 ) -> dict[str, Any]:
@@ -196,13 +247,59 @@ def check_m2_mixer(B, L, D, residual, dtype, device, fft_precision="auto") -> di
     }  # fmt: skip
 
 
+def _forward_row(name: str, params: dict, dtype, out, ref, tol: float) -> dict[str, Any]:
+    """A forward-only check's row (inference kernels: no gradients)."""
+    fwd = _rel(out, ref)
+    return {
+        "kernel": name, **params, "dtype": str(dtype).replace("torch.", ""),
+        "fwd_rel_err": fwd, "grad_rel_err": 0.0, "grad_rel_errs": [], "tol": tol,
+        "ok": bool(fwd <= tol),
+    }  # fmt: skip
+
+
+def check_la_parallel(B, H, N, D, E, dtype, device) -> dict[str, Any]:
+    """The quadratic causal Taylor form (inference) against the float64 reference."""
+    q, k = (torch.randn(B, H, N, D, device=device, dtype=dtype) for _ in range(2))
+    v = torch.randn(B, H, N, E, device=device, dtype=dtype)
+    out = taylor_causal_parallel(q, k, v)
+    ref = linear_attention_reference(q.double(), k.double(), v.double(), "taylor", causal=True)
+    params = {"shape": [B, H, N, D, E]}
+    return _forward_row("la_parallel", params, dtype, out, ref, tolerance(dtype))
+
+
+def check_bert_ops(lengths: list[int], n: int, dtype, device) -> list[dict[str, Any]]:
+    """Packed BERT glue (embeddings + LayerNorm, LayerNorm, mean pooling) vs float64."""
+    cu = torch.tensor([0] + list(itertools.accumulate(lengths)), device=device, dtype=torch.int32)
+    total, vocab = int(cu[-1]), 97
+    ids = torch.randint(0, vocab, (total,), device=device)
+    word, pos = (torch.randn(r, n, device=device, dtype=dtype) for r in (vocab, max(lengths)))
+    type0, w, b = (torch.randn(n, device=device, dtype=dtype) for _ in range(3))
+    x = torch.randn(total, n, device=device, dtype=dtype)
+    params = {"shape": [len(lengths), total, n]}
+    dbl = [t.double() for t in (word, pos, type0, w, b)]
+    tol = tolerance(dtype)
+    rows = [
+        _forward_row("bert_embed_ln", params, dtype,
+                     embed_layernorm(ids, cu, max(lengths), word, pos, type0, w, b, 1e-12),
+                     embed_layernorm_reference(ids, cu, *dbl, 1e-12), tol),
+        _forward_row("bert_layer_norm", params, dtype, layer_norm(x, w, b, 1e-12),
+                     torch.nn.functional.layer_norm(x.double(), (n,), dbl[3], dbl[4], 1e-12), tol),
+    ]  # fmt: skip
+    for norm in (False, True):
+        got, want = segment_mean(x, cu, norm), segment_mean_reference(x.double(), cu, norm)
+        rows.append(_forward_row("bert_mean", {**params, "normalize": norm}, dtype, got, want, tol))
+    return rows
+
+
 KERNELS = (
     "linear_attention",
     "linear_attention_bwd",
+    "linear_attention_parallel",
     "sliding_window_attention",
     "monarch_matmul",
     "fft_conv",
     "m2_mixer",
+    "bert_ops",
 )
 
 
@@ -283,6 +380,17 @@ def grid(
                 other = "float16" if dtype == torch.float32 else "float32"
                 for B, L, D, residual in [(2, 2048, 768, True), (1, 4096, 64, False)]:
                     res.append(check_m2_mixer(B, L, D, residual, dtype, device, other))
+        if "linear_attention_parallel" in kernels:
+            for B, H, N, D, E in [(2, 3, 37, 16, 24), (1, 2, 130, 8, 64)] if tiny else [
+                    (8, 12, 1000, 16, 64), (1, 3, 4096, 16, 64), (2, 2, 333, 16, 48)]:  # fmt: skip
+                res.append(check_la_parallel(B, H, N, D, E, dtype, device))
+        if "bert_ops" in kernels:
+            for lengths, n in [([5, 1, 0, 17], 40)] if tiny else [
+                    ([128, 1, 0, 256, 77] * 40, 384), ([512, 3], 768)]:  # fmt: skip
+                res += check_bert_ops(lengths, n, dtype, device)
+    if "linear_attention" in kernels:
+        torch.manual_seed(1)
+        res += grid_la_taylor_forward(size, dtypes, device)
     return res
 
 
