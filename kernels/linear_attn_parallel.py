@@ -16,9 +16,11 @@ import torch
 
 from kernels.common import HAS_TRITON, next_pow2
 
-#: Longest sequence for which `linear_attention` takes this form (causal Taylor inference);
-#: from the H200 comparison in benchmarks/results/kernels-NVIDIA-H200.json (la_train rows).
-PARALLEL_MAX_N = 4096
+#: Longest sequence for which `linear_attention` takes this form (causal Taylor inference).
+#: H200, bf16, H=12, d=16, e=64 (benchmarks/results/la-causal-forms-NVIDIA-H200.jsonl): this
+#: form vs the chunked kernel 0.18 vs 0.37 ms (B=1) and 1.77 vs 2.29 ms (B=8) at N=8k, but
+#: 0.70 vs 0.61 and 7.33 vs 4.50 ms at 16k.
+PARALLEL_MAX_N = 8192
 
 if HAS_TRITON:
     import triton
