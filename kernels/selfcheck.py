@@ -166,11 +166,21 @@ def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) ->
 
 
 def check_linear_attention_backward(
-    B, H, N, D, E, causal, dtype, device, masked=False
+    B, H, N, D, E, causal, dtype, device, masked=False, k_scale=None
 ) -> dict[str, Any]:
     """Taylor map: the fused Triton backward (no reference recompute) against float64 autograd
-    of the reference; grad_rel_errs are (dq, dk, dv)."""
-    row = check_linear_attention(B, H, N, D, E, "taylor", causal, dtype, device, masked=masked)
+    of the reference; grad_rel_errs are (dq, dk, dv). k_scale: keys ~ N(0, k_scale^2), values
+    ~ 1 + 0.1 N(0, 1) (a key state past float16's range, as in `check_..._range`)."""
+    if k_scale is None:
+        row = check_linear_attention(B, H, N, D, E, "taylor", causal, dtype, device, masked=masked)
+    else:
+        q, k, v = (torch.randn(B, H, N, n, device=device) for n in (D, D, E))
+        params = {"feature_map": "taylor", "causal": causal, "shape": [B, H, N, D, E],
+                  "key_mask": False, "k_scale": k_scale}  # fmt: skip
+        row = _check("linear_attention", params, dtype,
+                     lambda q, k, v: linear_attention(q, k, v, "taylor", causal, backend="triton"),
+                     lambda q, k, v: linear_attention_reference(q, k, v, "taylor", causal),
+                     [q.to(dtype), (k * k_scale).to(dtype), (1 + 0.1 * v).to(dtype)])  # fmt: skip
     return {**row, "kernel": "linear_attention_bwd", "backward": "triton"}
 
 
@@ -305,7 +315,8 @@ KERNELS = (
 
 def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, Any]]:
     """Fused Taylor backward, causal and non-causal: N not a multiple of the row block, e not
-    a multiple of the value-column block, several sequence splits, padding masks."""
+    a multiple of the value-column block, several sequence splits, padding masks; on a GPU
+    also large keys (a key state past float16's range; the interpreter: the tests)."""
     tiny = size == "tiny"
     shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 40)] if tiny else [
         (1, 2, 4097, 16, 64), (2, 12, 1000, 16, 64), (1, 3, 333, 16, 100), (2, 2, 2049, 8, 48)]  # fmt: skip
@@ -318,6 +329,10 @@ def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> list[
                 res.append(check_linear_attention_backward(B, H, N, D, E, causal, dtype, device))
         B, H, N, D, E = shapes[0]
         res.append(check_linear_attention_backward(2, H, N, D, E, False, dtype, device, True))
+        if not tiny and dtype != torch.float32:  # large keys: S2 ~ 4e5 > 65504 (non-causal)
+            for B, H, N, c, ks in [(2, 12, 4097, False, 24.0), (1, 2, 2049, True, 8.0)]:
+                row = check_linear_attention_backward(B, H, N, 16, 64, c, dtype, device, k_scale=ks)
+                res.append(row)
     return res
 
 
