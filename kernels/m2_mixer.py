@@ -43,6 +43,7 @@ The float32 path is unchanged.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -187,6 +188,13 @@ def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
 
 
 FFT_PRECISIONS = ("auto", "float32", "float16")
+
+# torch warns once per process that complex32 is "experimental" when the half-precision
+# pipeline makes its first spectrum; the pipeline's accuracy is checked against float64
+# (kernels.selfcheck), so that one message is silenced, and only it.
+warnings.filterwarnings(
+    "ignore", message="ComplexHalf support is experimental", category=UserWarning
+)
 
 
 def _cufft_half_rfft(x: torch.Tensor) -> torch.Tensor:
