@@ -99,27 +99,25 @@ if HAS_TRITON:
 def _check_cu(cu_seqlens: torch.Tensor) -> None:
     """cu_seqlens is (B + 1,) int32/int64; the kernels trust it to start at 0, never to
     decrease and to end at the number of packed rows (what the packing code builds)."""
-    if (
-        cu_seqlens.dim() != 1
-        or len(cu_seqlens) < 1
-        or cu_seqlens.dtype
-        not in (
-            torch.int32,
-            torch.int64,
-        )
-    ):
+    int_types = (torch.int32, torch.int64)
+    if cu_seqlens.dim() != 1 or len(cu_seqlens) < 1 or cu_seqlens.dtype not in int_types:
         raise ValueError(
             "cu_seqlens must be a 1-D int32/int64 tensor of cumulative text lengths (B + 1,), "
             f"got dtype {cu_seqlens.dtype} and shape {tuple(cu_seqlens.shape)}"
         )
 
 
-def packed_positions(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """Each packed token's position inside its own text (0 at every text's first token)."""
+def segment_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """For each of `total` packed tokens, the index of the text it belongs to."""
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    seg = torch.repeat_interleave(
+    return torch.repeat_interleave(
         torch.arange(len(lengths), device=lengths.device), lengths, output_size=total
     )
+
+
+def packed_positions(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Each packed token's position inside its own text (0 at every text's first token)."""
+    seg = segment_ids(cu_seqlens, total)
     return torch.arange(total, device=cu_seqlens.device) - cu_seqlens[:-1].long()[seg]
 
 
@@ -203,7 +201,7 @@ def segment_mean_reference(
     """Each text's mean row of packed (T, N) states, float32 (B, N); unit length if asked."""
     n = len(cu_seqlens) - 1
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    seg = torch.repeat_interleave(torch.arange(n, device=x.device), lengths)
+    seg = segment_ids(cu_seqlens, x.shape[0])
     sums = torch.zeros(n, x.shape[1], device=x.device).index_add_(0, seg, x.float())
     out = sums / lengths.clamp(min=1)[:, None].float()
     return F.normalize(out, dim=1) if normalize else out

@@ -116,7 +116,7 @@ def test_pooling_modes(mode):
     cu = torch.tensor([0, 2, 7, 8], dtype=torch.int32)
     x = torch.randn(8, 4)
     model = object.__new__(PackedBert)
-    model.pooling, model.hidden = mode, 4
+    model.pooling, model.hidden, model.fused_glue = mode, 4, False
     out = model.pool(x, cu)
     for i, (s, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
         seg = x[s:e]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernels.bert_ops import embed_layernorm, layer_norm, segment_mean
+from kernels.bert_ops import embed_layernorm, layer_norm, segment_ids, segment_mean
 from kernels.bert_ops import packed_positions as positions
 from kernels.common import HAS_TRITON
 
@@ -122,14 +122,6 @@ def pooling_mode(pooling_module: Any) -> str | None:
     if len(on) != 1 or any(getattr(pooling_module, o, False) for o in others):
         return None
     return on[0]
-
-
-def segment_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
-    """For each of `total` packed tokens, the index of the text it belongs to."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    return torch.repeat_interleave(
-        torch.arange(len(lengths), device=lengths.device), lengths, output_size=total
-    )
 
 
 def flash_varlen() -> Any:
@@ -268,10 +260,13 @@ class PackedBert:
             return torch._addmm_activation(layer.up_b, x, layer.up_w.t(), use_gelu=True)
         return self.act(F.linear(x, layer.up_w, layer.up_b))
 
+    @property
+    def glue_backend(self) -> str:
+        """kernels.bert_ops backend of the glue: Triton when `fused_glue`, else PyTorch."""
+        return "auto" if self.fused_glue else "reference"
+
     def _norm(self, x: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        if self.fused_glue:
-            return layer_norm(x, wb[0], wb[1], self.eps)
-        return F.layer_norm(x, (self.hidden,), wb[0], wb[1], self.eps)
+        return layer_norm(x, wb[0], wb[1], self.eps, backend=self.glue_backend)
 
     def _attend(self, qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         total = qkv.shape[0]
@@ -286,11 +281,7 @@ class PackedBert:
         """Last hidden states (T, hidden) of the packed texts."""
         e = self.embeddings
         args = (e["word"], e["position"], e["type0"], e["norm_w"], e["norm_b"], self.eps)
-        if self.fused_glue:
-            x = embed_layernorm(ids, cu_seqlens, max_len, *args)
-        else:
-            x = e["word"][ids] + e["position"][positions(cu_seqlens, ids.shape[0])] + e["type0"]
-            x = F.layer_norm(x, (self.hidden,), e["norm_w"], e["norm_b"], self.eps)
+        x = embed_layernorm(ids, cu_seqlens, max_len, *args, backend=self.glue_backend)
         for layer in self.layers:
             att = self._attend(F.linear(x, layer.qkv_w, layer.qkv_b), cu_seqlens, max_len)
             x = self._norm(torch.addmm(x, att, layer.out_w), layer.norm1)
@@ -300,8 +291,8 @@ class PackedBert:
     def __call__(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         """Pooled float32 sentence vectors (B, hidden), unit length if the model normalises."""
         x = self.tokens(ids, cu_seqlens, max_len)
-        if self.fused_glue and self.pooling == "mean":
-            return segment_mean(x, cu_seqlens, self.normalize)
+        if self.pooling == "mean":  # the unit length comes out of the pooling pass
+            return segment_mean(x, cu_seqlens, self.normalize, backend=self.glue_backend)
         out = self.pool(x, cu_seqlens)
         return F.normalize(out, dim=1) if self.normalize else out
 
@@ -310,10 +301,8 @@ class PackedBert:
         n = len(cu_seqlens) - 1
         if self.pooling == "cls":
             return x[cu_seqlens[:-1].long()].float()
+        if self.pooling == "mean":
+            return segment_mean(x, cu_seqlens, backend=self.glue_backend)
         seg = segment_ids(cu_seqlens, x.shape[0])
-        if self.pooling == "max":
-            out = torch.full((n, self.hidden), float("-inf"), device=x.device)
-            return out.scatter_reduce(0, seg[:, None].expand_as(x), x.float(), "amax")
-        sums = torch.zeros(n, self.hidden, device=x.device).index_add_(0, seg, x.float())
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).clamp(min=1)
-        return sums / lengths[:, None].float()
+        out = torch.full((n, self.hidden), float("-inf"), device=x.device)
+        return out.scatter_reduce(0, seg[:, None].expand_as(x), x.float(), "amax")
