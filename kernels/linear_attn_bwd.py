@@ -334,8 +334,9 @@ if HAS_TRITON:
             )
 
 
-def taylor_backward(q, k, v, out, grad_out, state, causal, eps, nsplit, rows, key_mask=None):
-    """(dq, dk, dv) of Taylor linear attention from the forward's saved state (out: not read).
+def taylor_backward(q, k, v, grad_out, state, causal, eps, nsplit, rows, key_mask=None):
+    """(dq, dk, dv) of Taylor linear attention from the forward's saved state (the forward's
+    output is not needed: g . out is computed from the state).
 
     state: float32 workspace rows of the forward (kernels/taylor.py): total key state per
     (b, h) (non-causal) or exclusive prefix per (b, h, split) of `rows` rows (causal; None

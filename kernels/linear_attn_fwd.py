@@ -185,14 +185,20 @@ def balanced_runs(
     return best[1], best[2]
 
 
+def configured_runs(n: int, heads: int, block: int, cfg: dict, sms: int) -> tuple[int, int]:
+    """`balanced_runs` with a launch config's SLOTS_PER_SM (times the SMs), COST_ROWS and
+    MIN_ROWS."""
+    slots = cfg["SLOTS_PER_SM"] * sms
+    return balanced_runs(n, heads, block, slots, cfg["COST_ROWS"], cfg["MIN_ROWS"])
+
+
 def state_splits(n: int, heads: int, block: int, cfg: dict, sms: int | None) -> tuple[int, int]:
     """(splits, rows per split) of the state pass (`balanced_runs` with cfg's SLOTS_PER_SM,
     COST_ROWS, MIN_ROWS). sms=None (the interpreter): two splits whenever n has two blocks."""
     if sms is None:
         rows = -(-n // 2 // block) * block if n > block else -(-n // block) * block
         return -(-n // rows), rows
-    slots = cfg["SLOTS_PER_SM"] * sms
-    return balanced_runs(n, heads, block, slots, cfg["COST_ROWS"], cfg["MIN_ROWS"])
+    return configured_runs(n, heads, block, cfg, sms)
 
 
 def out_runs(n: int, heads: int, block: int, cfg: dict, sms: int | None) -> tuple[int, int]:
@@ -202,8 +208,7 @@ def out_runs(n: int, heads: int, block: int, cfg: dict, sms: int | None) -> tupl
     if sms is None:
         blocks = -(-n // block)
         return -(-blocks // 2), 2 * block
-    slots = cfg["SLOTS_PER_SM"] * sms
-    return balanced_runs(n, heads, block, slots, cfg["COST_ROWS"], cfg["MIN_ROWS"])
+    return configured_runs(n, heads, block, cfg, sms)
 
 
 def taylor_state(k, v, key_mask, cfg: dict) -> tuple[torch.Tensor, int, int]:
