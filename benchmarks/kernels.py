@@ -568,7 +568,7 @@ def main() -> None:
     if "check" in secs and device.startswith("cuda"):
         from kernels.selfcheck import DTYPES, grid
 
-        checks = safe(grid, "gpu", list(DTYPES.values()), device)
+        checks = safe(lambda: list(grid("gpu", list(DTYPES.values()), device)))
         result["checks"] = checks
         if isinstance(checks, list):
             bad = [c for c in checks if not c["ok"]]

@@ -1,12 +1,14 @@
 """Non-causal Taylor linear attention forward on a GPU: timings, launch settings, errors.
 
-PYTHONPATH=. python benchmarks/la_fwd_sweep.py > benchmarks/results/la-noncausal-fwd-sweep-<gpu>.jsonl
+PYTHONPATH=. python -m benchmarks.la_fwd_sweep > benchmarks/results/la-noncausal-fwd-sweep-<gpu>.jsonl
 Prints one JSON object per line (section = env | compiled | committed | main | sweep | best
-| done); stays under ~3 minutes (LA_SWEEP_BUDGET_S, default 160 s, skips what is left).
+| done); stays under ~3 minutes (LA_SWEEP_BUDGET_S, default 160 s, skips what is left);
+LA_SWEEP_SECTIONS=main runs the main section only.
 
 - main: B in {1, 8}, H=12, d=16, e=64, bf16, N 1k..64k: linear_attention(q, k, v, "taylor")
   (new: kernels/linear_attn_fwd.py), its state pass (+ split sum) and output pass alone, the
-  old generic kernels (la.TAYLOR_FWD_MAX_DP = 0) in the same run, the forward with inputs
+  old generic kernels (la.TAYLOR_FWD_MAX_DP = 0) in the same run, the forward replayed from a
+  CUDA graph (graph_ms: GPU time without the host's launch cost), the forward with inputs
   that require grad (as benchmarks/kernels.py la_train timed it), TFLOP/s and % of 695
   TFLOP/s (useful FLOPs 4 B H N 273 64); errors vs float64 at N <= 8k.
 - sweep: CONFIG["taylor_state"] / ["taylor_out"] overridden (BLOCK, num_warps, num_stages,
@@ -25,7 +27,7 @@ import time
 
 import torch
 import triton
-from triton.testing import do_bench
+from triton.testing import do_bench, do_bench_cudagraph
 
 import kernels.linear_attn as la
 import kernels.linear_attn_fwd as fwd
@@ -61,6 +63,17 @@ def bench(fn) -> float | str:
             return round((time.perf_counter() - t) * 1e3, 5)
         return round(float(do_bench(fn, warmup=10, rep=40, return_mode="median")), 5)
     except Exception as e:  # noqa: BLE001 - a config that fails to compile must not stop the run
+        return f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def bench_graph(fn) -> float | str:
+    """Median ms of fn replayed from a CUDA graph: the GPU's time without the host's launch
+    cost (eager calls below ~0.3 ms measure the Python side, not the kernels)."""
+    if SMOKE:
+        return "no CUDA graphs in the interpreter"
+    try:
+        return round(float(do_bench_cudagraph(fn, rep=40, return_mode="median")), 5)
+    except Exception as e:  # noqa: BLE001
         return f"{type(e).__name__}: {str(e)[:160]}"
 
 
@@ -140,6 +153,8 @@ def main_section() -> None:
             row["runs"] = fwd.out_runs(N, B * H, co["BLOCK"], co, sms)
             t = bench(lambda: la.linear_attention(q, k, v, "taylor"))
             row.update(total_ms=t, **rate(fl, t))
+            tg = bench_graph(lambda: la.linear_attention(q, k, v, "taylor"))
+            row.update(graph_ms=tg, **{f"graph_{a}": b for a, b in rate(fl, tg).items()})
             state, _, _ = fwd.taylor_state(k, v, None, cs)
             ts = bench(lambda: fwd.taylor_state(k, v, None, cs))
             to = bench(lambda: fwd.taylor_out(q, state, E, 1e-6, co))
@@ -221,7 +236,10 @@ if __name__ == "__main__":
     gpu = torch.cuda.get_device_name(0) if not SMOKE else "cpu (interpreter smoke run)"
     emit(section="env", gpu=gpu, sms=fwd.multiprocessors(torch.device(DEV)),
          torch=torch.__version__, triton=triton.__version__, config=DEFAULT, budget_s=BUDGET)  # fmt: skip
+    sections = os.environ.get("LA_SWEEP_SECTIONS", "main,sweep").split(",")
     committed()
-    main_section()
-    sweep_section()
+    if "main" in sections:
+        main_section()
+    if "sweep" in sections:
+        sweep_section()
     emit(section="done", wall_s=round(time.time() - T0, 1))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -101,14 +102,13 @@ def check_linear_attention(
     )
 
 
-def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) -> list[dict]:
+def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) -> Iterator[dict]:
     """The non-causal Taylor forward (kernels/linear_attn_fwd.py): several state splits and
     output runs with a ragged last one, B=1 and B>1, head and value dims padded to the block,
     padding masks, and a key state past float16's range (forward only)."""
     tiny = size == "tiny"
     shapes = [(1, 3, 100, 16, 64), (3, 2, 77, 4, 40)] if tiny else [
         (1, 12, 2049, 16, 64), (8, 12, 8192, 16, 64), (3, 2, 777, 4, 40)]  # fmt: skip
-    res = []
     for dtype in dtypes:
         for i, (B, H, N, D, E) in enumerate(shapes):
             for masked in (False, True):
@@ -116,11 +116,10 @@ def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) ->
                     continue
                 row = check_linear_attention(B, H, N, D, E, "taylor", False, dtype, device,
                                              masked=masked)  # fmt: skip
-                res.append(row)
+                yield row
         if dtype != torch.float32:
             B, H, N = (1, 1, 1024) if tiny else (2, 12, 65536)
-            res.append(check_linear_attention_range(B, H, N, 16, 64, dtype, device))
-    return res
+            yield check_linear_attention_range(B, H, N, 16, 64, dtype, device)
 
 
 def check_linear_attention_backward(
@@ -199,40 +198,38 @@ KERNELS = (
 )
 
 
-def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> list[dict[str, Any]]:
+def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> Iterator[dict[str, Any]]:
     """Fused Taylor backward, causal and non-causal: N not a multiple of the row block, e not
     a multiple of the value-column block, several sequence splits, padding masks; on a GPU
     also large keys (a key state past float16's range; the interpreter: the tests)."""
     tiny = size == "tiny"
     shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 40)] if tiny else [
         (1, 2, 4097, 16, 64), (2, 12, 1000, 16, 64), (1, 3, 333, 16, 100), (2, 2, 2049, 8, 48)]  # fmt: skip
-    res = []
     for dtype in dtypes:
         for i, (B, H, N, D, E) in enumerate(shapes):
             if tiny and i > 0 and dtype != torch.float32:
                 continue
             for causal in (False, True):
-                res.append(check_linear_attention_backward(B, H, N, D, E, causal, dtype, device))
+                yield check_linear_attention_backward(B, H, N, D, E, causal, dtype, device)
         B, H, N, D, E = shapes[0]
-        res.append(check_linear_attention_backward(2, H, N, D, E, False, dtype, device, True))
+        yield check_linear_attention_backward(2, H, N, D, E, False, dtype, device, True)
         if not tiny and dtype != torch.float32:  # large keys: S2 ~ 4e5 > 65504 (non-causal)
             for B, H, N, c, ks in [(2, 12, 4097, False, 24.0), (1, 2, 2049, True, 8.0)]:
                 row = check_linear_attention_backward(B, H, N, 16, 64, c, dtype, device, k_scale=ks)
-                res.append(row)
-    return res
+                yield row
 
 
 def grid(
     size: str, dtypes: list[torch.dtype], device: str, kernels: tuple[str, ...] = KERNELS
-) -> list[dict[str, Any]]:
-    """Run the checks of `kernels`; size 'tiny' (interpreter) or 'gpu' (larger, odd shapes)."""
+) -> Iterator[dict[str, Any]]:
+    """The checks of `kernels`, one row each as it completes (a generator, so that a run cut
+    short keeps what it checked); size 'tiny' (interpreter) or 'gpu' (larger, odd shapes)."""
     unknown = set(kernels) - set(KERNELS)
     if unknown:
         raise ValueError(f"unknown kernels {sorted(unknown)}; choose from {KERNELS}")
     torch.manual_seed(0)
-    res = []
     if "linear_attention_bwd" in kernels:
-        res += grid_la_backward(size, dtypes, device)
+        yield from grid_la_backward(size, dtypes, device)
         torch.manual_seed(0)
     tiny = size == "tiny"
     la_shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 16)] if tiny else [
@@ -256,43 +253,42 @@ def grid(
                 for causal in (False, True):
                     if tiny and i > 0 and (causal or dtype != torch.float32):
                         continue
-                    res.append(check_linear_attention(B, H, N, D, E, fm, causal, dtype, device))
+                    yield check_linear_attention(B, H, N, D, E, fm, causal, dtype, device)
         B, H, N, D, E = la_shapes[0]
         for fm in ("taylor", "hedgehog") if "linear_attention" in kernels else ():
-            res.append(check_linear_attention(2, H, N, D, E, fm, False, dtype, device, masked=True))
+            yield check_linear_attention(2, H, N, D, E, fm, False, dtype, device, masked=True)
         if "sliding_window_attention" in kernels:
             for B, H, N, D, W in swa_shapes:
                 for causal in (True, False):
-                    res.append(check_sliding_window(B, H, N, D, W, causal, dtype, device))
+                    yield check_sliding_window(B, H, N, D, W, causal, dtype, device)
             B, H, N, D, W = swa_shapes[0]
-            res.append(check_sliding_window(2, H, N, D, W, False, dtype, device, masked=True))
+            yield check_sliding_window(2, H, N, D, W, False, dtype, device, masked=True)
         for M, m in mon_shapes if "monarch_matmul" in kernels else ():
-            res.append(check_monarch(M, m, dtype, device))
+            yield check_monarch(M, m, dtype, device)
         if "fft_conv" in kernels:
             for B, H, L, Lk, method in fft_shapes:
-                res.append(check_fft_conv(B, H, L, Lk, True, dtype, device, method))
-            res.append(check_fft_conv(1, 4, 31, 31, False, dtype, device))
+                yield check_fft_conv(B, H, L, Lk, True, dtype, device, method)
+            yield check_fft_conv(1, 4, 31, 31, False, dtype, device)
         if "m2_mixer" in kernels:
             m2_shapes = [(2, 37, 24, True), (1, 20, 16, False)] if tiny else [
                 (2, 2048, 768, True), (1, 8192, 768, True), (3, 1000, 96, False)]  # fmt: skip
             for B, L, D, residual in m2_shapes:
-                res.append(check_m2_mixer(B, L, D, residual, dtype, device))
+                yield check_m2_mixer(B, L, D, residual, dtype, device)
             if not tiny:  # "auto" took float16 FFTs for the 16-bit dtypes at 2048 and 8192
                 other = "float16" if dtype == torch.float32 else "float32"
                 for B, L, D, residual in [(2, 2048, 768, True), (1, 4096, 64, False)]:
-                    res.append(check_m2_mixer(B, L, D, residual, dtype, device, other))
+                    yield check_m2_mixer(B, L, D, residual, dtype, device, other)
         if "linear_attention_parallel" in kernels:
             for B, H, N, D, E in [(2, 3, 37, 16, 24), (1, 2, 130, 8, 64)] if tiny else [
                     (8, 12, 1000, 16, 64), (1, 3, 4096, 16, 64), (2, 2, 333, 16, 48)]:  # fmt: skip
-                res.append(check_la_parallel(B, H, N, D, E, dtype, device))
+                yield check_la_parallel(B, H, N, D, E, dtype, device)
         if "bert_ops" in kernels:
             for lengths, n in [([5, 1, 0, 17], 40)] if tiny else [
                     ([128, 1, 0, 256, 77] * 40, 384), ([512, 3], 768)]:  # fmt: skip
-                res += check_bert_ops(lengths, n, dtype, device)
+                yield from check_bert_ops(lengths, n, dtype, device)
     if "linear_attention" in kernels:
         torch.manual_seed(1)
-        res += grid_la_taylor_forward(size, dtypes, device)
-    return res
+        yield from grid_la_taylor_forward(size, dtypes, device)
 
 
 def main() -> None:
@@ -308,8 +304,9 @@ def main() -> None:
     # numpy (the interpreter) has no bfloat16: bf16 is checked on the GPU only
     default = "fp32,fp16,bf16" if args.device.startswith("cuda") else "fp32,fp16"
     dtypes = [DTYPES[d] for d in (args.dtypes or default).split(",")]
+    t0 = time.perf_counter()
     for row in grid(size, dtypes, args.device, tuple(args.kernels.split(","))):
-        print(json.dumps(row), flush=True)
+        print(json.dumps({**row, "t_s": round(time.perf_counter() - t0, 1)}), flush=True)
 
 
 if __name__ == "__main__":
