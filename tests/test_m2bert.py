@@ -177,6 +177,35 @@ def test_gpu_matches_cpu(checkpoint):
     assert (half * cpu).sum(1).min() > 0.99
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_per_bucket(checkpoint):
+    """Replays equal the eager forward; one capture per row bucket (16 rows, and a last batch
+    of 5 padded to 8); weights updated in place are seen (the graphs are recaptured)."""
+    texts = [f"text {i} " + "word " * (i % 40) for i in range(21)]
+    on = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16)
+    off = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16, cuda_graphs=False)
+    assert on.cuda_graphs and not off.cuda_graphs and on.batch_rows() == 16
+    a, b = on.encode(texts), off.encode(texts)
+    assert not on.graphs.eager and on.graphs.captures == 2
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(on.encode(texts), a, atol=1e-6)
+    assert on.graphs.captures == 2  # replayed, not recaptured
+    with torch.no_grad():
+        for emb in (on, off):
+            emb.model.pooler.dense.bias.add_(0.5)
+    a2, b2 = on.encode(texts), off.encode(texts)
+    assert on.graphs.captures == 4 and np.abs(a2 - a).max() > 1e-3
+    np.testing.assert_allclose(a2, b2, atol=1e-5)
+
+
+def test_cuda_graphs_off_on_cpu(checkpoint):
+    emb = M2BertEmbedder(checkpoint, device="cpu")
+    assert not emb.cuda_graphs
+    emb.encode(["one text"])
+    assert emb.graphs.captures == 0
+
+
 def test_filter_cache_follows_the_weights(reference_dir):
     """Filters are reused between inference calls and recomputed when weights change."""
     model = load_m2bert(reference_dir)

@@ -14,7 +14,9 @@ from toolkit.device import resolve_device
 from toolkit.embed.base import Embedder
 from toolkit.embed.registry import model_folder
 from toolkit.embed.tokens import average_chunks, token_ids, window_spans
+from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.checkpoint import load_m2bert, load_tokenizer
+from toolkit.encoders.m2bert.mixer import weights_key
 from toolkit.errors import LoomError
 
 
@@ -28,6 +30,7 @@ class M2BertEmbedder(Embedder):
         token_budget: int | None = None,
         overlap: int = 32,
         dtype: str | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
         path = Path(path)
@@ -54,6 +57,10 @@ class M2BertEmbedder(Embedder):
                 "not belong to this checkpoint"
             )
         self._lock = threading.Lock()
+        # every batch has the same shape (texts padded to pad_length; a short last batch is
+        # padded to a power of two of rows): one CUDA graph per row count (graphs.py)
+        self.cuda_graphs = on_gpu if cuda_graphs is None else bool(cuda_graphs)
+        self.graphs = GraphedForward(self._forward, lambda: weights_key(self.model))
 
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
         width = self.max_length - 2
@@ -72,10 +79,28 @@ class M2BertEmbedder(Embedder):
 
     @torch.inference_mode()
     def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """Pooled embeddings (B, H) float32 for token ids already padded to pad_length."""
+        """Pooled embeddings (B, H) float32 for token ids already padded to pad_length.
+
+        On CUDA with cuda_graphs (the default there), replayed from a CUDA graph captured for
+        this batch's row count; fewer rows than a full batch are padded to a power of two."""
         ids = ids.to(self.device)
+        if not (self.cuda_graphs and ids.is_cuda):
+            return self._forward(ids)
+        rows = ids.shape[0]
+        full = self.batch_rows()
+        bucket = rows if rows >= full else min(1 << (rows - 1).bit_length(), full)
+        if bucket > rows:
+            ids = torch.cat([ids, ids.new_full((bucket - rows, ids.shape[1]), self._pad)])
+        return self.graphs(ids)[:rows]
+
+    def batch_rows(self) -> int:
+        """Texts per model call: token_budget // pad_length (at least 1)."""
+        return max(1, self.token_budget // self.pad_length)
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self._autocast is not None and self.device.startswith("cuda"):
-            with torch.autocast("cuda", dtype=self._autocast):
+            # no autocast weight cache: PyTorch's rule for a forward captured in a CUDA graph
+            with torch.autocast("cuda", dtype=self._autocast, cache_enabled=False):
                 return self.model(ids)[1].float()
         return self.model(ids)[1].float()
 
@@ -85,7 +110,7 @@ class M2BertEmbedder(Embedder):
         from tqdm.auto import tqdm
 
         pieces, owner = self._pieces(texts, long_text)
-        rows = batch_size or max(1, self.token_budget // self.pad_length)
+        rows = batch_size or self.batch_rows()
         vecs = np.empty((len(pieces), self.dim), dtype=np.float32)
         bar = tqdm(total=len(pieces), desc="embed m2-bert", unit="text", disable=not progress)
         with self._lock:

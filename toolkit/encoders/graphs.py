@@ -1,0 +1,105 @@
+"""CUDA graphs for an encoder's inference forward: one captured graph per input shape.
+
+A fixed-shape forward (M2-BERT pads every text to `long_conv_l_max`) launches the same few
+hundred kernels on every batch; replaying them from a CUDA graph removes the host's launch
+cost and the gaps between kernels. `GraphedForward(fn, version)` captures `fn` once per input
+shape (the caller picks the shapes: the M2 embedder pads a short last batch up to a power of
+two of rows, so a run meets at most log2(rows) + 1 shapes), replays it afterwards, and
+recaptures when `version()` changes (the weights were replaced or updated in place: a graph
+bakes in the addresses of everything the forward read, e.g. cached filter spectra).
+
+Capture follows PyTorch's recipe (torch.cuda.graphs): warm-up calls on a side stream, then
+`torch.cuda.graph` with one memory pool shared by every graph of this object, so the
+activations of all buckets take the space of the largest. Autocast inside `fn` must run with
+`cache_enabled=False` (PyTorch's rule for graphs). A forward that cannot be captured (a
+host synchronisation inside, an unsupported op) runs eagerly from then on, with one warning
+in the log: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class GraphedForward:
+    """`fn(x) -> Tensor` on CUDA, replayed from one captured graph per (shape, dtype) of x.
+
+    version: returns something that changes whenever what fn reads besides x changes (e.g.
+    `weights_key(model)`); all graphs are dropped and recaptured then. max_graphs: shapes kept
+    (least recently used dropped past it). The tensor returned is a copy, safe to keep.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        version: Callable[[], Hashable],
+        max_graphs: int = 16,
+        warmup: int = 2,
+    ) -> None:
+        self.fn = fn
+        self.version = version
+        self.max_graphs = max_graphs
+        self.warmup = warmup
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._seen: Hashable = None
+        self._pool = None
+        self.eager = False  # set after a failed capture: fn runs eagerly from then on
+        self.captures = 0  # graphs captured so far (a test and the benchmark read it)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.eager or not x.is_cuda:
+            return self.fn(x)
+        version = self.version()
+        if version != self._seen:
+            self.clear()
+            self._seen = version
+        key = (tuple(x.shape), x.dtype, x.device)
+        entry = self._graphs.pop(key, None)
+        if entry is None:
+            entry = self._capture(x)
+            if entry is None:
+                return self.fn(x)
+        self._graphs[key] = entry  # most recently used last
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def clear(self) -> None:
+        """Drop every graph (and the memory pool's hold on their activations)."""
+        self._graphs.clear()
+        self._pool = None
+
+    def _capture(self, x: torch.Tensor):
+        while len(self._graphs) >= self.max_graphs:
+            self._graphs.pop(next(iter(self._graphs)))
+        static_in = x.clone()
+        try:
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self.fn(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                static_out = self.fn(static_in)
+        except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager
+            log.warning(
+                "CUDA graph capture failed (%s: %s); running the forward eagerly from now on",
+                type(e).__name__,
+                str(e)[:200],
+            )
+            self.eager = True
+            self.clear()
+            torch.cuda.synchronize(x.device)
+            return None
+        self.captures += 1
+        return graph, static_in, static_out
