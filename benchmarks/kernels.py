@@ -10,7 +10,8 @@ Peers (same run): linear attention vs PyTorch SDPA (flash backend, exact softmax
 PyTorch linear-attention reference, and fla (flash-linear-attention's BASED kernels, causal
 only) when importable; sliding-window vs SDPA flash (full causal) and the blocked reference;
 Monarch vs two torch.bmm with explicit permutes (M2's path) and a dense torch.matmul;
-fft_conv vs M2's torch.fft reference. Timings: triton.testing.do_bench medians on GPU.
+fft_conv (default "auto" FFT precision: float16 for bf16 inputs; and float32) vs M2's
+torch.fft reference. Timings: triton.testing.do_bench medians on GPU.
 Writes benchmarks/results/kernels-<device>.json (and a copy into --out-dir).
 """
 
@@ -44,6 +45,7 @@ from kernels import fftconv as _fft_mod  # noqa: E402
 from kernels import linear_attn as _la_mod  # noqa: E402
 from kernels import linear_attn_bwd as _la_bwd_mod  # noqa: E402
 from kernels import monarch as _mon_mod  # noqa: E402
+from kernels.half_fft import fft_signal_dtype  # noqa: E402
 
 LOG: list[str] = []
 
@@ -501,10 +503,17 @@ def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
         def mono_fn(precision="tf32"):
             return fft_conv(u, k, d, g, method="monarch", precision=precision)
 
+        # the default ("auto": float16 FFTs for bf16 u at a power-of-two L) and float32 FFTs
         t = safe(bench, lambda: fft_conv(u, k, d, g), device)
         row["method"] = "cufft" if cuda else "reference (cpu)"
+        row["fft"] = str(fft_signal_dtype("auto", dt, device, L))[6:]
         row["fft_conv_ms"] = t
         row["rel_err_vs_fp64"] = safe(lambda: rel_err(fft_conv(u, k, d, g)[:1], exact))
+        t32 = safe(bench, lambda: fft_conv(u, k, d, g, fft_precision="float32"), device)
+        row["fft_conv_fp32_ms"] = t32
+        row["fp32_rel_err_vs_fp64"] = safe(
+            lambda: rel_err(fft_conv(u, k, d, g, fft_precision="float32")[:1], exact)
+        )
         if cuda and mono:  # the experimental fused kernel, opt-in
             row["sweep"], row["best_config"] = sweep(
                 _fft_mod.MONARCH_FFT_CONFIG, FFT_CONFIGS, mono_fn, ref, device
@@ -520,6 +529,9 @@ def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
             row.update(roofline(flops, nbytes, t, ceil))
             if isinstance(row.get("reference_ms"), float):
                 row["speedup_vs_reference"] = row["reference_ms"] / t
+                if isinstance(t32, float):
+                    row["fp32_speedup_vs_reference"] = row["reference_ms"] / t32
+                    row["speedup_vs_fp32"] = t32 / t
                 if isinstance(row.get("monarch_ms"), float):
                     row["monarch_speedup_vs_reference"] = row["reference_ms"] / row["monarch_ms"]
         rows.append(row)

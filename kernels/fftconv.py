@@ -8,9 +8,32 @@ Two Triton paths:
   cast; u is read once and the output written once. The zero half of the padded input and the
   discarded half of the output are never computed. Products run in float32 storage with TF32
   tensor-core inputs by default (fft_conv(..., precision="ieee") for full fp32 dots).
-- "cufft" (any L, the default): the transforms run through cuFFT (torch.fft, float32); a Triton prologue
-  reads u (and the pre-gate) once and writes the zero-padded float32 signal; a Triton
-  epilogue adds the skip term, applies the gate and casts back, in one pass.
+- "cufft" (any L, the default): the transforms run through cuFFT (torch.fft). A Triton
+  prologue reads u (times the pre-gate) once and writes the zero-padded signal v (R, 2L),
+  R = B * H; one rfft; `kernels.half_fft.pack_spectrum` multiplies by the filter spectrum
+  rfft(k, 2L) / (2L) (complex64; shared (H, Lk) filters or per-batch (B, H, Lk) ones) and
+  packs the product into a half-length spectrum whose c2c inverse of L points is the real
+  2L-point inverse as (even, odd) sample pairs (no c2r: PyTorch copies a c2r input first);
+  a Triton epilogue reads the first L real samples, adds the skip term, applies the gate
+  and casts to u's dtype, in one pass.
+
+`fft_precision` picks the signals' precision (`kernels.half_fft.fft_signal_dtype`, as in
+`kernels.m2_mixer.gated_long_conv`): "auto" runs float16 signals and complex32 spectra for
+float16/bfloat16 u on CUDA at a power-of-two L (cuFFT's half transforms need one), else
+float32. The pipeline is memory-bound, and the half one moves about half the bytes: the
+prologue writes float16, both transforms and the packing pass read and write complex32
+(the filter spectrum stays complex64, the packing pass computes in float32), the epilogue
+reads float16; the skip weight D rides in the filter spectrum as D / (2L) (a delta at lag
+0), so the epilogue reads neither u nor the pre-gate. The signal is scaled by
+`half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~ 1/sqrt(2L) (a power of two: exact), undone
+in the packing pass. Range, for fft_conv's input v = u * pre_gate: the scaled rfft is
+bounded by L * half_fft_scale(L) (sqrt(L / 2) or sqrt(L)) times a row's mean |v| over the
+sequence, so it stays below float16's 65504 while that mean is below 1023 at L = 4k and
+8k, 511 at 16k and 32k (M2's x1 * v is O(1)-O(10)); the inverse's output is the un-gated
+y = conv(v, k) + D * v itself over all 2L samples of the circular convolution (|y| <
+65504), and its input has about rms(y) / sqrt(L), a normal float16 number down to
+rms(y) = 0.011 at 32k (below, subnormals: absolute error ~1e-5 in y). float16 rounding of
+the signal and spectra gives relative errors ~1e-3 (bfloat16 output rounding: ~2e-3).
 """
 
 from __future__ import annotations
@@ -18,6 +41,13 @@ from __future__ import annotations
 import torch
 
 from kernels.common import HAS_TRITON, check_float, use_triton
+from kernels.half_fft import (
+    fft_signal_dtype,
+    half_fft_scale,
+    pack_spectrum,
+    packed_inverse,
+    rfft_signals,
+)
 from kernels.reference import fft_conv_reference
 
 if HAS_TRITON:
@@ -26,9 +56,11 @@ if HAS_TRITON:
 
     @triton.jit
     def _fft_prologue_kernel(
-        u_ptr, pg_ptr, x_ptr, L,
+        u_ptr, pg_ptr, x_ptr, L, scale,
         HAS_PRE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
+        # one row of the zero-padded signal v * scale, t < 2L (float32 with scale = 1, or
+        # float16 scaled by a power of two: exact); u and the pre-gate are read once
         row = tl.program_id(0).to(tl.int64)
         pid = tl.program_id(1)
         r = pid * BLOCK + tl.arange(0, BLOCK)
@@ -36,18 +68,21 @@ if HAS_TRITON:
         u = tl.load(u_ptr + row * L + r, mask=inside, other=0.0).to(tl.float32)
         if HAS_PRE:
             u = u * tl.load(pg_ptr + row * L + r, mask=inside, other=0.0).to(tl.float32)
-        tl.store(x_ptr + row * 2 * L + r, u, mask=r < 2 * L)
+        x = (u * scale).to(x_ptr.dtype.element_ty)
+        tl.store(x_ptr + row * 2 * L + r, x, mask=r < 2 * L)
 
     @triton.jit
     def _fft_epilogue_kernel(
         y_ptr, u_ptr, pg_ptr, d_ptr, g_ptr, o_ptr, L, H,
         HAS_PRE: tl.constexpr, HAS_D: tl.constexpr, HAS_GATE: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
+        # y: the real inverse (R, 2L), float32 or float16, of which the first L samples count;
+        # HAS_D: the skip term was not folded into the spectra, add it here
         row = tl.program_id(0).to(tl.int64)
         pid = tl.program_id(1)
         r = pid * BLOCK + tl.arange(0, BLOCK)
         ok = r < L
-        y = tl.load(y_ptr + row * 2 * L + r, mask=ok, other=0.0)
+        y = tl.load(y_ptr + row * 2 * L + r, mask=ok, other=0.0).to(tl.float32)
         if HAS_D:
             u = tl.load(u_ptr + row * L + r, mask=ok, other=0.0).to(tl.float32)
             if HAS_PRE:
@@ -179,33 +214,40 @@ def _fft_conv_monarch(u, k, d_bias, gate, pre_gate, precision="tf32"):
     return out
 
 
-def _fft_conv_triton(u, k, d_bias, gate, pre_gate):
+def _fft_conv_triton(u, k, d_bias, gate, pre_gate, half):
+    """The cuFFT path: prologue, rfft, pack_spectrum, c2c inverse of L points, epilogue."""
     B, H, L = u.shape
-    R = B * H
+    R, n = B * H, 2 * L
     u = u.contiguous()
     gate = gate.contiguous() if gate is not None else None
     pre_gate = pre_gate.contiguous() if pre_gate is not None else None
     BLOCK = 1024 if u.is_cuda else 64
-    x = torch.empty(R, 2 * L, device=u.device, dtype=torch.float32)
+    scale = half_fft_scale(L) if half else 1.0  # float16 signals are scaled (module doc)
+    x = torch.empty(R, n, device=u.device, dtype=torch.float16 if half else torch.float32)
     dummy = u
-    _fft_prologue_kernel[(R, triton.cdiv(2 * L, BLOCK))](
-        u, pre_gate if pre_gate is not None else dummy, x, L,
+    _fft_prologue_kernel[(R, triton.cdiv(n, BLOCK))](
+        u, pre_gate if pre_gate is not None else dummy, x, L, scale,
         HAS_PRE=pre_gate is not None, BLOCK=BLOCK,
     )  # fmt: skip
-    n = 2 * L
-    k_f = torch.fft.rfft(k.float(), n=n)  # (H, L+1) or (B, H, L+1); tiny next to u
-    u_f = torch.fft.rfft(x, n=n).view(B, H, L + 1)
-    u_f.mul_(k_f)
-    y = torch.fft.irfft(u_f.view(R, L + 1), n=n)
+    # filter spectra, 1/(2L) applied in the packing pass; tiny next to u's (no batch)
+    k_f = torch.fft.rfft(k.float(), n=n)
+    per_batch = k.dim() == 3 and k.shape[0] == B and B > 1
+    # rows (b, h): per-batch filters (G, R, W) = (B, 1, H), filter row (b, h); shared ones
+    # (1, B, H), filter row h
+    G, Rep = (B, 1) if per_batch else (1, B)
+    f = rfft_signals(x).view(G, Rep, H, L + 1)  # complex32 (half) or complex64
+    d = d_bias.reshape(-1).float().contiguous() if d_bias is not None else None
+    fold = half and d is not None  # half: the skip term rides in the spectra
+    zf = pack_spectrum(
+        f, k_f.reshape(G, H, L + 1), d if fold else None, gain=1.0 / scale, normalized=False
+    )
+    y = packed_inverse(zf.view(R, L))  # (R, 2L) real, the first L samples are the output
     out = torch.empty(B, H, L, device=u.device, dtype=u.dtype)
-    d = None
-    if d_bias is not None:
-        d = d_bias.reshape(-1).float().contiguous()
     _fft_epilogue_kernel[(R, triton.cdiv(L, BLOCK))](
-        y, u, pre_gate if pre_gate is not None else dummy, d if d is not None else x,
+        y, u, pre_gate if pre_gate is not None else dummy, d if d is not None else y,
         gate if gate is not None else dummy, out, L, H,
-        HAS_PRE=pre_gate is not None, HAS_D=d is not None, HAS_GATE=gate is not None,
-        BLOCK=BLOCK,
+        HAS_PRE=pre_gate is not None, HAS_D=d is not None and not fold,
+        HAS_GATE=gate is not None, BLOCK=BLOCK,
     )  # fmt: skip
     return out
 
@@ -224,11 +266,11 @@ def _use_monarch(u: torch.Tensor, k: torch.Tensor, method: str) -> bool:
 
 class _FFTConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, k, d_bias, gate, pre_gate, method, precision):
+    def forward(ctx, u, k, d_bias, gate, pre_gate, method, precision, half):
         ctx.save_for_backward(u, k, d_bias, gate, pre_gate)
         if _use_monarch(u, k, method):
             return _fft_conv_monarch(u, k, d_bias, gate, pre_gate, precision)
-        return _fft_conv_triton(u, k, d_bias, gate, pre_gate)
+        return _fft_conv_triton(u, k, d_bias, gate, pre_gate, half)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -241,7 +283,7 @@ class _FFTConv(torch.autograd.Function):
             wanted = [t for t in ins if t is not None and t.requires_grad]
             grads = iter(torch.autograd.grad(out, wanted, grad_out) if wanted else [])
         res = tuple(next(grads) if t is not None and t.requires_grad else None for t in ins)
-        return (*res, None, None)
+        return (*res, None, None, None)
 
 
 def fft_conv(
@@ -253,17 +295,25 @@ def fft_conv(
     backend: str = "auto",
     method: str = "auto",
     precision: str = "tf32",
+    fft_precision: str = "auto",
 ) -> torch.Tensor:
     """Long convolution y = (conv(v, k)[:L] + v * D) * gate with v = u * pre_gate, FFT size 2L.
 
     u: (B, H, L); k: (H, Lk) or (B, H, Lk), Lk <= 2L (Lk <= L: causal filter; Lk = 2L: M2's
     bidirectional layout, pad(k_fwd, (0, L)) + pad(k_rev.flip(-1), (L, 0))); d_bias: (H,)
-    or (1, H, 1); gate, pre_gate: (B, H, L). Computes in float32, returns u's dtype. Matches
-    M2's fftconv_ref(u, k, D, dropout_mask=None, gelu=False) when no gates are given.
+    or (1, H, 1); gate, pre_gate: (B, H, L). Returns u's dtype. Matches M2's
+    fftconv_ref(u, k, D, dropout_mask=None, gelu=False) when no gates are given.
     method (Triton path): "cufft" (torch.fft with fused prologue/epilogue; what "auto" picks)
     or "monarch" (experimental fused on-chip FFT, 256 <= L <= 8192: correct but slower than
     "cufft" on an H100 so far). precision: dot inputs of the monarch kernel, "tf32" (default)
     or "ieee" (full fp32, much slower).
+    fft_precision: "auto" | "float32" | "float16", the cufft path's FFT signals
+    (`kernels.half_fft.fft_signal_dtype`, as in `gated_long_conv`): "auto" takes float16 for
+    float16/bfloat16 u on CUDA at a power-of-two L when no gradient is being taken (else
+    float32); "float16" needs a power-of-two L and CUDA (the Triton path; the monarch kernel
+    computes in float32). The float16 pipeline keeps v below float16's range by a power-of-two
+    scale (module doc); the float32 one computes in float32. The backward recomputes in
+    float32 regardless.
     """
     check_float("u", u)
     check_float("k", k)
@@ -279,8 +329,22 @@ def fft_conv(
     for name, g in (("gate", gate), ("pre_gate", pre_gate)):
         if g is not None and tuple(g.shape) != tuple(u.shape):
             raise ValueError(f"{name} must have u's shape {tuple(u.shape)}, got {tuple(g.shape)}")
+    half = fft_signal_dtype(fft_precision, u.dtype, u.device, L) == torch.float16
+    if fft_precision == "auto" and torch.is_grad_enabled():
+        # training keeps float32 FFTs: the backward recomputes in float32, and a float16
+        # forward would make the loss and its gradient disagree by the half rounding
+        grads = (t for t in (u, k, d_bias, gate, pre_gate) if t is not None)
+        half = half and not any(t.requires_grad for t in grads)
     if u.dtype != torch.float64 and use_triton(backend, u, k):
         if method not in ("auto", "monarch", "cufft"):
             raise ValueError(f"method={method!r}: use 'auto', 'monarch' or 'cufft'")
-        return _FFTConv.apply(u, k, d_bias, gate, pre_gate, method, precision)
+        if fft_precision == "float16" and _use_monarch(u, k, method):
+            raise ValueError("fft_precision='float16' is for method='cufft' (monarch: float32)")
+        return _FFTConv.apply(u, k, d_bias, gate, pre_gate, method, precision, half)
+    if fft_precision == "float16":
+        raise ValueError(
+            "fft_precision='float16' needs the Triton path on CUDA (cuFFT's half-precision "
+            f"transforms); this call takes the PyTorch reference (u on {u.device.type}, "
+            f"{u.dtype}, backend={backend!r}): use fft_precision='auto' or 'float32'"
+        )
     return fft_conv_reference(u, k, d_bias, gate, pre_gate)

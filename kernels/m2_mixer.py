@@ -12,11 +12,11 @@ signals and back) and two separate FFT pipelines. Here it is three steps:
 1. `mixer_in` (Triton): reads z and h once in their natural (B, L, C) layout, applies the
    short convolution and the pre-gate in float32, and writes both FFT inputs, zero-padded
    to 2L, as one float32 (2, B, D, 2L) signal (transposed on chip);
-2. one batched rfft over both signals (cuFFT); one Triton pass multiplies by the cached
-   spectra of both filters (`filter_spectra`: they depend on the weights only) and packs
-   the product into a half-length complex spectrum whose inverse c2c FFT yields the real
-   2L-point inverse as (even, odd) sample pairs: no c2r transform, which in PyTorch copies
-   its whole input first (cuFFT's c2r overwrites it);
+2. one batched rfft over both signals (cuFFT); one Triton pass (`kernels.half_fft`'s
+   `pack_spectrum`) multiplies by the cached spectra of both filters (`filter_spectra`: they
+   depend on the weights only) and packs the product into a half-length complex spectrum
+   whose inverse c2c FFT yields the real 2L-point inverse as (even, odd) sample pairs: no
+   c2r transform, which in PyTorch copies its whole input first (cuFFT's c2r overwrites it);
 3. `mixer_out` (Triton): the skip terms, the gate (recomputed from z: cheaper than storing
    it), the sum of both branches, written straight in (B, L, D) for `out_linear`.
 
@@ -27,29 +27,36 @@ Half-precision FFT pipeline (`fft_precision`, default "auto": on for float16/bfl
 CUDA at a power-of-two L, the case of M2-BERT under autocast). cuFFT computes float16 /
 complex32 transforms at power-of-two sizes, so the signals, both transforms and the
 packed spectrum move half the bytes: `mixer_in` writes float16 signals, the rfft and the
-inverse c2c run in half precision (`HALF_FFT`), the packing pass reads and writes complex32
-(the filter spectra stay complex64) and `mixer_out` reads float16. Two changes ride along:
-the skip terms D1 * x1 * v and D2 * h are folded into the filter spectra as the constant
-D / (2L) (a delta at lag 0), so `mixer_out` reads only the x2 third of z and neither x1, v
-nor h; and the signals are scaled by `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~
-1 / sqrt(2L) (a power of two: exact), undone in the packing pass. Range: the scaled rfft
-is bounded by sqrt(L / 2) times a channel's mean |signal| over the sequence, so it stays
-below float16's 65504 while that mean is below 2047 at L = 2k, 1023 at 8k, 512 at 32k
-(M2's x1 * v and its layer-normed input are O(1)-O(10)); the inverse's output is the
-convolution y itself (|y| < 65504) and its input has rms(y) / sqrt(L), a normal float16
-number down to rms(y) = 0.011 at 32k (below, subnormals: absolute error ~1e-5 in y).
-The float32 path is unchanged.
+inverse c2c run in half precision (`kernels.half_fft.HALF_FFT`, which also holds
+`fft_signal_dtype`, `half_fft_scale` and the packing pass, shared with `kernels.fft_conv`),
+the packing pass reads and writes complex32 (the filter spectra stay complex64) and
+`mixer_out` reads float16. Two changes ride along: the skip terms D1 * x1 * v and D2 * h
+are folded into the filter spectra as the constant D / (2L) (a delta at lag 0), so
+`mixer_out` reads only the x2 third of z and neither x1, v nor h; and the signals are scaled
+by `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~ 1 / sqrt(2L) (a power of two: exact),
+undone in the packing pass. Range: the scaled rfft is bounded by sqrt(L / 2) times a
+channel's mean |signal| over the sequence, so it stays below float16's 65504 while that
+mean is below 2047 at L = 2k, 1023 at 8k, 512 at 32k (M2's x1 * v and its layer-normed
+input are O(1)-O(10)); the inverse's output is the convolution y itself (|y| < 65504) and
+its input has rms(y) / sqrt(L), a normal float16 number down to rms(y) = 0.011 at 32k
+(below, subnormals: absolute error ~1e-5 in y). The float32 path is unchanged.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 
-from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
+from kernels import half_fft
+from kernels.common import HAS_TRITON, check_float, use_triton
+from kernels.half_fft import FFT_PRECISIONS as FFT_PRECISIONS  # re-exported: older imports
+from kernels.half_fft import HalfFFT as HalfFFT
+from kernels.half_fft import (
+    fft_signal_dtype,
+    half_fft_scale,
+    pack_spectrum,
+    packed_inverse,
+    rfft_signals,
+)
 from kernels.reference import fft_conv_reference
 
 if HAS_TRITON:
@@ -134,48 +141,6 @@ if HAS_TRITON:
         dst = o_ptr + (b * L + rl[:, None]) * D + rd[None, :]
         tl.store(dst, out.to(o_ptr.dtype.element_ty), mask=m)
 
-    @triton.jit
-    def _spectrum_pack_kernel(
-        f_ptr, s_ptr, z_ptr, d_ptr, inv_n, gain, L, D, BD, HALF: tl.constexpr, BK: tl.constexpr
-    ):
-        # Y = F * S at k and L - k; Z = E + i O, E = Y[k] + conj(Y[L-k]), O = (Y[k] -
-        # conj(Y[L-k])) e^{i pi k / L}: the half-length spectrum whose inverse FFT holds the
-        # real 2L-point inverse as (even, odd) pairs (no c2r, so no copy of the input).
-        # f: the signals' spectra (complex64 or complex32), s: the filters' (complex64).
-        # HALF adds the skip weight d / (2L) to the filter spectrum (a delta at lag 0) and
-        # multiplies it by gain = 1 / the signals' scale, so the inverse gives y itself.
-        row = tl.program_id(0).to(tl.int64)
-        k = tl.program_id(1) * BK + tl.arange(0, BK)
-        m = k < L
-        srow = (row // BD) * D + row % D
-        two = tl.arange(0, 2)[None, :]  # (re, im) pairs: one contiguous 8-byte load each
-        m2 = m[:, None] & (two < 2)
-        fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
-        fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
-        fa, fb = fa.to(tl.float32), fb.to(tl.float32)
-        sa = tl.load(s_ptr + (srow * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
-        sb = tl.load(s_ptr + (srow * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
-        far, fai = tl.split(fa)
-        fbr, fbi = tl.split(fb)
-        sar, sai = tl.split(sa)
-        sbr, sbi = tl.split(sb)
-        if HALF:
-            dd = tl.load(d_ptr + srow).to(tl.float32) * inv_n
-            sar, sai = (sar + dd) * gain, sai * gain
-            sbr, sbi = (sbr + dd) * gain, sbi * gain
-        ar = far * sar - fai * sai
-        ai = far * sai + fai * sar
-        br = fbr * sbr - fbi * sbi
-        bi = -(fbr * sbi + fbi * sbr)  # conj(Y[L - k])
-        er, ei = ar + br, ai + bi
-        dr, di = ar - br, ai - bi
-        theta = k.to(tl.float32) * (3.141592653589793 / L)
-        c, s = tl.cos(theta), tl.sin(theta)
-        o_r = dr * c - di * s
-        o_i = dr * s + di * c
-        zz = tl.join(er - o_i, ei + o_r)
-        tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz.to(z_ptr.dtype.element_ty), mask=m2)
-
 
 def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
     """The filters' rfft of size 2L, stacked: complex64 (len(filters), D, L + 1), 1/(2L) in.
@@ -185,75 +150,6 @@ def filter_spectra(filters: list[torch.Tensor], L: int) -> torch.Tensor:
     """
     n = 2 * L
     return torch.stack([torch.fft.rfft(k.float(), n=n) / n for k in filters])
-
-
-FFT_PRECISIONS = ("auto", "float32", "float16")
-
-# torch warns once per process that complex32 is "experimental" when the half-precision
-# pipeline makes its first spectrum; the pipeline's accuracy is checked against float64
-# (kernels.selfcheck), so that one message is silenced, and only it.
-warnings.filterwarnings(
-    "ignore", message="ComplexHalf support is experimental", category=UserWarning
-)
-
-
-def _cufft_half_rfft(x: torch.Tensor) -> torch.Tensor:
-    if not x.is_cuda:
-        raise ValueError(
-            "fft_precision='float16' needs CUDA (cuFFT's half-precision transforms; torch has "
-            "none on the CPU): use fft_precision='auto' or 'float32'"
-        )
-    return torch.fft.rfft(x, dim=-1)
-
-
-def _cufft_half_ifft(z: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifft(z, dim=-1, norm="forward")
-
-
-@dataclass(frozen=True)
-class HalfFFT:
-    """The two transforms of the half-precision pipeline (cuFFT through torch.fft).
-
-    rfft: float16 (..., 2L) -> complex32 (..., L + 1); ifft: complex32 (..., L) ->
-    complex32 (..., L), unnormalised (norm="forward"). `HALF_FFT` is the one used; a test
-    on a CPU (torch has no half FFT there) may swap in transforms that compute in float32.
-    """
-
-    rfft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_rfft
-    ifft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_ifft
-
-
-HALF_FFT = HalfFFT()
-
-
-def fft_signal_dtype(precision: str, dtype: torch.dtype, device: torch.device | str, L: int):
-    """The FFT signals' dtype `gated_long_conv` uses: float16 or float32.
-
-    precision "auto": float16 when z is float16/bfloat16 (autocast or a half model) on CUDA
-    and L is a power of two (cuFFT's half precision needs one), else float32; "float32":
-    always float32; "float16": always float16 (L must be a power of two).
-    """
-    if precision not in FFT_PRECISIONS:
-        raise ValueError(f"fft_precision={precision!r} is not one of {FFT_PRECISIONS}")
-    pow2 = L > 0 and L & (L - 1) == 0
-    if precision == "float16" and not pow2:
-        raise ValueError(
-            f"fft_precision='float16' needs a power-of-two length (cuFFT computes half "
-            f"precision only at powers of two), got L={L}: pad to {1 << (L - 1).bit_length()} "
-            "tokens or use fft_precision='auto'"
-        )
-    half = precision == "float16" or (
-        precision == "auto"
-        and dtype in (torch.float16, torch.bfloat16)
-        and torch.device(device).type == "cuda"
-        and pow2
-    )
-    return torch.float16 if half else torch.float32
-
-
-def half_fft_scale(L: int) -> float:
-    """The float16 signals' scale, 2^-floor(log2(2L) / 2) ~ 1/sqrt(2L): see the module doc."""
-    return 2.0 ** -(((2 * L).bit_length() - 1) // 2)
 
 
 def _check(z: torch.Tensor, h: torch.Tensor, short_w: torch.Tensor) -> tuple[int, int, int]:
@@ -312,41 +208,18 @@ def gated_long_conv(
     BL, BD = (64, 64) if z.is_cuda else (16, 16)
     grid = (B, triton.cdiv(L, BL), triton.cdiv(D, BD))
     _mixer_in_kernel[grid](z, h, w, sb, x, B, L, D, scale, HAS_RES=res, BL=BL, BD=BD)
-    if half:
-        f = _half_output(HALF_FFT.rfft(x), "rfft", (planes, B, D, L + 1))
-    else:
-        f = torch.fft.rfft(x, dim=-1)  # (planes, B, D, L + 1)
-    spec_dtype = torch.complex32 if half else torch.complex64
-    zf = torch.empty(planes, B, D, L, device=dev, dtype=spec_dtype)
-    spec = spectra.to(torch.complex64).contiguous()
+    f = rfft_signals(x)  # (planes, B, D, L + 1), complex32 or complex64
     d1 = d1.float().contiguous()
     d2 = d2.float().contiguous() if res else d1
-    skip = torch.cat([d1, d2]) if half else d1  # half: folded into the spectra
-    BK = 1024 if z.is_cuda else min(1024, next_pow2(L))  # interpreter: fewer programs
-    _spectrum_pack_kernel[(planes * B * D, triton.cdiv(L, BK))](
-        torch.view_as_real(f), torch.view_as_real(spec), torch.view_as_real(zf), skip,
-        1.0 / (2 * L), 1.0 / scale, L, D, B * D, HALF=half, BK=BK,
-    )  # fmt: skip
-    # the real inverse, sample pairs (x[2n], x[2n+1]) as complex numbers: (planes, B, D, 2L)
-    if half:
-        y = _half_output(HALF_FFT.ifft(zf), "ifft", (planes, B, D, L))
-    else:
-        y = torch.fft.ifft(zf, dim=-1, norm="forward")
-    y = torch.view_as_real(y).flatten(-2)
+    skip = torch.stack([d1, d2][:planes]) if half else None  # half: folded into the spectra
+    spec = spectra.to(torch.complex64)
+    zf = pack_spectrum(f, spec, skip, gain=1.0 / scale)  # (planes, B, D, L)
+    y = packed_inverse(zf)  # the real inverse, (planes, B, D, 2L)
     out = torch.empty(B, L, D, device=dev, dtype=z.dtype)
     _mixer_out_kernel[grid](
         y, z, h, w, sb, d1, d2, out, B, L, D, HAS_RES=res, FOLDED=half, BL=BL, BD=BD
     )
     return out
-
-
-def _half_output(t: torch.Tensor, step: str, shape: tuple[int, ...]) -> torch.Tensor:
-    if t.dtype != torch.complex32 or tuple(t.shape) != shape:
-        raise TypeError(
-            f"HALF_FFT.{step} must return complex32 of shape {shape}, got {t.dtype} "
-            f"{tuple(t.shape)}"
-        )
-    return t.contiguous()
 
 
 def short_conv_reference(x: torch.Tensor, short_w: torch.Tensor, short_b: torch.Tensor):
@@ -395,3 +268,11 @@ def _reference_from_spectra(z, h, spectra, d1, d2, short_w, short_b):  # noqa: A
         r = torch.fft.irfft(torch.fft.rfft(hc, n=2 * L) * spec[1], n=2 * L, norm="forward")
         y = y + r[..., :L] + d2.to(acc)[:, None] * hc
     return y.transpose(1, 2).to(z.dtype)
+
+
+def __getattr__(name: str) -> HalfFFT:
+    """`m2_mixer.HALF_FFT`: the transforms in use, read live from `kernels.half_fft` (swap
+    them there: assigning `m2_mixer.HALF_FFT` would change nothing)."""
+    if name == "HALF_FFT":
+        return half_fft.HALF_FFT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

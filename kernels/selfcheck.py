@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from kernels.fftconv import fft_conv
+from kernels.half_fft import fft_signal_dtype
 from kernels.linear_attn import linear_attention
 from kernels.monarch import monarch_matmul
 from kernels.reference import (
@@ -45,8 +46,10 @@ def _check(
     fn: Callable[..., torch.Tensor],
     ref: Callable[..., torch.Tensor],
     inputs: list[torch.Tensor | None],
+    tol: float | None = None,
 ) -> dict[str, Any]:
-    """Compare fn (kernel path, inputs in dtype) with ref on float64 copies: output and grads."""
+    """Compare fn (kernel path, inputs in dtype) with ref on float64 copies: output and grads
+    (tol: the forward bound, `tolerance(dtype)` unless given; gradients get twice it)."""
     ins = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
     out = fn(*ins)
     ref_ins = [t.detach().double().requires_grad_(True) if t is not None else None for t in inputs]
@@ -56,7 +59,7 @@ def _check(
     ref_out.backward(grad)
     fwd = rel_error(out, ref_out)
     grads = [rel_error(a.grad, b.grad) for a, b in zip(ins, ref_ins) if a is not None]
-    tol = tolerance(dtype)
+    tol = tolerance(dtype) if tol is None else tol
     return {
         "kernel": name,
         **params,
@@ -170,20 +173,46 @@ def check_monarch(M, m, dtype, device) -> dict[str, Any]:
     )
 
 
-def check_fft_conv(B, H, L, Lk, gated, dtype, device, method="auto") -> dict[str, Any]:
-    u = torch.randn(B, H, L, device=device, dtype=dtype)
-    k = torch.randn(H, Lk, device=device) / math.sqrt(Lk)
+def check_fft_conv(
+    B, H, L, Lk, gated, dtype, device, method="auto", fft_precision="auto", per_batch_k=False,
+    u_scale=1.0,
+) -> dict[str, Any]:  # fmt: skip
+    """fft_conv vs float64: fft_precision as in `fft_conv` (float16 FFTs: tolerance at least
+    1e-2); per_batch_k: (B, H, Lk) filters instead of shared (H, Lk); u_scale multiplies u."""
+    u = (torch.randn(B, H, L, device=device) * u_scale).to(dtype)
+    k = torch.randn(*((B,) if per_batch_k else ()), H, Lk, device=device) / math.sqrt(Lk)
     d = torch.randn(H, device=device)
     g = torch.randn(B, H, L, device=device, dtype=dtype) if gated else None
     pg = torch.randn(B, H, L, device=device, dtype=dtype) if gated else None
+    fft = fft_signal_dtype(fft_precision, dtype, device, L)
+    if method == "monarch" or fft_precision == "auto":  # monarch: float32; "auto" too here,
+        fft = torch.float32  # as the check takes gradients (fft_conv keeps training in float32)
+    tol = max(tolerance(dtype), 1e-2) if fft == torch.float16 else tolerance(dtype)
     return _check(
         "fft_conv",
-        {"shape": [B, H, L], "k_len": Lk, "gated": gated, "method": method},
+        {"shape": [B, H, L], "k_len": Lk, "gated": gated, "method": method,
+         "fft": str(fft).replace("torch.", ""), "per_batch_k": per_batch_k, "u_scale": u_scale},
         dtype,
-        lambda u, k, d, g, pg: fft_conv(u, k, d, g, pg, backend="triton", method=method),
+        lambda u, k, d, g, pg: fft_conv(u, k, d, g, pg, backend="triton", method=method,
+                                        fft_precision=fft_precision),
         fft_conv_reference,
         [u, k, d, g, pg],
-    )
+        tol,
+    )  # fmt: skip
+
+
+def grid_fft_conv_precision(dtype: torch.dtype, device: str) -> Iterator[dict[str, Any]]:
+    """GPU only (cuFFT's half transforms): float16 FFTs on causal, bidirectional and
+    per-batch filters up to 32k, and a 16x input (the grid's "auto" rows compute in float32:
+    the checks take gradients, and fft_conv keeps float32 FFTs for training)."""
+    for B, H, L, Lk, per_batch, scale in [
+        (2, 16, 4096, 8192, False, 1.0), (1, 8, 32768, 32768, False, 1.0),
+        (2, 4, 8192, 8192, True, 1.0), (2, 4, 8192, 300, True, 1.0),
+        (1, 4, 32768, 65536, False, 16.0),
+    ]:  # fmt: skip
+        yield check_fft_conv(B, H, L, Lk, True, dtype, device, "cufft", "float16", per_batch,
+                             scale)  # fmt: skip
+    yield check_fft_conv(2, 8, 2048, 4096, False, dtype, device, "cufft", "float16")
 
 
 KERNELS = (
@@ -269,6 +298,8 @@ def grid(
             for B, H, L, Lk, method in fft_shapes:
                 yield check_fft_conv(B, H, L, Lk, True, dtype, device, method)
             yield check_fft_conv(1, 4, 31, 31, False, dtype, device)
+            if not tiny:
+                yield from grid_fft_conv_precision(dtype, device)
         if "m2_mixer" in kernels:
             m2_shapes = [(2, 37, 24, True), (1, 20, 16, False)] if tiny else [
                 (2, 2048, 768, True), (1, 8192, 768, True), (3, 1000, 96, False)]  # fmt: skip

@@ -17,7 +17,7 @@ from interpreted import run_interpreted
 pytest.importorskip("triton")
 import torch  # noqa: E402
 
-from kernels.m2_mixer import fft_signal_dtype, half_fft_scale  # noqa: E402
+from kernels.half_fft import fft_signal_dtype, half_fft_scale  # noqa: E402
 
 SCRIPT = r"""
 import json, sys
@@ -116,8 +116,9 @@ def test_cached_spectra_follow_in_place_weight_changes(rows):
 HALF_SCRIPT = r"""
 import json
 import torch
-from kernels import m2_mixer
-from kernels.m2_mixer import HalfFFT, filter_spectra, gated_long_conv, gated_long_conv_reference
+from kernels import half_fft
+from kernels.half_fft import HalfFFT
+from kernels.m2_mixer import filter_spectra, gated_long_conv, gated_long_conv_reference
 from toolkit.encoders.m2bert import M2BertConfig, M2BertModel, MonarchMixerSequenceMixing
 
 calls = []
@@ -133,7 +134,7 @@ def ifft(z):
     return torch.fft.ifft(z.to(torch.complex64), dim=-1, norm="forward").to(torch.complex32)
 
 
-m2_mixer.HALF_FFT = HalfFFT(rfft, ifft)
+half_fft.HALF_FFT = HalfFFT(rfft, ifft)  # the one place both users look the transforms up
 torch.manual_seed(0)
 out = []
 # the last case: a layer input of mean 3000, whose unscaled DC term (64 x 3000) overflows
