@@ -120,8 +120,8 @@ def step_embedder() -> None:
         save_m2bert(M2BertModel(M2BertConfig(**tiny)), d)
         shutil.copy(default_model_path() / "vocab.txt", f"{d}/vocab.txt")
         texts = [f"document {i} " + "word " * (i % 50) for i in range(45)]
-        on = M2BertEmbedder(d, device=DEV, token_budget=128 * 16)
-        off = M2BertEmbedder(d, device=DEV, token_budget=128 * 16, cuda_graphs=False)
+        on = M2BertEmbedder(d, device=DEV, token_budget=128 * 16, cuda_graphs=True)
+        off = M2BertEmbedder(d, device=DEV, token_budget=128 * 16)
         a, b = on.encode(texts), off.encode(texts)
         emit("embedder", texts=len(texts), batch_rows=on.batch_rows(),
              captures=on.graphs.captures, eager_fallback=on.graphs.eager,

@@ -183,8 +183,8 @@ def test_cuda_graphs_per_bucket(checkpoint):
     """Replays equal the eager forward; one capture per row bucket (16 rows, and a last batch
     of 5 padded to 8); weights updated in place are seen (the graphs are recaptured)."""
     texts = [f"text {i} " + "word " * (i % 40) for i in range(21)]
-    on = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16)
-    off = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16, cuda_graphs=False)
+    on = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16, cuda_graphs=True)
+    off = M2BertEmbedder(checkpoint, device="cuda", token_budget=128 * 16)
     assert on.cuda_graphs and not off.cuda_graphs and on.batch_rows() == 16
     a, b = on.encode(texts), off.encode(texts)
     assert not on.graphs.eager and on.graphs.captures == 2
@@ -200,7 +200,7 @@ def test_cuda_graphs_per_bucket(checkpoint):
 
 
 def test_cuda_graphs_off_on_cpu(checkpoint):
-    emb = M2BertEmbedder(checkpoint, device="cpu")
+    emb = M2BertEmbedder(checkpoint, device="cpu", cuda_graphs=True)
     assert not emb.cuda_graphs
     emb.encode(["one text"])
     assert emb.graphs.captures == 0

@@ -58,8 +58,10 @@ class M2BertEmbedder(Embedder):
             )
         self._lock = threading.Lock()
         # every batch has the same shape (texts padded to pad_length; a short last batch is
-        # padded to a power of two of rows): one CUDA graph per row count (graphs.py)
-        self.cuda_graphs = on_gpu if cuda_graphs is None else bool(cuda_graphs)
+        # padded to a power of two of rows): one CUDA graph per row count (graphs.py). Off
+        # unless asked for: on the H200 the replay took 0.87-0.97x the eager forward's speed
+        # (GPU-bound; benchmarks/results/encoders-m2-graphs-NVIDIA-H200.jsonl)
+        self.cuda_graphs = bool(cuda_graphs) and on_gpu
         self.graphs = GraphedForward(self._forward, lambda: weights_key(self.model))
 
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
@@ -81,8 +83,8 @@ class M2BertEmbedder(Embedder):
     def forward_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings (B, H) float32 for token ids already padded to pad_length.
 
-        On CUDA with cuda_graphs (the default there), replayed from a CUDA graph captured for
-        this batch's row count; fewer rows than a full batch are padded to a power of two."""
+        On CUDA with cuda_graphs=True, replayed from a CUDA graph captured for this batch's
+        row count; fewer rows than a full batch are padded to a power of two."""
         ids = ids.to(self.device)
         if not (self.cuda_graphs and ids.is_cuda):
             return self._forward(ids)
