@@ -38,45 +38,47 @@ if HAS_TRITON:
 
     @triton.jit
     def pack_spectrum_kernel(
-        f_ptr, s_ptr, z_ptr, d_ptr, inv_n, gain, L, W, RW, FOLD: tl.constexpr, BK: tl.constexpr
+        f_ptr, s_ptr, z_ptr, d_ptr, inv_n, gain, L, W, R, FOLD: tl.constexpr, BK: tl.constexpr
     ):
         # Y = F * S at k and L - k; Z = E + i O, E = Y[k] + conj(Y[L-k]), O = (Y[k] -
         # conj(Y[L-k])) e^{i pi k / L}: the half-length spectrum whose inverse FFT holds the
         # real 2L-point inverse as (even, odd) pairs (no c2r, so no copy of the input).
-        # f: the signals' spectra (complex64 or complex32), row `row` of (G, R, W); s: the
-        # filters' (complex64), row (row // RW) * W + row % W of (G, W). FOLD adds the skip
+        # One program per (filter row (g, w), block of bins): the filter spectrum s
+        # (complex64) and the twiddles are loaded / computed once, then applied to the R
+        # signal rows (g, r, w), r < R, of f (complex64 or complex32). FOLD adds the skip
         # weight d * inv_n to the filter spectrum (a delta at lag 0); gain multiplies it.
-        row = tl.program_id(0).to(tl.int64)
+        srow = tl.program_id(0).to(tl.int64)
         k = tl.program_id(1) * BK + tl.arange(0, BK)
         m = k < L
-        srow = (row // RW) * W + row % W
         two = tl.arange(0, 2)[None, :]  # (re, im) pairs: one contiguous 8-byte load each
         m2 = m[:, None] & (two < 2)
-        fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
-        fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
-        fa, fb = fa.to(tl.float32), fb.to(tl.float32)
         sa = tl.load(s_ptr + (srow * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
         sb = tl.load(s_ptr + (srow * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
-        far, fai = tl.split(fa)
-        fbr, fbi = tl.split(fb)
         sar, sai = tl.split(sa)
         sbr, sbi = tl.split(sb)
         if FOLD:
             dd = tl.load(d_ptr + srow).to(tl.float32) * inv_n
             sar, sbr = sar + dd, sbr + dd
         sar, sai, sbr, sbi = sar * gain, sai * gain, sbr * gain, sbi * gain
-        ar = far * sar - fai * sai
-        ai = far * sai + fai * sar
-        br = fbr * sbr - fbi * sbi
-        bi = -(fbr * sbi + fbi * sbr)  # conj(Y[L - k])
-        er, ei = ar + br, ai + bi
-        dr, di = ar - br, ai - bi
         theta = k.to(tl.float32) * (3.141592653589793 / L)
         c, s = tl.cos(theta), tl.sin(theta)
-        o_r = dr * c - di * s
-        o_i = dr * s + di * c
-        zz = tl.join(er - o_i, ei + o_r)
-        tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz.to(z_ptr.dtype.element_ty), mask=m2)
+        first = (srow // W) * R * W + srow % W  # signal row (g, 0, w)
+        for r in range(0, R):
+            row = first + r * W
+            fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
+            fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
+            far, fai = tl.split(fa.to(tl.float32))
+            fbr, fbi = tl.split(fb.to(tl.float32))
+            ar = far * sar - fai * sai
+            ai = far * sai + fai * sar
+            br = fbr * sbr - fbi * sbi
+            bi = -(fbr * sbi + fbi * sbr)  # conj(Y[L - k])
+            er, ei = ar + br, ai + bi
+            dr, di = ar - br, ai - bi
+            o_r = dr * c - di * s
+            o_i = dr * s + di * c
+            zz = tl.join(er - o_i, ei + o_r).to(z_ptr.dtype.element_ty)
+            tl.store(z_ptr + (row * L + k)[:, None] * 2 + two, zz, mask=m2)
 
 
 FFT_PRECISIONS = ("auto", "float32", "float16")
@@ -209,8 +211,8 @@ def pack_spectrum(
     d = skip.float().expand(G, W).contiguous() if fold else torch.view_as_real(spectra)
     z = torch.empty(G, R, W, L, device=f.device, dtype=f.dtype)
     BK = 1024 if f.is_cuda else min(1024, next_pow2(L))  # interpreter: fewer programs
-    pack_spectrum_kernel[(G * R * W, triton.cdiv(L, BK))](
+    pack_spectrum_kernel[(G * W, triton.cdiv(L, BK))](
         torch.view_as_real(f), torch.view_as_real(spectra), torch.view_as_real(z), d,
-        inv_n, gain, L, W, R * W, FOLD=fold, BK=BK,
+        inv_n, gain, L, W, R, FOLD=fold, BK=BK,
     )  # fmt: skip
     return z
