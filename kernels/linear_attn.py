@@ -9,7 +9,8 @@ Non-causal: a state pass split over the sequence, the splits summed, an output p
 with d <= 16: the tensor-core kernels of kernels/linear_attn_fwd.py).
 Causal: per-split key states and their prefix sums over splits, then the chunked causal
 form (intra-chunk quadratic, inter-chunk state) over every split in parallel. The Taylor
-backward is fused too (kernels/linear_attn_bwd.py); Hedgehog's recomputes the reference.
+backward is fused too (non-causal with d <= 16: kernels/linear_attn_bwd_noncausal.py, else
+kernels/linear_attn_bwd.py); Hedgehog's recomputes the reference.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.linear_attn_bwd import taylor_backward
+from kernels.linear_attn_bwd_noncausal import taylor_backward_noncausal
 from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, taylor_forward
 from kernels.linear_attn_parallel import PARALLEL_MAX_N, taylor_causal_parallel
 from kernels.reference import FeatureMap, linear_attention_reference
@@ -192,7 +194,9 @@ if HAS_TRITON:
 # decide how rows are cut into programs (linear_attn_fwd.balanced_runs). To be re-timed on
 # the H200 with benchmarks/la_fwd_sweep.py (results/la-noncausal-fwd-sweep-NVIDIA-H200.jsonl):
 # at B=8, N=16k these settings were within 1% of the best of the sweep; at small N the sweep's
-# rows are too noisy (2-4x between identical settings) to move them.
+# rows are too noisy (2-4x between identical settings) to move them. "taylor_bwd_*": the
+# non-causal Taylor backward (kernels/linear_attn_bwd_noncausal.py says why; not yet timed).
+_RUN1 = {"num_stages": 1, "SLOTS_PER_SM": 1, "MIN_ROWS": 64}
 CONFIG: dict[str, dict[str, int]] = {
     "state": {"BLOCK": 64, "num_warps": 8},
     "out": {"BLOCK": 64, "num_warps": 8},
@@ -201,6 +205,10 @@ CONFIG: dict[str, dict[str, int]] = {
                      "SLOTS_PER_SM": 1, "COST_ROWS": 512, "MIN_ROWS": 64},
     "taylor_out": {"BLOCK": 64, "num_warps": 4, "num_stages": 1,
                    "SLOTS_PER_SM": 2, "COST_ROWS": 256, "MIN_ROWS": 64},
+    "taylor_bwd_q": {**_RUN1, "BLOCK": 64, "num_warps": 8, "SPLIT": 1, "COST_ROWS": 256},
+    "taylor_bwd_s": {**_RUN1, "BLOCK": 64, "num_warps": 8, "COST_ROWS": 512},
+    "taylor_bwd_k": {**_RUN1, "BLOCK": 64, "num_warps": 8, "SPLIT": 1, "COST_ROWS": 256},
+    "taylor_bwd_v": {**_RUN1, "BLOCK": 64, "num_warps": 8, "COST_ROWS": 256},
 }  # fmt: skip
 
 
@@ -291,11 +299,14 @@ class _LinearAttention(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, go):
         q, k, v, w, bias, key_mask, state = ctx.saved_tensors
         feature_map, causal, eps, nsplit, rows = ctx.cfg
-        if feature_map == "taylor":  # fused Triton backward (kernels/linear_attn_bwd.py)
-            grads = taylor_backward(q, k, v, grad_out, state, causal, eps, nsplit, rows, key_mask)
+        if feature_map == "taylor":  # fused Triton backward, no reference recompute
+            if not causal and next_pow2(q.shape[-1]) <= TAYLOR_FWD_MAX_DP:  # tensor cores
+                grads = taylor_backward_noncausal(q, k, v, go, state, eps, key_mask, CONFIG)
+            else:  # kernels/linear_attn_bwd.py
+                grads = taylor_backward(q, k, v, go, state, causal, eps, nsplit, rows, key_mask)
             res = [g if t.requires_grad else None for g, t in zip(grads, (q, k, v))]
             return (*res, None, None, None, None, None, None)
         # Hedgehog: gradients by recomputing the float32 reference under autograd
@@ -307,7 +318,7 @@ class _LinearAttention(torch.autograd.Function):
                 key_mask=key_mask,
             )  # fmt: skip
             wanted = [t for t in ins if t is not None and t.requires_grad]
-            grads = iter(torch.autograd.grad(ref, wanted, grad_out) if wanted else [])
+            grads = iter(torch.autograd.grad(ref, wanted, go) if wanted else [])
         res = [next(grads) if t is not None and t.requires_grad else None for t in ins]
         return (*res, None, None, None, None)
 
@@ -333,7 +344,7 @@ def linear_attention(
     TRITON_INTERPRET=1, else the PyTorch reference), "triton" or "reference". key_mask: (B, N),
     nonzero = real token; keys where it is 0 (padding) are left out of S and z (non-causal on
     the Triton path; causal with a mask runs the reference). On the Triton path the Taylor
-    map's backward is fused too (kernels/linear_attn_bwd.py); Hedgehog's reruns the reference.
+    map's backward is fused too (kernels/linear_attn_bwd*.py); Hedgehog's reruns the reference.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t)

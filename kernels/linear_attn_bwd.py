@@ -25,8 +25,8 @@ dq pass each block uses its own share of dden (-r times g . out over its columns
 linear in it) and writes it; the shares are summed (one small torch sum) for passes 2 and 3.
 
 16-bit operands: each float32 operand of a tensor-core product is multiplied by an exact power
-of two before its cast to the compute dtype (`_pow2`: S, dS, da to a max |.| in [2^14, 2^15),
-dnum to at most |g|) and the product multiplied back in float32, since S grows as N |k|^2 |v|
+of two before its cast to the compute dtype (`kernels.taylor.pow2_scale`: S, dS, da to a max
+|.| in [2^14, 2^15), dnum to at most |g|) and the product multiplied back in float32, since S grows as N |k|^2 |v|
 (inf in float16) and dnum as 1 / den (subnormal). The q pass takes the keys' mean value
 mu = s0 / z0 out of S: with w_i = (S - z mu^T) g_i, g_i . out_i = (g_i . mu)(1 - eps r_i) +
 r_i phi(q_i) . w_i (causal: + r_i sum_j a_ij g_i . (v_j - mu) in the chunk) and dphi(q_i) =
@@ -57,10 +57,13 @@ if HAS_TRITON:
     import triton.language as tl
 
     from kernels.taylor import (
+        abs_max,
         feature_parts,
         head_ranges,
         init_state,
         load_tile,
+        pow2_scale,
+        scaled_cast,
         split_program,
         split_rows,
         state_program,
@@ -70,31 +73,12 @@ if HAS_TRITON:
     )
 
     @triton.jit
-    def _pow2(m, T: tl.constexpr):
-        """(c, 1 / c): the power of two c with m c in [2^T, 2^(T+1)) for m >= 0 (T -1 or 14;
-        m clamped to [2^-112, 2^126)), from the exponent bits, so x c and y / c are exact."""
-        e = tl.minimum(tl.maximum((m.to(tl.int32, bitcast=True) >> 23) & 0xFF, 15), 252)
-        c = ((254 + T - e) << 23).to(tl.float32, bitcast=True)
-        return c, ((e - T) << 23).to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _amax(x):
-        """max |x| over a 2-D tile."""
-        return tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-
-    @triton.jit
-    def _scaled(x, dt):
-        """(x c cast to dt, 1 / c) with max |x c| in [2^14, 2^15) (`_pow2`)."""
-        c, u = _pow2(_amax(x), 14)
-        return (x * c).to(dt), u
-
-    @triton.jit
     def _centred(mu, s1, s2, z1, z2, dt):
         """S - z mu^T for the S1, S2 parts, scaled and cast to dt, with their 1 / c (c from a
         bound on max |S - z mu^T|, so no float32 copy of it is made)."""
         m = tl.max(tl.abs(mu), axis=0)
-        c1, u1 = _pow2(_amax(s1) + m * tl.max(tl.abs(z1), axis=0), 14)
-        c2, u2 = _pow2(_amax(s2) + m * tl.max(tl.abs(z2), axis=0), 14)
+        c1, u1 = pow2_scale(abs_max(s1) + m * tl.max(tl.abs(z1), axis=0), 14)
+        c2, u2 = pow2_scale(abs_max(s2) + m * tl.max(tl.abs(z2), axis=0), 14)
         s1h = ((s1 - z1[:, None] * mu[None, :]) * c1).to(dt)
         s2h = ((s2 - z2[:, None] * mu[None, :]) * c2).to(dt)
         return s1h, s2h, u1, u2
@@ -174,7 +158,7 @@ if HAS_TRITON:
             dq = dq * r[:, None] + bz * dd[:, None]  # from dphi(q) = r w + dd z
             if CAUSAL:  # da = r g . v_j + dden = r g . (v_j - mu) + dd
                 da = tl.where(causal_ok, (gv * r[:, None] + dd[:, None]) * (1.0 + s), 0.0)
-                dah, ua = _scaled(da, dt)
+                dah, ua = scaled_cast(da, dt)
                 dq += tl.dot(dah, kt).to(tl.float32) * (ua / sq)
                 k1, k2 = feature_parts(kt, n_ok, w, bias, f_ok, d_real, True, BLOCK, DP)
                 s0 += tl.sum(vt.to(tl.float32), axis=0)
@@ -219,7 +203,7 @@ if HAS_TRITON:
         for n0 in range(start, stop, BLOCK):  # one scale c of dnum for the split (< 1 / max r)
             rn = n0 + tl.arange(0, BLOCK)
             rmax = tl.maximum(rmax, tl.load(r_ptr + pid_bh * N + rn, mask=rn < stop, other=0.0))
-        c, u = _pow2(tl.max(rmax, axis=0), -1)
+        c, u = pow2_scale(tl.max(rmax, axis=0), -1)
         for n0 in range(start, stop, BLOCK):
             rn = n0 + tl.arange(0, BLOCK)
             n_ok = rn < stop
@@ -263,8 +247,8 @@ if HAS_TRITON:
             dz2 = tl.where(first, dz2, 0.0)
         u = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0) + 1.0  # dS = (ds1, ds2) u
         if not CAUSAL:  # one dS for the whole split
-            ds1h, u1 = _scaled(ds1, dt)
-            ds2h, u2 = _scaled(ds2, dt)
+            ds1h, u1 = scaled_cast(ds1, dt)
+            ds2h, u2 = scaled_cast(ds2, dt)
         tril = ri[:, None] >= ri[None, :]
         qb = q_ptr + b * sqb + h * sqh
         kb = k_ptr + b * skb + h * skh
@@ -278,8 +262,8 @@ if HAS_TRITON:
             md = n_ok[:, None] & d_ok[None, :]
             me = n_ok[:, None] & e_ok[None, :]
             if CAUSAL:  # dS of the queries after this chunk
-                ds1h, u1 = _scaled(ds1, dt)
-                ds2h, u2 = _scaled(ds2, dt)
+                ds1h, u1 = scaled_cast(ds1, dt)
+                ds2h, u2 = scaled_cast(ds2, dt)
                 u1 *= u
                 u2 *= u
             kt = load_tile(kb, rn, skn, rd, md)
@@ -304,11 +288,11 @@ if HAS_TRITON:
                 ar = tl.where(causal_ok, (1.0 + s + 0.5 * s * s) * r[:, None], 0.0)
                 da = tl.dot(gt, tl.trans(vt)).to(tl.float32) * r[:, None] + dden[:, None]
                 da = tl.where(causal_ok, da * (1.0 + s), 0.0)
-                dah, ua = _scaled(da, dt)
+                dah, ua = scaled_cast(da, dt)
                 dv += tl.dot(tl.trans(ar.to(dt)), gt).to(tl.float32)
                 dk += tl.dot(tl.trans(dah), qt).to(tl.float32) * (ua / sq)
                 # c dnum (|.| <= |g|) per chunk: r spans orders of magnitude over a split
-                c, uc = _pow2(tl.max(r, axis=0), -1)
+                c, uc = pow2_scale(tl.max(r, axis=0), -1)
                 dnh = (gt.to(tl.float32) * (r * c)[:, None]).to(dt)
                 ds0 += tl.sum(dnh.to(tl.float32), axis=0) * uc
                 ds1 = ds1 * (c * u) + tl.dot(tl.trans(q1.to(dt)), dnh)  # now dS c

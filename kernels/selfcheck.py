@@ -126,21 +126,24 @@ def grid_la_taylor_forward(size: str, dtypes: list[torch.dtype], device: str) ->
 
 
 def check_linear_attention_backward(
-    B, H, N, D, E, causal, dtype, device, masked=False, k_scale=None
+    B, H, N, D, E, causal, dtype, device, masked=False, k_scale=None, v_mean=None
 ) -> dict[str, Any]:
-    """Taylor map: the fused Triton backward (no reference recompute) against float64 autograd
-    of the reference; grad_rel_errs are (dq, dk, dv). k_scale: keys ~ N(0, k_scale^2), values
-    ~ 1 + 0.1 N(0, 1) (a key state past float16's range, as in `check_..._range`)."""
-    if k_scale is None:
+    """Taylor map: the fused Triton backward (no reference recompute; non-causal with d <= 16:
+    kernels/linear_attn_bwd_noncausal.py) against float64 autograd of the reference;
+    grad_rel_errs are (dq, dk, dv). k_scale: keys ~ N(0, k_scale^2), values ~ 1 + 0.1 N(0, 1)
+    (a key state past float16's range, as in `check_..._range`); v_mean: values ~ v_mean +
+    N(0, 1) (S g and z (g . out), S v and dS mu nearly cancel: the backward centres them)."""
+    if k_scale is None and v_mean is None:
         row = check_linear_attention(B, H, N, D, E, "taylor", causal, dtype, device, masked=masked)
     else:
         q, k, v = (torch.randn(B, H, N, n, device=device) for n in (D, D, E))
+        k, v = (k * k_scale, 1 + 0.1 * v) if k_scale is not None else (k, v_mean + v)
         params = {"feature_map": "taylor", "causal": causal, "shape": [B, H, N, D, E],
-                  "key_mask": False, "k_scale": k_scale}  # fmt: skip
+                  "key_mask": False, "k_scale": k_scale, "v_mean": v_mean}  # fmt: skip
         row = _check("linear_attention", params, dtype,
                      lambda q, k, v: linear_attention(q, k, v, "taylor", causal, backend="triton"),
                      lambda q, k, v: linear_attention_reference(q, k, v, "taylor", causal),
-                     [q.to(dtype), (k * k_scale).to(dtype), (1 + 0.1 * v).to(dtype)])  # fmt: skip
+                     [q.to(dtype), k.to(dtype), v.to(dtype)])  # fmt: skip
     return {**row, "kernel": "linear_attention_bwd", "backward": "triton"}
 
 
@@ -228,9 +231,10 @@ KERNELS = (
 
 
 def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> Iterator[dict[str, Any]]:
-    """Fused Taylor backward, causal and non-causal: N not a multiple of the row block, e not
-    a multiple of the value-column block, several sequence splits, padding masks; on a GPU
-    also large keys (a key state past float16's range; the interpreter: the tests)."""
+    """Fused Taylor backward, causal and non-causal (d <= 16: the tensor-core kernels): N not a
+    multiple of the row block, e not a power of two, several runs / sequence splits, d 4, 8 and
+    16, B and H > 1, padding masks, values of mean 10, and keys so large that the key state
+    passes float16's range (16-bit only)."""
     tiny = size == "tiny"
     shapes = [(1, 2, 37, 16, 24), (2, 1, 70, 8, 40)] if tiny else [
         (1, 2, 4097, 16, 64), (2, 12, 1000, 16, 64), (1, 3, 333, 16, 100), (2, 2, 2049, 8, 48)]  # fmt: skip
@@ -242,7 +246,18 @@ def grid_la_backward(size: str, dtypes: list[torch.dtype], device: str) -> Itera
                 yield check_linear_attention_backward(B, H, N, D, E, causal, dtype, device)
         B, H, N, D, E = shapes[0]
         yield check_linear_attention_backward(2, H, N, D, E, False, dtype, device, True)
-        if not tiny and dtype != torch.float32:  # large keys: S2 ~ 4e5 > 65504 (non-causal)
+        # non-causal: d 4, e 100, B and H > 1; values of mean 10; large keys
+        B, H, N = (2, 3, 45) if tiny else (2, 3, 1000)
+        yield check_linear_attention_backward(B, H, N, 4, 100, False, dtype, device)
+        B, H, N, E = (1, 2, 100, 24) if tiny else (2, 12, 4097, 64)
+        yield check_linear_attention_backward(B, H, N, 16, E, False, dtype, device, v_mean=10.0)
+        if dtype == torch.float32:
+            continue
+        if tiny:  # keys ~ 60, N=128: S2 ~ 8e4 > 65504
+            yield check_linear_attention_backward(
+                1, 2, 128, 16, 40, False, dtype, device, k_scale=60.0
+            )
+        else:  # S2 ~ 4e5 > 65504 (non-causal)
             for B, H, N, c, ks in [(2, 12, 4097, False, 24.0), (1, 2, 2049, True, 8.0)]:
                 row = check_linear_attention_backward(B, H, N, 16, 64, c, dtype, device, k_scale=ks)
                 yield row

@@ -3,6 +3,8 @@
 - `feature_parts`: phi(x) built on chip as (P1, P2) (the constant feature of the Taylor map is
   handled by the callers through s0 / z0);
 - `taylor_input_grad`: dL/dx of the Taylor feature parts;
+- `pow2_scale`, `scaled_cast`: exact power-of-two scaling of float32 operands before their cast
+  to 16 bits (the backward kernels);
 - the float32 state workspace: one row of width `state_width(EP, F1, F2)` per (b, h[, split])
   holding [s0 (EP) | S1 (F1 x EP) | S2 (F2 x EP) | z0 (1) | z1 (F1) | z2 (F2)], where
   S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j) (s0 = sum_j v_j, z0 = number of keys).
@@ -180,6 +182,27 @@ if HAS_TRITON:
         g = tl.reshape(g2, (BLOCK, DP, DP))
         t = tl.sum(g * xf[:, None, :], axis=2) + tl.sum(g * xf[:, :, None], axis=1)
         return g1 / tl.sqrt(tl.sqrt(d_real)) + t / (1.4142135623730951 * tl.sqrt(d_real))
+
+    @triton.jit
+    def pow2_scale(m, T: tl.constexpr):
+        """(c, 1 / c): the power of two c with m c in [2^T, 2^(T+1)) for m >= 0 (T -1 or 14;
+        m clamped to [2^-112, 2^126)), from the exponent bits, so x c and y / c are exact."""
+        e = tl.minimum(tl.maximum((m.to(tl.int32, bitcast=True) >> 23) & 0xFF, 15), 252)
+        c = ((254 + T - e) << 23).to(tl.float32, bitcast=True)
+        return c, ((e - T) << 23).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def abs_max(x):
+        """max |x| over a 2-D tile."""
+        return tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+
+    @triton.jit
+    def scaled_cast(x, dt):
+        """(x c cast to dt, 1 / c) with max |x c| in [2^14, 2^15) (`pow2_scale`): a float32
+        operand of a 16-bit tensor-core product, kept in float16's range and out of its
+        subnormals; the product times 1 / c is exact in float32."""
+        c, u = pow2_scale(abs_max(x), 14)
+        return (x * c).to(dt), u
 
     @triton.jit
     def load_state(st, re, EP: tl.constexpr, F1: tl.constexpr, F2: tl.constexpr):

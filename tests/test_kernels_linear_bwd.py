@@ -1,10 +1,12 @@
-"""Fused Triton backward of Taylor linear attention (kernels/linear_attn_bwd.py).
+"""Fused Triton backward of Taylor linear attention (kernels/linear_attn_bwd.py; non-causal
+with d <= 16: the tensor-core kernels of kernels/linear_attn_bwd_noncausal.py).
 
 The kernels run in Triton's CPU interpreter, which must be switched on before triton is
 imported, so every check runs in a subprocess: `python -m kernels.selfcheck --kernels
-linear_attention_bwd` (gradients of the fused backward against float64 autograd through the
-reference) and a script that makes the reference unusable during backward to prove that the
-gradients do not come from recomputing it.
+linear_attention_bwd` (gradients against float64 autograd through the reference), run with
+the older kernels refused for non-causal calls so that its non-causal rows prove the new path;
+the fused (SPLIT 0) launch variants; and a script that makes the reference unusable during
+backward to prove that the gradients do not come from recomputing it.
 """
 
 from __future__ import annotations
@@ -31,11 +33,43 @@ def _run(args: list[str]) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+# the selfcheck CLI with the older kernels refused for non-causal calls, and the new ones counted
+GUARDED_SELFCHECK = r"""
+import sys
+import kernels.linear_attn as la
+from kernels import selfcheck
+
+older, newer, calls = la.taylor_backward, la.taylor_backward_noncausal, []
+
+def causal_only(*a, **k):
+    assert a[5], "a non-causal backward went through kernels/linear_attn_bwd.py"
+    return older(*a, **k)
+
+def counted(*a, **k):
+    calls.append(1)
+    return newer(*a, **k)
+
+la.taylor_backward, la.taylor_backward_noncausal = causal_only, counted
+sys.argv = ["selfcheck", "--device", "cpu", "--kernels", "linear_attention_bwd"]
+selfcheck.main()
+print("CALLS", len(calls))
+"""
+
+
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
+def guarded() -> tuple[list[dict], int]:
     pytest.importorskip("triton")
-    args = ["-m", "kernels.selfcheck", "--device", "cpu", "--kernels", "linear_attention_bwd"]
-    return _run(args)
+    proc = subprocess.run([sys.executable, "-c", GUARDED_SELFCHECK], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    calls = [int(line.split()[1]) for line in lines if line.startswith("CALLS")]
+    return [json.loads(line) for line in lines if line.startswith("{")], calls[0]
+
+
+@pytest.fixture(scope="module")
+def rows(guarded) -> list[dict]:
+    return guarded[0]
 
 
 def test_fused_backward_matches_float64_reference(rows):
@@ -46,8 +80,19 @@ def test_fused_backward_matches_float64_reference(rows):
         assert r["backward"] == "triton" and len(r["grad_rel_errs"]) == 3  # dq, dk, dv
         if r["dtype"] == "float32":  # the interpreter computes float32 exactly
             assert max(r["grad_rel_errs"]) < 1e-5, r
+        elif r.get("k_scale") or r.get("v_mean"):
+            # dq ~2e-3 (older kernels the same): the forward's state rounds vec(k k^T) to 16
+            # bits in S2 but not in z2, and S2 - z2 mu^T is ~10x smaller than S2 here
+            assert max(r["grad_rel_errs"]) < 5e-3 and max(r["grad_rel_errs"][1:]) < 1e-3, r
         else:
             assert max(r["grad_rel_errs"]) < 2e-3, r
+
+
+def test_noncausal_rows_went_through_the_tensor_core_backward(guarded):
+    """Every non-causal row of the selfcheck grid called taylor_backward_noncausal once (the
+    older non-causal path raised in that run), and the causal rows the older kernels."""
+    rows, calls = guarded
+    assert calls == sum(1 for r in rows if not r["causal"]) > 0
 
 
 def test_backward_grid_covers_both_modes_and_ragged_shapes(rows):
@@ -58,6 +103,34 @@ def test_backward_grid_covers_both_modes_and_ragged_shapes(rows):
     assert any(r["shape"][2] >= 64 for r in rows if r["causal"])  # several sequence splits
     assert any(r["shape"][3] < 16 for r in rows)  # head dim padded to the block
     assert any(r["key_mask"] for r in rows)
+    nc = [r for r in rows if not r["causal"]]  # the tensor-core kernels (interpreter: 16-row
+    assert {r["shape"][3] for r in nc} >= {4, 8, 16}  # blocks, runs of two blocks)
+    assert {r["shape"][4] for r in nc} >= {24, 40, 100}  # e padded to a power of two
+    assert any(r["shape"][2] > 64 for r in nc)  # three or more runs per head
+    assert any(r["shape"][0] > 1 and r["shape"][1] > 1 for r in nc)
+    assert any(r["key_mask"] and r["dtype"] == "float16" for r in nc)
+    assert {r["dtype"] for r in nc if r.get("v_mean")} == {"float32", "float16"}
+    assert any(r.get("k_scale") for r in nc if r["dtype"] == "float16")
+
+
+# the SPLIT 0 launch variants (q pass with dS; dk with dv in one kernel): same gradients
+FUSED_LAUNCHES = r"""
+import json, torch
+import kernels.linear_attn as la
+from kernels.selfcheck import check_linear_attention_backward as check
+la.CONFIG["taylor_bwd_q"] = {**la.CONFIG["taylor_bwd_q"], "SPLIT": 0}
+la.CONFIG["taylor_bwd_k"] = {**la.CONFIG["taylor_bwd_k"], "SPLIT": 0}
+torch.manual_seed(0)
+print(json.dumps(check(2, 3, 70, 8, 40, False, torch.float32, "cpu", masked=True)))
+print(json.dumps(check(1, 2, 100, 16, 24, False, torch.float16, "cpu", v_mean=10.0)))
+"""
+
+
+def test_fused_launch_variants_match_the_reference():
+    pytest.importorskip("triton")
+    res = _run(["-c", FUSED_LAUNCHES])
+    assert len(res) == 2 and all(r["ok"] for r in res), res
+    assert max(res[0]["grad_rel_errs"]) < 1e-5 and max(res[1]["grad_rel_errs"]) < 5e-3, res
 
 
 NO_REFERENCE_IN_BACKWARD = r"""
@@ -65,8 +138,13 @@ import json, torch
 import kernels.linear_attn as la
 from kernels.reference import linear_attention_reference as ref
 
+older = la.taylor_backward
+
 def refuse(*a, **k):
     raise AssertionError("backward recomputed through the PyTorch reference")
+
+def refuse_older(*a, **k):
+    raise AssertionError("non-causal backward through kernels/linear_attn_bwd.py")
 
 torch.manual_seed(1)
 for causal in (False, True):
@@ -76,8 +154,9 @@ for causal in (False, True):
     out = la.linear_attention(*ins, "taylor", causal, backend="triton")
     g = torch.randn_like(out)
     la.linear_attention_reference = refuse
+    la.taylor_backward = older if causal else refuse_older
     out.backward(g)
-    la.linear_attention_reference = ref
+    la.linear_attention_reference, la.taylor_backward = ref, older
     exact = [t.double().requires_grad_() for t in (q, k, v)]
     ref(*exact, "taylor", causal).backward(g.double())
     errs = [float((a.grad.double() - b.grad).norm() / b.grad.norm()) for a, b in zip(ins, exact)]
@@ -86,7 +165,8 @@ for causal in (False, True):
 
 
 def test_backward_does_not_recompute_the_reference():
-    """Regression (issue 24): the Taylor backward used to rerun the reference under autograd."""
+    """Regression (issue 24): the Taylor backward used to rerun the reference under autograd.
+    Non-causal (d 16) takes the tensor-core kernels, never the older ones."""
     pytest.importorskip("triton")
     res = _run(["-c", NO_REFERENCE_IN_BACKWARD])
     assert [r["causal"] for r in res] == [False, True]
