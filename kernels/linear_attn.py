@@ -22,6 +22,7 @@ from kernels.linear_attn_bwd import taylor_backward
 from kernels.linear_attn_bwd_noncausal import taylor_backward_noncausal
 from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, taylor_forward
 from kernels.linear_attn_parallel import PARALLEL_MAX_N, taylor_causal_parallel
+from kernels.linear_attn_parallel_bwd import PARALLEL_TRAIN_MAX_N, taylor_causal_parallel_train
 from kernels.reference import FeatureMap, linear_attention_reference
 from kernels.taylor import feature_sizes, multiprocessors, sequence_splits, state_width
 
@@ -387,6 +388,8 @@ def linear_attention(
         training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if causal and feature_map == "taylor" and q.shape[2] <= PARALLEL_MAX_N and not training:
             return taylor_causal_parallel(q, k, v, float(eps))  # quadratic form: short N
+        if causal and feature_map == "taylor" and q.shape[2] <= PARALLEL_TRAIN_MAX_N:
+            return taylor_causal_parallel_train(q, k, v, float(eps))  # with its own backward
         return _LinearAttention.apply(
             q, k, v, hedgehog_weight, hedgehog_bias, feature_map, causal, float(eps), key_mask
         )

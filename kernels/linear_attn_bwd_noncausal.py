@@ -153,12 +153,12 @@ if HAS_TRITON:
                 dnh = (gf * (r * cr)[:, None]).to(dt)
                 qtf = tl.trans(qt).to(tl.float32)  # (DP, BLOCK)
                 p2t = tl.reshape(qtf[:, None, :] * qtf[None, :, :], (F2, BLOCK)).to(dt)
-                ds2 = tl.dot(p2t, dnh, ds2)
+                ds2 = tl.dot(p2t, dnh, ds2, input_precision=PREC)
                 auxf = tl.where((ra[:, None] == DP) & n_ok[None, :], 1.0, aux.to(tl.float32))
-                sa = tl.dot(auxf.to(dt), dnh, sa)
+                sa = tl.dot(auxf.to(dt), dnh, sa, input_precision=PREC)
             if DQ:  # w = (S - z mu^T) g; W2 q from its quadratic part; t = phi(q) . w = q . hw
-                w1 = tl.dot(gt, s1h).to(tl.float32)
-                w2 = tl.dot(gt, s2h).to(tl.float32)
+                w1 = tl.dot(gt, s1h, input_precision=PREC).to(tl.float32)
+                w2 = tl.dot(gt, s2h, input_precision=PREC).to(tl.float32)
                 wq = tl.sum(tl.reshape(w2, (BLOCK, DP, DP)) * qf[:, None, :], axis=2) * (c2 * u2)
                 hw = (c1 * u1) * w1 + wq
                 gmu = tl.sum(gf * mu[None, :], axis=1)
@@ -199,7 +199,7 @@ if HAS_TRITON:
         N, H, D, E, rows_per_run, n_runs, d_real,
         skb, skh, skn, svb, svh, svn, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn,
         BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, HAS_MASK: tl.constexpr,
-        DK: tl.constexpr, DV: tl.constexpr,
+        DK: tl.constexpr, DV: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         """dk (DK) and dv (DV) of one run of row blocks of one (b, h), from the total dS, dzc."""
         pid = tl.program_id(0).to(tl.int64)
@@ -245,7 +245,8 @@ if HAS_TRITON:
             kf = kt.to(tl.float32)
             if DV:
                 p2 = tl.reshape(kf[:, :, None] * kf[:, None, :], (BLOCK, F2)).to(dt)
-                dv = tl.dot(p2, d2h, tl.dot(kt, d1h)) * uv + ds0[None, :]
+                dv = tl.dot(p2, d2h, tl.dot(kt, d1h, input_precision=PREC), input_precision=PREC)
+                dv = dv * uv + ds0[None, :]
                 tl.store(
                     dv_ptr + b * sdvb + h * sdvh + rn[:, None] * sdvn + re[None, :],
                     tl.where(keep[:, None], dv, 0.0).to(dv_ptr.dtype.element_ty),
@@ -253,8 +254,8 @@ if HAS_TRITON:
                 )
             if DK:
                 vc = (vt.to(tl.float32) - mu[None, :]).to(dt)
-                g1 = tl.dot(vc, d1t).to(tl.float32) * ut1 + zc1[None, :]
-                g2 = tl.dot(vc, d2t).to(tl.float32)
+                g1 = tl.dot(vc, d1t, input_precision=PREC).to(tl.float32) * ut1 + zc1[None, :]
+                g2 = tl.dot(vc, d2t, input_precision=PREC).to(tl.float32)
                 # dk = c1 dphi1 + 2 c2 mat(dphi2) k, mat(dphi2) = mat(g2) + Zc2 (symmetric)
                 gk = tl.sum(tl.reshape(g2, (BLOCK, DP, DP)) * kf[:, None, :], axis=2) * ut2
                 gk += tl.dot(kf, zc2, input_precision="tf32x3")
@@ -288,6 +289,10 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
     split_q = bool(cfg["q"]["SPLIT"])
     rdd = torch.empty(BH, 2, N, **f32) if split_q else dq  # r, dd per query between passes
 
+    # float32 inputs: every product in 3xTF32 (float32 accuracy); one TF32 pass loses the
+    # value-mean centring to cancellation (dq 2.7% off at value mean 10 on the H200)
+    prec = "tf32x3" if q.dtype == torch.float32 else "tf32"
+
     def cut(c: dict) -> tuple[int, int, int]:  # (BLOCK, runs per head, rows per run)
         blk = c["BLOCK"] if cuda else 16
         return (blk, *out_runs(N, BH, blk, c, sms))
@@ -300,7 +305,7 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
             q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2),
             dq.stride(0), dq.stride(1), dq.stride(2),
             BLOCK=blk, DP=DP, EP=EP, AUX=max(AUX_ROWS, 2 * DP),
-            PREC="tf32x3" if q.dtype == torch.float32 else "tf32", DQ=with_dq, DS=with_ds,
+            PREC=prec, DQ=with_dq, DS=with_ds,
             num_warps=c["num_warps"], num_stages=c["num_stages"],
         )  # fmt: skip
         return part, runs
@@ -322,6 +327,7 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
             k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
             BLOCK=blk, DP=DP, EP=EP, HAS_MASK=key_mask is not None, DK=with_dk, DV=with_dv,
+            PREC=prec,
             num_warps=c["num_warps"], num_stages=c["num_stages"],
         )  # fmt: skip
 

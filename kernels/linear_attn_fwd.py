@@ -60,7 +60,7 @@ if HAS_TRITON:
         N, H, D, E, rows_per_split, d_real,
         skb, skh, skn, svb, svh, svn,
         BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, AUX: tl.constexpr,
-        NSPLIT, HAS_MASK: tl.constexpr,
+        NSPLIT, HAS_MASK: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         """Key state (s0, S1, S2, z0, z1, z2) of one (b, h, split) into one workspace row."""
         pid_bh, pid_s, b, h = state_program(H)
@@ -85,10 +85,10 @@ if HAS_TRITON:
             nxt = _key_tile(kb, vb, m_ptr + b * N, rn, stop, skn, svn, rd, re, ra, D, E, HAS_MASK)
             kf = tl.trans(kt).to(tl.float32)  # (DP, BLOCK)
             p2t = tl.reshape(kf[:, None, :] * kf[None, :, :], (F2, BLOCK)).to(dt)
-            s2 = tl.dot(p2t, vt, s2)
+            s2 = tl.dot(p2t, vt, s2, input_precision=PREC)
             aux = tl.where((ra[:, None] == DP) & keep[None, :], 1.0, aux.to(tl.float32)).to(dt)
-            sa = tl.dot(aux, vt, sa)
-            za = tl.dot(aux, kt, za)
+            sa = tl.dot(aux, vt, sa, input_precision=PREC)
+            za = tl.dot(aux, kt, za, input_precision=PREC)
             cnt += keep.to(tl.float32)
         # the feature constants of phi, applied once: P1 = k / d^(1/4), P2 = vec(k k^T) * c2
         c1 = 1.0 / tl.sqrt(tl.sqrt(d_real))
@@ -229,6 +229,7 @@ def taylor_state(k, v, key_mask, cfg: dict) -> tuple[torch.Tensor, int, int]:
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         BLOCK=block, DP=DP, EP=EP, AUX=max(AUX_ROWS, 2 * DP), NSPLIT=nsplit,
         HAS_MASK=key_mask is not None, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        PREC="tf32x3" if k.dtype == torch.float32 else "tf32",  # float32: float32-accurate S
     )  # fmt: skip
     return (local.sum(1) if nsplit > 1 else local.view(B * H, W)), nsplit, rows
 

@@ -6,8 +6,11 @@ as a masked attention matrix built tile by tile (flash-attention's loop without 
 no running maximum, no rescaling). Its work grows as N^2 (d + e) instead of the chunked
 form's N (1 + d + d^2) e, so below a few thousand tokens, where the chunked form's state
 work dominates, it is the faster causal forward (`linear_attention` picks it by length for
-inference; training keeps the chunked form, whose prefix states the fused backward reuses).
-This is what flash-linear-attention's `parallel_based` does for short sequences too.
+inference). This is what flash-linear-attention's `parallel_based` does for short sequences
+too. Training: `taylor_causal_parallel_fwd` runs the same kernel with STORE_R, which also
+writes r_i = 1 / (den_i + eps) (float32) for the backward in kernels/linear_attn_parallel_bwd.py
+(`taylor_causal_parallel_train`, with autograd); `taylor_causal_parallel` (inference) compiles
+without it, to the same code as before the flag.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ if HAS_TRITON:
 
     @triton.jit
     def _la_parallel_kernel(
-        q_ptr, k_ptr, v_ptr, o_ptr, N, H, D, E, scale, eps,
+        q_ptr, k_ptr, v_ptr, o_ptr, r_ptr, N, H, D, E, scale, eps,
         sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
-        BM: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr,
+        BM: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, STORE_R: tl.constexpr,
     ):  # fmt: skip
         """Rows [m0, m0 + BM) of one (b, h): full key blocks below the diagonal unmasked,
-        then the diagonal block with the causal mask."""
+        then the diagonal block with the causal mask. STORE_R (training): also r_i =
+        1 / (den_i + eps), float32 (B, H, N), for the backward; inference compiles without."""
         # the longest rows (most key blocks) first, heads fastest: balanced waves
         m0 = (tl.num_programs(1) - 1 - tl.program_id(1)) * BM
         bh = tl.program_id(0).to(tl.int64)
@@ -74,10 +78,33 @@ if HAS_TRITON:
         out = acc / (den[:, None] + eps)
         dst = o_ptr + b * sob + h * soh + rm[:, None] * son + re[None, :]
         tl.store(dst, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None] & e_ok[None, :])
+        if STORE_R:
+            tl.store(r_ptr + bh * N + rm, 1.0 / (den + eps), mask=m_ok)
 
 
 #: Launch settings on CUDA (rows per program, warps, pipeline stages).
 CONFIG = {"BM": 64, "num_warps": 4, "num_stages": 3}
+
+
+def _forward(q, k, v, eps: float, store_r: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(out, r or None): one launch of `_la_parallel_kernel`."""
+    B, H, N, D = q.shape
+    E = v.shape[-1]
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    out = torch.empty(B, H, N, E, device=q.device, dtype=q.dtype)
+    r = torch.empty(B, H, N, device=q.device, dtype=torch.float32) if store_r else None
+    if N == 0 or B * H == 0:
+        return out, r
+    cuda = q.is_cuda
+    BM = CONFIG["BM"] if cuda else 16
+    extra = {"num_warps": CONFIG["num_warps"], "num_stages": CONFIG["num_stages"]} if cuda else {}
+    _la_parallel_kernel[(B * H, triton.cdiv(N, BM))](
+        q, k, v, out, out if r is None else r, N, H, D, E, float(D) ** -0.5, eps,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        BM=BM, DP=next_pow2(D), EP=next_pow2(E), STORE_R=store_r, **extra,
+    )  # fmt: skip
+    return out, r
 
 
 def taylor_causal_parallel(
@@ -85,22 +112,17 @@ def taylor_causal_parallel(
 ) -> torch.Tensor:
     """Causal Taylor linear attention, quadratic form; q, k (B, H, N, d), v (B, H, N, e).
 
-    No autograd (inference only: `linear_attention` routes training to the chunked form).
-    Inputs are assumed checked by `linear_attention` (same dtype and device, d <= 32).
+    No autograd (inference; training: `taylor_causal_parallel_train` in
+    kernels/linear_attn_parallel_bwd.py). Inputs are assumed checked by `linear_attention`
+    (same dtype and device, d <= 32).
     """
-    B, H, N, D = q.shape
-    E = v.shape[-1]
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out = torch.empty(B, H, N, E, device=q.device, dtype=q.dtype)
-    if N == 0 or B * H == 0:
-        return out
-    cuda = q.is_cuda
-    BM = CONFIG["BM"] if cuda else 16
-    extra = {"num_warps": CONFIG["num_warps"], "num_stages": CONFIG["num_stages"]} if cuda else {}
-    _la_parallel_kernel[(B * H, triton.cdiv(N, BM))](
-        q, k, v, out, N, H, D, E, float(D) ** -0.5, eps,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        BM=BM, DP=next_pow2(D), EP=next_pow2(E), **extra,
-    )  # fmt: skip
-    return out
+    return _forward(q, k, v, eps, False)[0]
+
+
+def taylor_causal_parallel_fwd(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward: (out, r) with r_i = 1 / (den_i + eps), float32 (B, H, N), what
+    the backward (kernels/linear_attn_parallel_bwd.py) reads besides q, k, v and out."""
+    out, r = _forward(q, k, v, eps, True)
+    return out, r

@@ -31,6 +31,7 @@ from kernels.selfcheck_forward import (
     check_la_parallel,
     check_linear_attention_range,
     check_m2_mixer,
+    grid_la_parallel_backward,
     rel_error,
     tolerance,
 )
@@ -328,6 +329,8 @@ def grid(
             for B, H, N, D, E in [(2, 3, 37, 16, 24), (1, 2, 130, 8, 64)] if tiny else [
                     (8, 12, 1000, 16, 64), (1, 3, 4096, 16, 64), (2, 2, 333, 16, 48)]:  # fmt: skip
                 yield check_la_parallel(B, H, N, D, E, dtype, device)
+            if dtype == dtypes[-1]:  # the training path (forward + backward), every dtype
+                yield from grid_la_parallel_backward(size, dtypes, device)
         if "bert_ops" in kernels:
             for lengths, n in [([5, 1, 0, 17], 40)] if tiny else [
                     ([128, 1, 0, 256, 77] * 40, 384), ([512, 3], 768)]:  # fmt: skip

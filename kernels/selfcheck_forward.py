@@ -3,7 +3,8 @@
 Part of `kernels.selfcheck` (which runs them in its grid): the M2 mixer (float32 and
 half-precision FFTs), the quadratic causal Taylor form, the packed BERT glue, and the
 non-causal Taylor forward on large keys (float16 range). Each compares the kernel with a
-float64 reference on the same inputs and returns one row (dict) per case.
+float64 reference on the same inputs and returns one row (dict) per case. Also the quadratic
+causal form's training path (`check_la_parallel_backward`: forward and gradients).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kernels.bert_ops import (
 from kernels.common import interpret_mode
 from kernels.linear_attn import linear_attention
 from kernels.linear_attn_parallel import taylor_causal_parallel
+from kernels.linear_attn_parallel_bwd import taylor_causal_parallel_train
 from kernels.m2_mixer import (
     fft_signal_dtype,
     filter_spectra,
@@ -138,3 +140,60 @@ def check_bert_ops(lengths: list[int], n: int, dtype, device) -> list[dict[str, 
         got, want = segment_mean(x, cu, norm), segment_mean_reference(x.double(), cu, norm)
         rows.append(forward_row("bert_mean", {**params, "normalize": norm}, dtype, got, want, tol))
     return rows
+
+
+def check_la_parallel_backward(
+    B, H, N, D, E, dtype, device, k_scale=None, v_mean=None, g_scale=1.0
+) -> dict[str, Any]:
+    """The quadratic causal Taylor form's training path (`taylor_causal_parallel_train`,
+    kernels/linear_attn_parallel_bwd.py) against float64 autograd of the reference on the same
+    (dtype-rounded) inputs: forward error and grad_rel_errs (dq, dk, dv), the gradients held
+    to twice the forward's tolerance (as `kernels.selfcheck`'s checks). k_scale: keys ~
+    N(0, k_scale^2); v_mean: values ~ v_mean + N(0, 1); g_scale: the upstream gradient's
+    scale (products past float16's range unless the backward scales its operands)."""
+    q, k, v = (torch.randn(B, H, N, n, device=device) for n in (D, D, E))
+    k = k * k_scale if k_scale is not None else k
+    v = v + v_mean if v_mean is not None else v
+    ins = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    ref_ins = [t.detach().double().requires_grad_() for t in ins]
+    out = taylor_causal_parallel_train(*ins)
+    ref = linear_attention_reference(*ref_ins, "taylor", causal=True)
+    grad = torch.randn_like(ref) * g_scale
+    out.backward(grad.to(dtype))
+    ref.backward(grad.to(dtype).double())
+    fwd, tol = rel_error(out, ref), tolerance(dtype)
+    grads = [rel_error(a.grad, b.grad) for a, b in zip(ins, ref_ins)]
+    same_dtype = out.dtype == dtype and all(t.grad.dtype == dtype for t in ins)
+    return {
+        "kernel": "la_parallel_bwd", "shape": [B, H, N, D, E], "k_scale": k_scale,
+        "v_mean": v_mean, "g_scale": g_scale, "dtype": str(dtype).replace("torch.", ""),
+        "fwd_rel_err": fwd, "grad_rel_err": max(grads), "grad_rel_errs": grads, "tol": tol,
+        "ok": bool(fwd <= tol and all(g <= 2 * tol for g in grads) and same_dtype),
+    }  # fmt: skip
+
+
+def grid_la_parallel_backward(size: str, dtypes: list[torch.dtype], device: str):
+    """`check_la_parallel_backward` rows: N not a multiple of the block and below one block,
+    d 4, 8, 16, e 24, 40, 100 (not powers of two), B and H > 1, values of mean 10; 16-bit also
+    large keys and, float16, an upstream gradient whose products leave float16's range
+    unscaled. size 'tiny' (interpreter, blocks of 16) or 'gpu' (blocks of 32 to 128)."""
+    tiny = size == "tiny"
+    shapes = [(2, 3, 37, 16, 24), (1, 2, 11, 8, 40), (2, 2, 45, 4, 100)] if tiny else [
+        (8, 12, 1000, 16, 64), (1, 3, 4097, 16, 64), (2, 2, 333, 8, 100), (2, 3, 77, 4, 40),
+        (1, 2, 100, 16, 24)]  # fmt: skip
+    for dtype in dtypes:
+        for i, (B, H, N, D, E) in enumerate(shapes):
+            if tiny and i == 2 and dtype != torch.float32:
+                continue
+            yield check_la_parallel_backward(B, H, N, D, E, dtype, device)
+        B, H, N = (1, 2, 100) if tiny else (2, 4, 4096)
+        yield check_la_parallel_backward(
+            B, H, N, 16, 24 if tiny else 64, dtype, device, v_mean=10.0
+        )
+        if dtype != torch.float32:
+            B, H, N = (1, 2, 96) if tiny else (1, 4, 2049)
+            yield check_la_parallel_backward(B, H, N, 16, 40, dtype, device, k_scale=24.0)
+        if dtype == torch.float16:  # dq's products past 65504 unless scaled
+            B, H, N = (1, 2, 64) if tiny else (2, 2, 1000)
+            yield check_la_parallel_backward(B, H, N, 16, 40, dtype, device, v_mean=10.0,
+                                             g_scale=3e3)  # fmt: skip

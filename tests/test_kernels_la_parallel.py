@@ -4,7 +4,8 @@ Run in a subprocess (the interpreter must be on before triton is imported): the 
 against the float64 chunked-form reference on ragged lengths (one row, fewer rows than a
 block, several blocks plus a partial one), d below the padded width, e not a power of two,
 and `linear_attention`'s routing: causal inference takes this form up to PARALLEL_MAX_N,
-training (inputs that need gradients) keeps the chunked form and its fused backward.
+training (inputs that need gradients) its training path (kernels/linear_attn_parallel_bwd.py)
+up to PARALLEL_TRAIN_MAX_N and the chunked form with its fused backward past it.
 """
 
 from __future__ import annotations
@@ -35,11 +36,18 @@ q, k, v = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16), torch.randn(1, 2
 with torch.no_grad():
     linear_attention(q, k, v, "taylor", causal=True)
 routed_inference = len(calls)
+train_calls = []
+real_train = la.taylor_causal_parallel_train
+la.taylor_causal_parallel_train = lambda *a, **kw: train_calls.append(1) or real_train(*a, **kw)
 qg = q.clone().requires_grad_()
 linear_attention(qg, k, v, "taylor", causal=True).sum().backward()
 routed_training = len(calls) - routed_inference
+la.PARALLEL_TRAIN_MAX_N = 39  # N = 40 past it: the chunked kernels and their fused backward
+qc = q.clone().requires_grad_()
+linear_attention(qc, k, v, "taylor", causal=True).sum().backward()
 out.append({"case": "routing", "inference": routed_inference, "training": routed_training,
-            "grad_finite": bool(torch.isfinite(qg.grad).all())})
+            "train_path": len(train_calls), "grad_finite": bool(torch.isfinite(qg.grad).all()),
+            "paths_agree": float((qg.grad - qc.grad).abs().max())})
 print(json.dumps(out))
 """
 
@@ -51,3 +59,6 @@ def test_parallel_form_matches_reference_and_routing():
     routing = rows[-1]
     assert routing["inference"] == 1, routing
     assert routing["training"] == 0 and routing["grad_finite"], routing
+    # training at N <= PARALLEL_TRAIN_MAX_N: the quadratic form's own forward + backward, with
+    # the same gradients as the chunked path past it
+    assert routing["train_path"] == 1 and routing["paths_agree"] < 1e-4, routing
