@@ -19,7 +19,7 @@ import torch
 
 from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
 from kernels.linear_attn_bwd import taylor_backward
-from kernels.linear_attn_bwd_noncausal import taylor_backward_noncausal
+from kernels.linear_attn_bwd_noncausal import noncausal_backward_fits, taylor_backward_noncausal
 from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, taylor_forward
 from kernels.linear_attn_parallel import PARALLEL_MAX_N, taylor_causal_parallel
 from kernels.linear_attn_parallel_bwd import PARALLEL_TRAIN_MAX_N, taylor_causal_parallel_train
@@ -304,7 +304,7 @@ class _LinearAttention(torch.autograd.Function):
         q, k, v, w, bias, key_mask, state = ctx.saved_tensors
         feature_map, causal, eps, nsplit, rows = ctx.cfg
         if feature_map == "taylor":  # fused Triton backward, no reference recompute
-            if not causal and next_pow2(q.shape[-1]) <= TAYLOR_FWD_MAX_DP:  # tensor cores
+            if not causal and noncausal_backward_fits(q, v):  # tensor cores
                 grads = taylor_backward_noncausal(q, k, v, go, state, eps, key_mask, CONFIG)
             else:  # kernels/linear_attn_bwd.py
                 grads = taylor_backward(q, k, v, go, state, causal, eps, nsplit, rows, key_mask)

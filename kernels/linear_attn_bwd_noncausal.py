@@ -48,7 +48,7 @@ from __future__ import annotations
 import torch
 
 from kernels.common import HAS_TRITON, next_pow2
-from kernels.linear_attn_fwd import AUX_ROWS, out_runs
+from kernels.linear_attn_fwd import AUX_ROWS, TAYLOR_FWD_MAX_DP, out_runs
 from kernels.taylor import feature_sizes, multiprocessors, state_width
 
 if HAS_TRITON:
@@ -265,6 +265,16 @@ if HAS_TRITON:
                     tl.where(keep[:, None], dk, 0.0).to(dk_ptr.dtype.element_ty),
                     mask=n_ok[:, None] & (rd < D)[None, :],
                 )
+
+
+def noncausal_backward_fits(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether these kernels take the backward: padded head dim <= TAYLOR_FWD_MAX_DP, and for
+    float32 inputs (3xTF32 products, twice the shared memory per operand) a padded value dim
+    <= 64: at 128 the query pass needs 350 KB of shared memory on an H200 (limit 227 KB), so
+    wider float32 values keep kernels/linear_attn_bwd.py."""
+    if next_pow2(q.shape[-1]) > TAYLOR_FWD_MAX_DP:
+        return False
+    return q.dtype != torch.float32 or next_pow2(v.shape[-1]) <= 64
 
 
 def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: dict):
