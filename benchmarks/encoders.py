@@ -50,7 +50,7 @@ BERT_BASE = dict(MINILM, hidden_size=768, num_hidden_layers=12, intermediate_siz
 # ---------------------------------------------------------------- speed
 
 
-def _bert(cfg: dict, max_len: int, device: str) -> Any:
+def bert_model(cfg: dict, max_len: int, device: str) -> Any:
     import torch
     from transformers import BertConfig, BertModel
 
@@ -59,7 +59,7 @@ def _bert(cfg: dict, max_len: int, device: str) -> Any:
     return BertModel(conf, add_pooling_layer=False).to(device).eval()
 
 
-def _linear(bert: Any, feature_map: str, device: str) -> Any:
+def linear_model(bert: Any, feature_map: str, device: str) -> Any:
     from torch import nn
 
     from toolkit.encoders.linear import LinearAttentionLayer, LinearBert
@@ -73,7 +73,7 @@ def _linear(bert: Any, feature_map: str, device: str) -> Any:
     return LinearBert(bert, layers).to(device).eval()
 
 
-def _m2(max_len: int, device: str, layers: int = 12) -> Any:
+def m2_model(max_len: int, device: str, layers: int = 12) -> Any:
     import torch
 
     from toolkit.encoders.m2bert import M2BertConfig, M2BertModel
@@ -127,13 +127,16 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
     rows: list[dict] = []
     longest = max(lengths)
     peers = {
-        "minilm": _bert(MINILM, longest, device),
-        "bert-base": _bert(dict(BERT_BASE, num_hidden_layers=m2_layers), longest, device),
+        "minilm": bert_model(MINILM, longest, device),
+        "bert-base": bert_model(dict(BERT_BASE, num_hidden_layers=m2_layers), longest, device),
     }
     models: dict[str, tuple[str, Any]] = {
         "softmax-sdpa (MiniLM arch)": ("minilm", None),
-        "linear-hedgehog (MiniLM arch)": ("minilm", _linear(peers["minilm"], "hedgehog", device)),
-        "linear-taylor (MiniLM arch)": ("minilm", _linear(peers["minilm"], "taylor", device)),
+        "linear-hedgehog (MiniLM arch)": (
+            "minilm",
+            linear_model(peers["minilm"], "hedgehog", device),
+        ),
+        "linear-taylor (MiniLM arch)": ("minilm", linear_model(peers["minilm"], "taylor", device)),
         "softmax-sdpa (BERT-base arch)": ("bert-base", None),
     }
     for n in lengths:
@@ -145,7 +148,7 @@ def bench_speed(lengths: list[int], device: str, reps: int, m2_layers: int) -> l
             m2_rows.append(("m2-bert-80M unfused", ("m2", None)))
         for name, (peer, model) in list(models.items()) + m2_rows:
             if name.startswith("m2-bert-80M"):
-                m2 = _m2(n, device, m2_layers)
+                m2 = m2_model(n, device, m2_layers)
                 set_m2_fused(name == "m2-bert-80M")
                 fn = lambda m2=m2, ids=ids: m2(ids)  # noqa: E731
             elif model is None:
@@ -188,7 +191,7 @@ def profile_m2(device: str, n: int = 2048, batch: int = 16) -> list[dict]:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    model = _m2(n, device)
+    model = m2_model(n, device)
     ids = torch.randint(1000, 30000, (batch, n), device=device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
@@ -245,8 +248,8 @@ def bench_agreement(device: str) -> list[dict]:
         ):
             got = m(ids.to(device))[1].float().cpu()
         rows.append(_agree("m2-bert (fixture)", dtype, ref, got))
-    bert = _bert(MINILM, 512, "cpu")
-    lin = _linear(bert, "hedgehog", "cpu")
+    bert = bert_model(MINILM, 512, "cpu")
+    lin = linear_model(bert, "hedgehog", "cpu")
     ids = torch.randint(1000, 30000, (2, 512))
     mask = torch.ones_like(ids)
     mask[1, 300:] = 0

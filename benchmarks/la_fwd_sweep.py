@@ -27,10 +27,10 @@ import time
 
 import torch
 import triton
-from triton.testing import do_bench, do_bench_cudagraph
 
 import kernels.linear_attn as la
 import kernels.linear_attn_fwd as fwd
+from benchmarks.gpu_timing import JsonLines, graph_ms, kernel_ms
 from kernels.reference import linear_attention_reference
 
 T0 = time.time()
@@ -46,35 +46,16 @@ DEFAULT = copy.deepcopy(la.CONFIG)
 SEEN: set[int] = set()
 
 
-def emit(**row) -> None:
-    row["t_s"] = round(time.time() - T0, 1)
-    print(json.dumps(row), flush=True)
-
-
-def left() -> float:
-    return BUDGET - (time.time() - T0)
+RUN = JsonLines(BUDGET)
+emit, left = RUN.emit, RUN.left
 
 
 def bench(fn) -> float | str:
-    try:
-        if SMOKE:
-            t = time.perf_counter()
-            fn()
-            return round((time.perf_counter() - t) * 1e3, 5)
-        return round(float(do_bench(fn, warmup=10, rep=40, return_mode="median")), 5)
-    except Exception as e:  # noqa: BLE001 - a config that fails to compile must not stop the run
-        return f"{type(e).__name__}: {str(e)[:160]}"
+    return kernel_ms(fn, SMOKE)
 
 
 def bench_graph(fn) -> float | str:
-    """Median ms of fn replayed from a CUDA graph: the GPU's time without the host's launch
-    cost (eager calls below ~0.3 ms measure the Python side, not the kernels)."""
-    if SMOKE:
-        return "no CUDA graphs in the interpreter"
-    try:
-        return round(float(do_bench_cudagraph(fn, rep=40, return_mode="median")), 5)
-    except Exception as e:  # noqa: BLE001
-        return f"{type(e).__name__}: {str(e)[:160]}"
+    return graph_ms(fn, SMOKE)
 
 
 def flops(B: int, N: int) -> float:

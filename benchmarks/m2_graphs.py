@@ -21,7 +21,8 @@ import warnings
 
 import torch
 
-from benchmarks.encoders import BERT_BASE, _bert, _m2
+from benchmarks.encoders import BERT_BASE, bert_model, m2_model
+from benchmarks.gpu_timing import cuda_event_ms
 from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.mixer import weights_key
 
@@ -43,26 +44,9 @@ def guarded(step: str, fn) -> None:
         torch.cuda.empty_cache()
 
 
-def cuda_ms(fn, reps: int) -> float:
-    """Median ms of fn() with CUDA events, after 2 warm-up calls."""
-    with torch.inference_mode():
-        fn()
-        fn()
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-    return sorted(ts)[len(ts) // 2]
-
-
 def step_model(L: int, B: int) -> None:
     ids = torch.randint(1000, 30000, (B, L), device=DEV)
-    m2 = _m2(L, DEV)
+    m2 = m2_model(L, DEV)
 
     def eager(x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
@@ -78,17 +62,17 @@ def step_model(L: int, B: int) -> None:
     reps = 9 if L < 32768 else 5
     times: dict[str, list[float]] = {"eager": [], "graph": []}
     for _ in range(2):
-        times["eager"].append(cuda_ms(lambda: eager(ids), reps))
-        times["graph"].append(cuda_ms(lambda: graphed(ids), reps))
+        times["eager"].append(cuda_event_ms(lambda: eager(ids), reps))
+        times["graph"].append(cuda_event_ms(lambda: graphed(ids), reps))
     m2 = graphed = None  # noqa: F841 - frees the model before BERT-base is built
     torch.cuda.empty_cache()
-    bert = _bert(dict(BERT_BASE, num_hidden_layers=12), L, DEV)
+    bert = bert_model(dict(BERT_BASE, num_hidden_layers=12), L, DEV)
 
     def run_bert() -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return bert(input_ids=ids).last_hidden_state
 
-    t_bert = cuda_ms(run_bert, reps)
+    t_bert = cuda_event_ms(run_bert, reps)
     e, g = min(times["eager"]), min(times["graph"])
     emit(
         "model", L=L, B=B, eager_ms=e, graph_ms=g, graph_speedup=e / g, all_ms=times,

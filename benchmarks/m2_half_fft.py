@@ -24,7 +24,8 @@ warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.encoders import BERT_BASE, _bert, _m2, bench_agreement  # noqa: E402
+from benchmarks.encoders import BERT_BASE, bench_agreement, bert_model, m2_model  # noqa: E402
+from benchmarks.gpu_timing import cuda_event_ms  # noqa: E402
 from kernels import m2_mixer  # noqa: E402
 from kernels.m2_mixer import (  # noqa: E402
     fft_signal_dtype,
@@ -52,23 +53,6 @@ def guarded(step, fn):
         torch.cuda.empty_cache()
 
 
-def cuda_ms(fn, reps=10):
-    """Median ms of fn() with CUDA events, after 2 warm-up calls."""
-    with torch.inference_mode():
-        fn()
-        fn()
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-    return sorted(ts)[len(ts) // 2]
-
-
 def errs(got, ref):
     got, ref = got.double(), ref.double()
     d = (got - ref).abs()
@@ -84,7 +68,7 @@ def errs(got, ref):
 
 def layer_inputs(L, B, gain=1.0):
     """A random-weight M2-BERT-80M layer's mixer and its inputs (u LayerNorm'd, float32)."""
-    m2 = _m2(L, DEV, layers=1)
+    m2 = m2_model(L, DEV, layers=1)
     mix = m2.encoder.layer[0].attention
     torch.manual_seed(1)
     u = F.layer_norm(torch.randn(B, L, 768, device=DEV), (768,)) * gain
@@ -132,7 +116,7 @@ def step_block(L=2048, B=16):
         row = {}
         for p in ("float32", "float16", "float32", "float16"):
             row.setdefault(p, []).append(
-                cuda_ms(lambda p=p: gated_long_conv(*args, fft_precision=p), reps=20)
+                cuda_event_ms(lambda p=p: gated_long_conv(*args, fft_precision=p), reps=20)
             )
         emit("block_ms", L=L, B=B, **{p: min(v) for p, v in row.items()})
         from torch.profiler import ProfilerActivity, profile
@@ -153,7 +137,7 @@ def step_block(L=2048, B=16):
 def step_model(L, B):
     torch.cuda.reset_peak_memory_stats()
     ids = torch.randint(1000, 30000, (B, L), device=DEV)
-    m2 = _m2(L, DEV)
+    m2 = m2_model(L, DEV)
 
     def run():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -162,20 +146,20 @@ def step_model(L, B):
     times, outs = {"float32": [], "auto": []}, {}
     for p in ("float32", "auto", "float32", "auto"):
         MonarchMixerSequenceMixing.fft_precision = p
-        times[p].append(cuda_ms(run, reps=7 if L < 32768 else 5))
+        times[p].append(cuda_event_ms(run, reps=7 if L < 32768 else 5))
         with torch.inference_mode():
             outs[p] = run().float()
     MonarchMixerSequenceMixing.fft_precision = "auto"
     peak = torch.cuda.max_memory_allocated() / 2**30
     m2 = None  # noqa: F841 - frees the model before BERT-base is built
     torch.cuda.empty_cache()
-    bert = _bert(dict(BERT_BASE, num_hidden_layers=12), L, DEV)
+    bert = bert_model(dict(BERT_BASE, num_hidden_layers=12), L, DEV)
 
     def run_bert():
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return bert(input_ids=ids).last_hidden_state
 
-    t_bert = cuda_ms(run_bert, reps=7 if L < 32768 else 5)
+    t_bert = cuda_event_ms(run_bert, reps=7 if L < 32768 else 5)
     half, f32 = min(times["auto"]), min(times["float32"])
     emit(
         "model", L=L, B=B, m2_half_ms=half, m2_f32fft_ms=f32, bert_base_sdpa_ms=t_bert,
@@ -188,7 +172,7 @@ def step_profile(L=2048, B=16):
     from torch.profiler import ProfilerActivity, profile
 
     ids = torch.randint(1000, 30000, (B, L), device=DEV)
-    m2 = _m2(L, DEV)
+    m2 = m2_model(L, DEV)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
         m2(ids)
         torch.cuda.synchronize()

@@ -1,0 +1,76 @@
+"""Timing helpers shared by the GPU kernel benchmarks (la_fwd_sweep, la_bwd, m2_*).
+
+`kernel_ms` / `graph_ms`: Triton's do_bench median (eager: includes the host's launch cost)
+and do_bench_cudagraph median (replayed from a CUDA graph: the GPU's time alone); in a
+smoke run (Triton's CPU interpreter) one call timed with perf_counter, and no graphs. Both
+return the error text instead of raising, so that one configuration that fails to compile
+does not stop a run. `cuda_event_ms`: median of CUDA-event timings of whole forwards.
+`JsonLines`: one JSON object per line with the seconds since start, and a time budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def kernel_ms(fn: Callable[[], Any], smoke: bool) -> float | str:
+    try:
+        if smoke:
+            t = time.perf_counter()
+            fn()
+            return round((time.perf_counter() - t) * 1e3, 5)
+        from triton.testing import do_bench
+
+        return round(float(do_bench(fn, warmup=10, rep=40, return_mode="median")), 5)
+    except Exception as e:  # noqa: BLE001 - a config that fails to compile must not stop the run
+        return f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def graph_ms(fn: Callable[[], Any], smoke: bool) -> float | str:
+    """Median ms of fn replayed from a CUDA graph: the GPU's time without the host's launch
+    cost (eager calls below ~0.3 ms measure the Python side, not the kernels)."""
+    if smoke:
+        return "no CUDA graphs in the interpreter"
+    try:
+        from triton.testing import do_bench_cudagraph
+
+        return round(float(do_bench_cudagraph(fn, rep=40, return_mode="median")), 5)
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def cuda_event_ms(fn: Callable[[], Any], reps: int) -> float:
+    """Median ms of fn() with CUDA events, after 2 warm-up calls, under inference_mode."""
+    import torch
+
+    with torch.inference_mode():
+        fn()
+        fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+    return sorted(ts)[len(ts) // 2]
+
+
+class JsonLines:
+    """Prints rows as JSON lines with t_s (seconds since construction); left(): budget left."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.t0 = time.time()
+        self.budget_s = budget_s
+
+    def emit(self, **row: Any) -> None:
+        row["t_s"] = round(time.time() - self.t0, 1)
+        print(json.dumps(row), flush=True)
+
+    def left(self) -> float:
+        return self.budget_s - (time.time() - self.t0)
