@@ -74,3 +74,28 @@ class JsonLines:
 
     def left(self) -> float:
         return self.budget_s - (time.time() - self.t0)
+
+
+def compiled_variants(kernels: dict[str, Any], seen: set[int]) -> list[dict[str, Any]]:
+    """Registers / spills / shared memory of every variant of `kernels` (name -> Triton
+    JITFunction) compiled since the last call (`seen` holds the ones already reported)."""
+    rows = []
+    for name, fn in kernels.items():
+        try:
+            caches = [c[0] for c in fn.device_caches.values()]
+        except Exception:  # noqa: BLE001 - Triton internals differ between versions
+            return rows
+        for cache in caches:
+            for key, k in list(cache.items()):
+                if id(k) in seen:
+                    continue
+                seen.add(id(k))
+                k = k.result() if hasattr(k, "result") else k
+                md = k.metadata
+                rows.append({"kernel": name, "regs": getattr(k, "n_regs", None),
+                             "spills": getattr(k, "n_spills", None),
+                             "shared": getattr(md, "shared", None),
+                             "num_warps": getattr(md, "num_warps", None),
+                             "num_stages": getattr(md, "num_stages", None),
+                             "key": str(key)[-200:]})  # fmt: skip
+    return rows

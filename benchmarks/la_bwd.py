@@ -35,7 +35,7 @@ import kernels.linear_attn as la
 import kernels.linear_attn_bwd as old_bwd
 import kernels.linear_attn_bwd_noncausal as nc
 import kernels.linear_attn_fwd as fwd
-from benchmarks.gpu_timing import JsonLines, graph_ms, kernel_ms
+from benchmarks.gpu_timing import JsonLines, compiled_variants, graph_ms, kernel_ms
 from kernels.reference import linear_attention_reference
 
 T0 = time.time()
@@ -182,23 +182,10 @@ def sweep_section() -> None:
 
 
 def compiled() -> None:
-    """Registers / spills of the new kernels compiled since the last call."""
-    for name in ("_taylor_bwd_q_kernel", "_taylor_bwd_k_kernel"):
-        fn = getattr(nc, name)
-        try:
-            caches = [c[0] for c in fn.device_caches.values()]
-        except Exception:  # noqa: BLE001 - Triton internals differ between versions
-            return
-        for cache in caches:
-            for key, k in list(cache.items()):
-                if id(k) in SEEN:
-                    continue
-                SEEN.add(id(k))
-                k = k.result() if hasattr(k, "result") else k
-                md = k.metadata
-                emit(section="compiled", kernel=name, regs=getattr(k, "n_regs", None),
-                     spills=getattr(k, "n_spills", None), shared=getattr(md, "shared", None),
-                     num_warps=getattr(md, "num_warps", None), key=str(key)[-200:])  # fmt: skip
+    """Registers / spills of the kernels compiled since the last call."""
+    kernels = {name: getattr(nc, name) for name in ("_taylor_bwd_q_kernel", "_taylor_bwd_k_kernel")}
+    for row in compiled_variants(kernels, SEEN):
+        emit(section="compiled", **row)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import triton
 
 import kernels.linear_attn as la
 import kernels.linear_attn_fwd as fwd
-from benchmarks.gpu_timing import JsonLines, graph_ms, kernel_ms
+from benchmarks.gpu_timing import JsonLines, compiled_variants, graph_ms, kernel_ms
 from kernels.reference import linear_attention_reference
 
 T0 = time.time()
@@ -77,24 +77,10 @@ def inputs(B: int, N: int, grad: bool = False):
 
 
 def compiled() -> None:
-    """Registers / spills of kernels compiled since the last call."""
-    for name in ("_taylor_state_kernel", "_taylor_out_kernel"):
-        fn = getattr(fwd, name)
-        try:
-            caches = [c[0] for c in fn.device_caches.values()]
-        except Exception:  # noqa: BLE001 - Triton internals differ between versions
-            return
-        for cache in caches:
-            for key, k in list(cache.items()):
-                if id(k) in SEEN:
-                    continue
-                SEEN.add(id(k))
-                k = k.result() if hasattr(k, "result") else k
-                md = k.metadata
-                emit(section="compiled", kernel=name, regs=getattr(k, "n_regs", None),
-                     spills=getattr(k, "n_spills", None), shared=getattr(md, "shared", None),
-                     num_warps=getattr(md, "num_warps", None),
-                     num_stages=getattr(md, "num_stages", None), key=str(key)[-160:])  # fmt: skip
+    """Registers / spills of the kernels compiled since the last call."""
+    kernels = {name: getattr(fwd, name) for name in ("_taylor_state_kernel", "_taylor_out_kernel")}
+    for row in compiled_variants(kernels, SEEN):
+        emit(section="compiled", **row)
 
 
 def rel_errs(out, ref) -> dict:
