@@ -503,12 +503,14 @@ def sec_fft_conv(device, quick, ceil, sizes) -> list[dict[str, Any]]:
         def mono_fn(precision="tf32"):
             return fft_conv(u, k, d, g, method="monarch", precision=precision)
 
-        # the default ("auto": float16 FFTs for bf16 u at a power-of-two L) and float32 FFTs
-        t = safe(bench, lambda: fft_conv(u, k, d, g), device)
+        # "auto" (float16 FFTs for bf16 u at a power-of-two L) and float32 FFTs (the default)
+        t = safe(bench, lambda: fft_conv(u, k, d, g, fft_precision="auto"), device)
         row["method"] = "cufft" if cuda else "reference (cpu)"
         row["fft"] = str(fft_signal_dtype("auto", dt, device, L))[6:]
         row["fft_conv_ms"] = t
-        row["rel_err_vs_fp64"] = safe(lambda: rel_err(fft_conv(u, k, d, g)[:1], exact))
+        row["rel_err_vs_fp64"] = safe(
+            lambda: rel_err(fft_conv(u, k, d, g, fft_precision="auto")[:1], exact)
+        )
         t32 = safe(bench, lambda: fft_conv(u, k, d, g, fft_precision="float32"), device)
         row["fft_conv_fp32_ms"] = t32
         row["fp32_rel_err_vs_fp64"] = safe(

@@ -20,7 +20,8 @@ Two Triton paths:
 `fft_precision` picks the signals' precision (`kernels.half_fft.fft_signal_dtype`, as in
 `kernels.m2_mixer.gated_long_conv`): "auto" runs float16 signals and complex32 spectra for
 float16/bfloat16 u on CUDA at a power-of-two L (cuFFT's half transforms need one), else
-float32. The pipeline is memory-bound, and the half one moves about half the bytes: the
+float32; fft_conv's default is "float32" (the range below is the caller's to know). The
+pipeline is memory-bound, and the half one moves about half the bytes: the
 prologue writes float16, both transforms and the packing pass read and write complex32
 (the filter spectrum stays complex64, the packing pass computes in float32), the epilogue
 reads float16; the skip weight D rides in the filter spectrum as D / (2L) (a delta at lag
@@ -32,7 +33,9 @@ sequence, so it stays below float16's 65504 while that mean is below 1023 at L =
 8k, 511 at 16k and 32k (M2's x1 * v is O(1)-O(10)); the inverse's output is the un-gated
 y = conv(v, k) + D * v itself over all 2L samples of the circular convolution (|y| <
 65504), and its input has about rms(y) / sqrt(L), a normal float16 number down to
-rms(y) = 0.011 at 32k (below, subnormals: absolute error ~1e-5 in y). float16 rounding of
+rms(y) = 0.011 at 32k (below, subnormals: absolute error ~1e-5 in y); the scaled signal
+itself is subnormal where |v| < 2^-14 / half_fft_scale(L) (0.0156 at 32k), so inputs of
+amplitude ~1e-3 keep only ~1% relative precision. float16 rounding of
 the signal and spectra gives relative errors ~1e-3 (bfloat16 output rounding: ~2e-3).
 """
 
@@ -295,7 +298,7 @@ def fft_conv(
     backend: str = "auto",
     method: str = "auto",
     precision: str = "tf32",
-    fft_precision: str = "auto",
+    fft_precision: str = "float32",
 ) -> torch.Tensor:
     """Long convolution y = (conv(v, k)[:L] + v * D) * gate with v = u * pre_gate, FFT size 2L.
 
@@ -311,9 +314,11 @@ def fft_conv(
     (`kernels.half_fft.fft_signal_dtype`, as in `gated_long_conv`): "auto" takes float16 for
     float16/bfloat16 u on CUDA at a power-of-two L when no gradient is being taken (else
     float32); "float16" needs a power-of-two L and CUDA (the Triton path; the monarch kernel
-    computes in float32). The float16 pipeline keeps v below float16's range by a power-of-two
-    scale (module doc); the float32 one computes in float32. The backward recomputes in
-    float32 regardless.
+    computes in float32). Default "float32": the float16 pipeline scales v by a fixed power of
+    two (module doc), so a row whose mean |v| is above ~511 (32k) overflows and one of small
+    amplitude (|v| ~ 1e-3 at 32k) loses relative accuracy to float16's subnormals: opt in
+    ("auto" / "float16") for inputs of known O(1) scale, as M2's block does. The backward
+    recomputes in float32 regardless.
     """
     check_float("u", u)
     check_float("k", k)

@@ -38,8 +38,9 @@ CUDA cores that a product can do. Two kernels, each launched whole or in two hal
 the centred state and dS to a max |.| in [2^14, 2^15); dnum by c with c / (z0 / 2 + eps) < 1,
 a bound on c r since phi(q).phi(k) = ((1 + s)^2 + 1) / 2 >= 1/2, so |c dnum| <= |g|), and the
 float32 results multiplied back; dd q (of any magnitude) goes through a tf32 product instead.
-float32 inputs: the products at the default precision (tf32 on a GPU), the quadratic forms and
-A (dd q) in tf32x3. Launch settings: kernels/linear_attn.py's CONFIG["taylor_bwd_q" / "_s" /
+float32 inputs: every product in tf32x3 (one TF32 pass left dq 2.7% off at value mean 10
+on the H200), and float32 values padded past 64 keep kernels/linear_attn_bwd.py
+(`noncausal_backward_fits`: shared memory). Launch settings: kernels/linear_attn.py's CONFIG["taylor_bwd_q" / "_s" /
 "_k" / "_v"].
 """
 
@@ -268,13 +269,14 @@ if HAS_TRITON:
 
 
 def noncausal_backward_fits(q: torch.Tensor, v: torch.Tensor) -> bool:
-    """Whether these kernels take the backward: padded head dim <= TAYLOR_FWD_MAX_DP, and for
-    float32 inputs (3xTF32 products, twice the shared memory per operand) a padded value dim
+    """Whether these kernels take the backward: padded head dim <= TAYLOR_FWD_MAX_DP, padded
+    value dim <= 128 (one program holds a whole value row), and for float32 inputs (3xTF32 products, twice the shared memory per operand) a padded value dim
     <= 64: at 128 the query pass needs 350 KB of shared memory on an H200 (limit 227 KB), so
     wider float32 values keep kernels/linear_attn_bwd.py."""
-    if next_pow2(q.shape[-1]) > TAYLOR_FWD_MAX_DP:
+    ep = next_pow2(v.shape[-1])
+    if next_pow2(q.shape[-1]) > TAYLOR_FWD_MAX_DP or ep > 128:  # sizes checked on the GPU
         return False
-    return q.dtype != torch.float32 or next_pow2(v.shape[-1]) <= 64
+    return q.dtype != torch.float32 or ep <= 64
 
 
 def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: dict):

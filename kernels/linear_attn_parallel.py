@@ -82,6 +82,13 @@ if HAS_TRITON:
             tl.store(r_ptr + bh * N + rm, 1.0 / (den + eps), mask=m_ok)
 
 
+def quadratic_form_fits(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether `linear_attention` may take this form (and its training path) for a causal
+    Taylor call: one program holds whole rows of q (padded d <= 16) and v (padded e <= 128),
+    the sizes checked on the GPU; wider ones keep the chunked kernels, which tile e."""
+    return next_pow2(q.shape[-1]) <= 16 and next_pow2(v.shape[-1]) <= 128
+
+
 #: Launch settings on CUDA (rows per program, warps, pipeline stages).
 CONFIG = {"BM": 64, "num_warps": 4, "num_stages": 3}
 

@@ -48,8 +48,9 @@ PARALLEL_TRAIN_MAX_N = 8192
 #: multiple of BN); dkdv: BN key rows per program, BM query rows per step (BN a multiple of
 #: BM). Flash-attention 2's Triton split (128 rows owned, 32 per step). Compiled offline for
 #: sm_90 (Triton 3.9, bf16 / fp16 / fp32, d 16 or 32, e 16 to 128): no spills (dq 112-212
-#: registers, dkdv 121-255); 64 x 64 with 4 warps spills in fp16 and fp32. Not yet timed on
-#: a GPU: benchmarks/la_causal_forms.py sweeps them.
+#: registers, dkdv 121-255; the H200 runs Triton 3.6, whose counts may differ); 64 x 64 with 4
+#: warps spills in fp16 and fp32. Timed on the H200 as they are (benchmarks/la_causal_forms.py
+#: train section); its sweep section was not run.
 CONFIG: dict[str, dict[str, int]] = {
     "dq": {"BM": 128, "BN": 32, "num_warps": 8, "num_stages": 3},
     "dkdv": {"BM": 32, "BN": 128, "num_warps": 8, "num_stages": 3},
@@ -296,7 +297,9 @@ def taylor_causal_parallel_train(
     """Causal Taylor linear attention, quadratic form, with autograd; q, k (B, H, N, d),
     v (B, H, N, e) of one dtype on one device (float32, float16 or bfloat16; d <= 32).
 
-    For N up to `PARALLEL_MAX_N` (work grows as N^2). The forward saves q, k, v, out and r
+    For N up to `PARALLEL_TRAIN_MAX_N` (work grows as N^2; `linear_attention` routes 16-bit
+    inputs with padded d <= 16 and e <= 128 here, float32 keeps the chunked kernels: one TF32
+    pass per product here). The forward saves q, k, v, out and r
     (float32, B H N); the backward runs two Triton kernels (no reference recompute).
     """
     return _TaylorCausalParallel.apply(q, k, v, float(eps))

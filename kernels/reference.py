@@ -104,7 +104,7 @@ def linear_attention_reference(
             vf = F.pad(vf, (0, 0, 0, pad))
         pq = pq.view(B, H, nc, C, Fd)
         pk = pk.view(B, H, nc, C, Fd)
-        vc = vf.view(B, H, nc, C, -1)
+        vc = vf.view(B, H, nc, C, vf.shape[-1])
         a = torch.einsum("bhcif,bhcjf->bhcij", pq, pk)
         a = a * torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
         num = torch.einsum("bhcij,bhcje->bhcie", a, vc)
@@ -115,7 +115,7 @@ def linear_attention_reference(
         z_prev = z.cumsum(2) - z
         num = num + torch.einsum("bhcif,bhcfe->bhcie", pq, kv_prev)
         den = den + torch.einsum("bhcif,bhcf->bhci", pq, z_prev)
-        num = num.reshape(B, H, nc * C, -1)[:, :, :N]
+        num = num.reshape(B, H, nc * C, vf.shape[-1])[:, :, :N]
         den = den.reshape(B, H, nc * C)[:, :, :N]
     return (num / (den.unsqueeze(-1) + eps)).to(q.dtype)
 

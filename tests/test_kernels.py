@@ -259,3 +259,15 @@ def test_taylor_forward_launch_rules_fill_the_gpu_and_grow_with_n():
     # the interpreter (sms=None): two splits and runs of two blocks, so both paths run
     assert state_splits(37, 2, 16, CONFIG["taylor_state"], None) == (2, 32)
     assert out_runs(37, 2, 16, CONFIG["taylor_out"], None) == (2, 32)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(1, 2, 0), (0, 2, 5), (2, 0, 5)])
+def test_linear_attention_empty_inputs(causal, shape):
+    """Zero tokens, batch or heads: an empty output of the right shape, and gradients."""
+    B, H, N = shape
+    q = torch.randn(B, H, N, 16, requires_grad=True)
+    out = linear_attention(q, torch.randn(B, H, N, 16), torch.randn(B, H, N, 8), causal=causal)
+    assert out.shape == (B, H, N, 8)
+    out.sum().backward()
+    assert q.grad.shape == q.shape

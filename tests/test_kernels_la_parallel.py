@@ -4,8 +4,9 @@ Run in a subprocess (the interpreter must be on before triton is imported): the 
 against the float64 chunked-form reference on ragged lengths (one row, fewer rows than a
 block, several blocks plus a partial one), d below the padded width, e not a power of two,
 and `linear_attention`'s routing: causal inference takes this form up to PARALLEL_MAX_N,
-training (inputs that need gradients) its training path (kernels/linear_attn_parallel_bwd.py)
-up to PARALLEL_TRAIN_MAX_N and the chunked form with its fused backward past it.
+16-bit training (inputs that need gradients) its training path
+(kernels/linear_attn_parallel_bwd.py) up to PARALLEL_TRAIN_MAX_N and the chunked form with its
+fused backward past it, for float32 and for values padded past 128.
 """
 
 from __future__ import annotations
@@ -39,15 +40,34 @@ routed_inference = len(calls)
 train_calls = []
 real_train = la.taylor_causal_parallel_train
 la.taylor_causal_parallel_train = lambda *a, **kw: train_calls.append(1) or real_train(*a, **kw)
-qg = q.clone().requires_grad_()
-linear_attention(qg, k, v, "taylor", causal=True).sum().backward()
+qg = q.half().requires_grad_()
+kh, vh = k.half(), v.half()
+linear_attention(qg, kh, vh, "taylor", causal=True).sum().backward()
 routed_training = len(calls) - routed_inference
+train_16bit = len(train_calls)
+q32 = q.clone().requires_grad_()  # float32 training keeps the chunked kernels
+linear_attention(q32, k, v, "taylor", causal=True).sum().backward()
+train_32bit = len(train_calls) - train_16bit
 la.PARALLEL_TRAIN_MAX_N = 39  # N = 40 past it: the chunked kernels and their fused backward
-qc = q.clone().requires_grad_()
-linear_attention(qc, k, v, "taylor", causal=True).sum().backward()
+qc = q.half().requires_grad_()
+linear_attention(qc, kh, vh, "taylor", causal=True).sum().backward()
+wide = torch.randn(1, 2, 40, 200)  # e padded past 128: the chunked kernels tile it
+hw = torch.randn(2, 16, 8) / 4  # Hedgehog is never the Taylor quadratic form
+with torch.no_grad():
+    linear_attention(q, k, wide, "taylor", causal=True)
+    hh = linear_attention(q, k, v, "hedgehog", causal=True, hedgehog_weight=hw)
+hh_ref = linear_attention_reference(q, k, v, "hedgehog", causal=True, hedgehog_weight=hw)
+la.PARALLEL_TRAIN_MAX_N = 8192
+qh = q.half().requires_grad_()
+linear_attention(qh, kh, vh, "hedgehog", causal=True, hedgehog_weight=hw.half()).sum().backward()
 out.append({"case": "routing", "inference": routed_inference, "training": routed_training,
-            "train_path": len(train_calls), "grad_finite": bool(torch.isfinite(qg.grad).all()),
-            "paths_agree": float((qg.grad - qc.grad).abs().max())})
+            "train_path": train_16bit, "train_path_float32": train_32bit,
+            "hedgehog_err": float((hh - hh_ref).abs().max()),
+            "hedgehog_train_calls": len(train_calls) - train_16bit - train_32bit,
+            "wide_inference": len(calls) - routed_inference - routed_training,
+            "grad_finite": bool(torch.isfinite(qg.grad).all()),
+            "paths_agree": float((qg.grad.float() - qc.grad.float()).abs().max()
+                                 / qc.grad.float().abs().max())})
 print(json.dumps(out))
 """
 
@@ -61,4 +81,6 @@ def test_parallel_form_matches_reference_and_routing():
     assert routing["training"] == 0 and routing["grad_finite"], routing
     # training at N <= PARALLEL_TRAIN_MAX_N: the quadratic form's own forward + backward, with
     # the same gradients as the chunked path past it
-    assert routing["train_path"] == 1 and routing["paths_agree"] < 1e-4, routing
+    assert routing["train_path"] == 1 and routing["paths_agree"] < 2e-2, routing
+    assert routing["train_path_float32"] == 0 and routing["wide_inference"] == 0, routing
+    assert routing["hedgehog_err"] < 1e-4 and routing["hedgehog_train_calls"] == 0, routing

@@ -19,6 +19,7 @@ in the log: slower, never wrong.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Hashable
 
 import torch
@@ -30,8 +31,10 @@ class GraphedForward:
     """`fn(x) -> Tensor` on CUDA, replayed from one captured graph per (shape, dtype) of x.
 
     version: returns something that changes whenever what fn reads besides x changes (e.g.
-    `weights_key(model)`); all graphs are dropped and recaptured then. max_graphs: shapes kept
-    (least recently used dropped past it). The tensor returned is a copy, safe to keep.
+    `weights_key(model)`); all graphs are dropped and recaptured then. keep: returns the
+    tensors fn cached outside its inputs (held with each graph). max_graphs: shapes kept
+    (least recently used dropped past it). Calls are serialised (one lock): the input and
+    output buffers are shared. The tensor returned is a copy, safe to keep.
     """
 
     def __init__(
@@ -40,12 +43,15 @@ class GraphedForward:
         version: Callable[[], Hashable],
         max_graphs: int = 16,
         warmup: int = 2,
+        keep: Callable[[], list[torch.Tensor]] | None = None,
     ) -> None:
         self.fn = fn
         self.version = version
+        self.keep = keep
         self.max_graphs = max_graphs
         self.warmup = warmup
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._graphs: dict[tuple, tuple] = {}  # key -> (graph, input, output, kept tensors)
+        self._lock = threading.Lock()  # one replay at a time: the buffers are shared
         self._seen: Hashable = None
         self._pool = None
         self.eager = False  # set after a failed capture: fn runs eagerly from then on
@@ -54,21 +60,22 @@ class GraphedForward:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.eager or not x.is_cuda:
             return self.fn(x)
-        version = self.version()
-        if version != self._seen:
-            self.clear()
-            self._seen = version
-        key = (tuple(x.shape), x.dtype, x.device)
-        entry = self._graphs.pop(key, None)
-        if entry is None:
-            entry = self._capture(x)
+        with self._lock:
+            version = self.version()
+            if version != self._seen:
+                self.clear()
+                self._seen = version
+            key = (tuple(x.shape), x.dtype, x.device)
+            entry = self._graphs.pop(key, None)
             if entry is None:
-                return self.fn(x)
-        self._graphs[key] = entry  # most recently used last
-        graph, static_in, static_out = entry
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.clone()
+                entry = self._capture(x)
+                if entry is None:
+                    return self.fn(x)
+            self._graphs[key] = entry  # most recently used last
+            graph, static_in, static_out, _ = entry
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.clone()
 
     def clear(self) -> None:
         """Drop every graph (and the memory pool's hold on their activations)."""
@@ -80,17 +87,18 @@ class GraphedForward:
             self._graphs.pop(next(iter(self._graphs)))
         static_in = x.clone()
         try:
-            side = torch.cuda.Stream(device=x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup):
-                    self.fn(static_in)
-            torch.cuda.current_stream(x.device).wait_stream(side)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                static_out = self.fn(static_in)
+            with torch.cuda.device(x.device):
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(self.warmup):
+                        self.fn(static_in)
+                torch.cuda.current_stream().wait_stream(side)
+                if self._pool is None:
+                    self._pool = torch.cuda.graph_pool_handle()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=self._pool):
+                    static_out = self.fn(static_in)
         except Exception as e:  # noqa: BLE001 - any capture failure falls back to eager
             log.warning(
                 "CUDA graph capture failed (%s: %s); running the forward eagerly from now on",
@@ -99,7 +107,10 @@ class GraphedForward:
             )
             self.eager = True
             self.clear()
-            torch.cuda.synchronize(x.device)
             return None
         self.captures += 1
-        return graph, static_in, static_out
+        # the graph reads tensors the forward cached outside its inputs (filter spectra,
+        # transposed weight blocks): hold them, so a cache replaced later (another length or
+        # dtype, same weights) cannot free memory this graph still reads
+        kept = self.keep() if self.keep is not None else []
+        return graph, static_in, static_out, kept

@@ -16,7 +16,7 @@ from toolkit.embed.registry import model_folder
 from toolkit.embed.tokens import average_chunks, token_ids, window_spans
 from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.checkpoint import load_m2bert, load_tokenizer
-from toolkit.encoders.m2bert.mixer import weights_key
+from toolkit.encoders.m2bert.mixer import module_caches, weights_key
 from toolkit.errors import LoomError
 
 
@@ -30,7 +30,7 @@ class M2BertEmbedder(Embedder):
         token_budget: int | None = None,
         overlap: int = 32,
         dtype: str | None = None,
-        cuda_graphs: bool | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         path = Path(path)
@@ -62,7 +62,9 @@ class M2BertEmbedder(Embedder):
         # unless asked for: on the H200 the replay took 0.87-0.97x the eager forward's speed
         # (GPU-bound; benchmarks/results/encoders-m2-graphs-NVIDIA-H200.jsonl)
         self.cuda_graphs = bool(cuda_graphs) and on_gpu
-        self.graphs = GraphedForward(self._forward, lambda: weights_key(self.model))
+        self.graphs = GraphedForward(
+            self._forward, lambda: weights_key(self.model), keep=lambda: module_caches(self.model)
+        )
 
     def _pieces(self, texts: list[str], long_text: str) -> tuple[list[list[int]], np.ndarray]:
         width = self.max_length - 2

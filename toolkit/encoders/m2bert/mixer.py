@@ -31,6 +31,25 @@ def weights_key(module: nn.Module, *extra: Any) -> tuple:
     return (*extra, *((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
 
 
+def module_caches(model: nn.Module) -> list[torch.Tensor]:
+    """The tensors `model`'s modules keep beside their parameters and buffers (filter spectra,
+    transposed Monarch blocks): what a captured CUDA graph reads besides its input."""
+    found: list[torch.Tensor] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                walk(x)
+
+    for m in model.modules():
+        for name, v in vars(m).items():
+            if name.startswith("_") and name not in ("_parameters", "_buffers", "_modules"):
+                walk(v)
+    return found
+
+
 def fft_long_conv(
     u: torch.Tensor,
     k: torch.Tensor,
