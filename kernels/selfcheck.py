@@ -329,8 +329,6 @@ def grid(
             for B, H, N, D, E in [(2, 3, 37, 16, 24), (1, 2, 130, 8, 64)] if tiny else [
                     (8, 12, 1000, 16, 64), (1, 3, 4096, 16, 64), (2, 2, 333, 16, 48)]:  # fmt: skip
                 yield check_la_parallel(B, H, N, D, E, dtype, device)
-            if dtype == dtypes[-1]:  # the training path (forward + backward), every dtype
-                yield from grid_la_parallel_backward(size, dtypes, device)
         if "bert_ops" in kernels:
             for lengths, n in [([5, 1, 0, 17], 40)] if tiny else [
                     ([128, 1, 0, 256, 77] * 40, 384), ([512, 3], 768)]:  # fmt: skip
@@ -338,6 +336,8 @@ def grid(
     if "linear_attention" in kernels:
         torch.manual_seed(1)
         yield from grid_la_taylor_forward(size, dtypes, device)
+    if "linear_attention_parallel" in kernels:  # its training path (forward + backward)
+        yield from grid_la_parallel_backward(size, dtypes, device)
 
 
 def main() -> None:
