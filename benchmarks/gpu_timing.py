@@ -5,13 +5,15 @@ and do_bench_cudagraph median (replayed from a CUDA graph: the GPU's time alone)
 smoke run (Triton's CPU interpreter) one call timed with perf_counter, and no graphs. Both
 return the error text instead of raising, so that one configuration that fails to compile
 does not stop a run. `cuda_event_ms`: median of CUDA-event timings of whole forwards.
-`JsonLines`: one JSON object per line with the seconds since start, and a time budget.
+`JsonLines`: one JSON object per line with the seconds since start, and a time budget;
+`StepLog`: {"step": ..., "t": ...} lines and `guarded` steps (a failure is one error line).
 """
 
 from __future__ import annotations
 
 import json
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -99,3 +101,26 @@ def compiled_variants(kernels: dict[str, Any], seen: set[int]) -> list[dict[str,
                              "num_stages": getattr(md, "num_stages", None),
                              "key": str(key)[-200:]})  # fmt: skip
     return rows
+
+
+class StepLog:
+    """{"step": name, "t": seconds since construction, ...} lines; `guarded(step, fn)` runs
+    fn and turns an exception into one error line, so one failing step does not end a run
+    (the CUDA cache is emptied after each step)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.time()
+
+    def emit(self, step: str, **kw: Any) -> None:
+        print(json.dumps({"step": step, "t": round(time.time() - self.t0, 1), **kw}), flush=True)
+
+    def guarded(self, step: str, fn: Callable[[], Any]) -> None:
+        import torch
+
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            tb = traceback.format_exc()[-1500:]
+            self.emit(step, error=f"{type(e).__name__}: {e}"[:600], tb=tb)
+        finally:
+            torch.cuda.empty_cache()

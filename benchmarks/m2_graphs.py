@@ -13,35 +13,21 @@ One JSON object per line; a failing step prints {"step": ..., "error": ...} and 
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
-import traceback
 import warnings
 
 import torch
 
 from benchmarks.encoders import BERT_BASE, bert_model, m2_model
-from benchmarks.gpu_timing import cuda_event_ms
+from benchmarks.gpu_timing import StepLog, cuda_event_ms
 from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.mixer import weights_key
 
 warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
 DEV = "cuda"
-T0 = time.time()
-
-
-def emit(step: str, **kw) -> None:
-    print(json.dumps({"step": step, "t": round(time.time() - T0, 1), **kw}), flush=True)
-
-
-def guarded(step: str, fn) -> None:
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001
-        emit(step, error=f"{type(e).__name__}: {e}"[:600], tb=traceback.format_exc()[-1500:])
-    finally:
-        torch.cuda.empty_cache()
+LOG = StepLog()
+emit, guarded = LOG.emit, LOG.guarded
 
 
 def step_model(L: int, B: int) -> None:

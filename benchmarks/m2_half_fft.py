@@ -12,10 +12,7 @@
 Each step is in try/except: one failure prints {"step": ..., "error": ...} and goes on.
 """
 
-import json
 import sys
-import time
-import traceback
 import warnings
 
 sys.path.insert(0, ".")
@@ -25,7 +22,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.encoders import BERT_BASE, bench_agreement, bert_model, m2_model  # noqa: E402
-from benchmarks.gpu_timing import cuda_event_ms  # noqa: E402
+from benchmarks.gpu_timing import StepLog, cuda_event_ms  # noqa: E402
 from kernels import m2_mixer  # noqa: E402
 from kernels.m2_mixer import (  # noqa: E402
     fft_signal_dtype,
@@ -37,20 +34,8 @@ from kernels.m2_mixer import (  # noqa: E402
 from toolkit.encoders.m2bert import MonarchMixerSequenceMixing  # noqa: E402
 
 DEV = "cuda"
-T0 = time.time()
-
-
-def emit(step, **kw):
-    print(json.dumps({"step": step, "t": round(time.time() - T0, 1), **kw}), flush=True)
-
-
-def guarded(step, fn):
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001
-        emit(step, error=f"{type(e).__name__}: {e}"[:600], tb=traceback.format_exc()[-1500:])
-    finally:
-        torch.cuda.empty_cache()
+LOG = StepLog()
+emit, guarded = LOG.emit, LOG.guarded
 
 
 def errs(got, ref):
