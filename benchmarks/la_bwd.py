@@ -33,6 +33,7 @@ import triton
 
 import kernels.linear_attn as la
 import kernels.linear_attn_bwd as old_bwd
+import kernels.linear_attn_bwd_ds as ds
 import kernels.linear_attn_bwd_noncausal as nc
 import kernels.linear_attn_fwd as fwd
 from benchmarks.gpu_timing import JsonLines, compiled_variants, graph_ms, kernel_ms
@@ -129,20 +130,20 @@ def main_section() -> None:
     compiled()
 
 
-# One setting changed at a time from DEFAULT. (BLOCK, num_warps) compiled offline for sm_90
-# (Triton 3.9, ptxas 13, bf16, e 64): q (dq alone) 64/8: 216 regs, no spills; 32/8 and
-# 128/8 spill; s (dS alone) 64/8: 40 bytes of spills, 32/8 none; k 64/8: 187, v 64/8: 211,
-# no spills; SPLIT 0 (q with dS; k with dv): ~1 KB and ~100 bytes of spills.
+# One setting changed at a time from DEFAULT. Offline sm_90 compiles (Triton 3.6, bf16, d 16,
+# e 64; registers, spills): q 64/4: 255, none (64/8: 202; 128/4 spills 484 bytes); s (one
+# dS2 quadrant) 64/4: 130, 128/4: 185, 64/8: 80, none; s (linear part) 64/4: 211, none
+# (128/4 spills); k 64/4: 248, none.
 VARIANTS: list[tuple[str, dict]] = [
-    ("q", {"SPLIT": 0}), ("q", {"SPLIT": 0, "BLOCK": 32}), ("q", {"BLOCK": 128}),
-    ("q", {"num_warps": 4}), ("q", {"BLOCK": 32, "num_warps": 4}), ("q", {"COST_ROWS": 0}),
-    ("q", {"COST_ROWS": 2048}), ("q", {"SLOTS_PER_SM": 2}),
-    ("s", {"BLOCK": 32}), ("s", {"BLOCK": 128}), ("s", {"COST_ROWS": 0}),
-    ("s", {"COST_ROWS": 4096}), ("s", {"SLOTS_PER_SM": 2}), ("s", {"MIN_ROWS": 1024}),
-    ("k", {"SPLIT": 0}), ("k", {"BLOCK": 128}), ("k", {"num_warps": 4}),
-    ("k", {"COST_ROWS": 0}), ("k", {"SLOTS_PER_SM": 2}),
-    ("v", {"num_warps": 4}), ("v", {"BLOCK": 128}), ("v", {"COST_ROWS": 0}),
-    ("v", {"SLOTS_PER_SM": 2}),
+    ("q", {"BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1}), ("q", {"num_warps": 8}),
+    ("q", {"COST_ROWS": 0}), ("q", {"COST_ROWS": 2048}), ("q", {"SLOTS_PER_SM": 1}),
+    ("s", {"BLOCK": 32}), ("s", {"BLOCK": 128}), ("s", {"num_warps": 8}),
+    ("s", {"SLOTS_PER_SM": 3}), ("s", {"SLOTS_PER_SM": 4}), ("s", {"COST_ROWS": 0}),
+    ("s", {"COST_ROWS": 4096}),
+    ("k", {"SPLIT": 0}), ("k", {"BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1}),
+    ("k", {"COST_ROWS": 0}), ("k", {"SLOTS_PER_SM": 1}),
+    ("v", {"BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1}), ("v", {"COST_ROWS": 0}),
+    ("v", {"SLOTS_PER_SM": 1}),
 ]  # fmt: skip
 
 
@@ -184,6 +185,7 @@ def sweep_section() -> None:
 def compiled() -> None:
     """Registers / spills of the kernels compiled since the last call."""
     kernels = {name: getattr(nc, name) for name in ("_taylor_bwd_q_kernel", "_taylor_bwd_k_kernel")}
+    kernels["taylor_bwd_s_kernel"] = ds.taylor_bwd_s_kernel
     for row in compiled_variants(kernels, SEEN):
         emit(section="compiled", **row)
 

@@ -202,7 +202,7 @@ if HAS_TRITON:
 # at B=8, N=16k these settings were within 1% of the best of the sweep; at small N the sweep's
 # rows are too noisy (2-4x between identical settings) to move them. "taylor_bwd_*": the
 # non-causal Taylor backward (kernels/linear_attn_bwd_noncausal.py says why; not yet timed).
-_RUN1 = {"num_stages": 1, "SLOTS_PER_SM": 1, "MIN_ROWS": 64}
+_RUN2 = {"num_stages": 1, "SLOTS_PER_SM": 2, "MIN_ROWS": 64}
 CONFIG: dict[str, dict[str, int]] = {
     "state": {"BLOCK": 64, "num_warps": 8},
     "out": {"BLOCK": 64, "num_warps": 8},
@@ -211,10 +211,10 @@ CONFIG: dict[str, dict[str, int]] = {
                      "SLOTS_PER_SM": 1, "COST_ROWS": 512, "MIN_ROWS": 64},
     "taylor_out": {"BLOCK": 64, "num_warps": 4, "num_stages": 1,
                    "SLOTS_PER_SM": 2, "COST_ROWS": 256, "MIN_ROWS": 64},
-    "taylor_bwd_q": {**_RUN1, "BLOCK": 64, "num_warps": 8, "SPLIT": 1, "COST_ROWS": 256},
-    "taylor_bwd_s": {**_RUN1, "BLOCK": 64, "num_warps": 8, "COST_ROWS": 512},
-    "taylor_bwd_k": {**_RUN1, "BLOCK": 64, "num_warps": 8, "SPLIT": 1, "COST_ROWS": 256},
-    "taylor_bwd_v": {**_RUN1, "BLOCK": 64, "num_warps": 8, "COST_ROWS": 256},
+    "taylor_bwd_q": {**_RUN2, "BLOCK": 64, "num_warps": 4, "COST_ROWS": 256},
+    "taylor_bwd_s": {**_RUN2, "BLOCK": 64, "num_warps": 4, "SLOTS_PER_SM": 4, "COST_ROWS": 512},
+    "taylor_bwd_k": {**_RUN2, "BLOCK": 64, "num_warps": 4, "SPLIT": 1, "COST_ROWS": 256},
+    "taylor_bwd_v": {**_RUN2, "BLOCK": 64, "num_warps": 4, "COST_ROWS": 256},
 }  # fmt: skip
 
 

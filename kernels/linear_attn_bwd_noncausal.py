@@ -16,23 +16,31 @@ dS2, dzc2 are symmetric in their two feature indices (vec(x x^T)), so the quadra
 gradient (M + M^T) x is 2 M x: one (BLOCK, DP, DP) reduction per row block.
 
 One loop over a run of row blocks of one (b, h) per program (1-D grid; runs cut by
-`linear_attn_fwd.out_runs`), products on the tensor cores, no reduction over rows on the
-CUDA cores that a product can do. Two kernels, each launched whole or in two halves:
+`linear_attn_fwd.out_runs`), products on the tensor cores. Three kernels, four or five launches
+(settings: kernels/linear_attn.py's CONFIG, timed per kernel by benchmarks/la_bwd_passes.py):
 
-1. `_taylor_bwd_q_kernel` (queries). DQ: the centred state, transposed and cast, loaded once;
-   per block den = z0 + c1 q.z1 + c2 q^T Z2 q (as the forward), w = g (S - z mu^T)^T (BLOCK x
-   272 outputs), t, dd and dq. DS: the run's partial dS, dzc the way the forward's state pass
-   builds S, z: dS2 += vec(q q^T)^T dnum (the expansion built transposed), with A = [q^T; 1; 0]
-   (AUX rows) A dnum = [dS1; ds0] and A (dd q) = [Zc2; dzc1], dzc0 = sum dd; one workspace
-   row per run, the runs summed by one torch sum (summing them in the key pass would read
-   runs_q x runs_k rows per head). CONFIG SPLIT 1 runs DQ (writing r, dd: 8 bytes a row) and
-   DS as two launches: compiled for sm_90 (bf16, d 16, e 64, 64 rows, 8 warps) DQ alone takes
-   216 registers and DS alone spills 40 bytes (the forward's state pass 56), together ~1 KB.
-2. `_taylor_bwd_k_kernel` (keys), from the total dS, dzc. DV: dv = ds0 + c1 k dS1 +
+1. `_taylor_bwd_q_kernel` (queries): the centred state, transposed and cast, loaded once; per
+   block den = z0 + c1 q.z1 + c2 q^T Z2 q (as the forward), w = g (S - z mu^T)^T (BLOCK x 272
+   outputs), t, dd and dq; r and dd per row into a float32 buffer (8 bytes a row).
+2. `taylor_bwd_s_kernel` (kernels/linear_attn_bwd_ds.py: dS, dzc of one run from r, dd; one
+   workspace row per run, the runs summed by one torch sum). dS2 is symmetric: three programs
+   per run each own one 8 x 8 quadrant of the 16 x 16 feature pairs ((0, 0), (0, 1) also stored as (1, 0), (1, 1)), 192
+   of the 256 rows of vec(q q^T)^T dnum, 130 registers at 4 warps. A fourth program (LIN)
+   forms A = [q^T; 1; 0] from the row tile (tl.join) for A dnum = [dS1; ds0] and A (dd q) =
+   [Zc2; dzc1], dzc0 = sum dd. H200, B = 8, N = 64k: quadrants 0.95 ms, LIN 0.56 ms, about
+   the 1.5 ms of the former single dS program (220 registers at 8 warps); LIN is the slow part.
+3. `_taylor_bwd_k_kernel` (keys), from the total dS, dzc. DV: dv = ds0 + c1 k dS1 +
    c2 vec(k k^T) dS2 (the forward's numerator, no division). DK: mu, dS transposed and dzc
    loaded once; dphi(k) = (v - mu) dS^T + dzc (products) and dk through phi. Keys with
-   key_mask == 0 get dk = dv = 0 (queries are never masked). SPLIT 1: DK and DV as two launches
-   (k read twice; 187 and 211 registers, no spills; together 104 bytes of spills).
+   key_mask == 0 get dk = dv = 0 (queries are never masked). CONFIG SPLIT 1: DK and DV as two
+   launches (k read twice; SPLIT 0 fuses them, same speed on the H200).
+
+The (BLOCK, DP, DP) reductions of the quadratic gradients (M + M^T) x = 2 M x run over M's
+first feature index (M symmetric), which a thread holds whole in the product's register
+layout (sm_90 compile of the q pass: 39 -> 21 shuffles, 88 -> 72 warp instructions a row at
+8 warps). On the H200 that made the 8-warp q and k passes slower (1.70 -> 1.99, 1.15 -> 1.56
+ms at B = 8, N = 64k) and the 4-warp ones faster (1.16 -> 0.77, 0.70 -> 0.60), which CONFIG
+now uses (benchmarks/results/la-noncausal-bwd-passes-NVIDIA-H200.jsonl).
 
 16-bit operands are multiplied by exact powers of two before their cast (`scaled_cast`:
 the centred state and dS to a max |.| in [2^14, 2^15); dnum by c with c / (z0 / 2 + eps) < 1,
@@ -40,8 +48,7 @@ a bound on c r since phi(q).phi(k) = ((1 + s)^2 + 1) / 2 >= 1/2, so |c dnum| <= 
 float32 results multiplied back; dd q (of any magnitude) goes through a tf32 product instead.
 float32 inputs: every product in tf32x3 (one TF32 pass left dq 2.7% off at value mean 10
 on the H200), and float32 values padded past 64 keep kernels/linear_attn_bwd.py
-(`noncausal_backward_fits`: shared memory). Launch settings: kernels/linear_attn.py's CONFIG["taylor_bwd_q" / "_s" /
-"_k" / "_v"].
+(`noncausal_backward_fits`: shared memory).
 """
 
 from __future__ import annotations
@@ -49,28 +56,23 @@ from __future__ import annotations
 import torch
 
 from kernels.common import HAS_TRITON, next_pow2
-from kernels.linear_attn_fwd import AUX_ROWS, TAYLOR_FWD_MAX_DP, out_runs
+from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, out_runs
 from kernels.taylor import feature_sizes, multiprocessors, state_width
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.taylor import abs_max, load_tile, pow2_scale, scaled_cast, state_row
+    from kernels.linear_attn_bwd_ds import taylor_bwd_s_kernel
+    from kernels.taylor import abs_max, load_tile, pow2_scale, run_of, scaled_cast, state_row
 
     @triton.jit
-    def _query_tile(qb, gb, rn, stop, sqn, sgn, rd, re, ra, D, E, DS: tl.constexpr):
-        """(q, g, q^T in the first rows of an AUX-row tile (DS; else 0)) of the rows `rn`; rows
-        past `stop` load as zeros, so they add nothing to dS and dzc."""
+    def _query_tile(qb, gb, rn, stop, sqn, sgn, rd, re, D, E):
+        """(q, g) of the rows `rn`; rows past `stop` load as zeros."""
         ok = rn < stop
         qt = load_tile(qb, rn, sqn, rd, ok[:, None] & (rd < D)[None, :])
         gt = load_tile(gb, rn, sgn, re, ok[:, None] & (re < E)[None, :])
-        aux = 0.0
-        if DS:
-            aux = tl.load(
-                qb + rn[None, :] * sqn + ra[:, None], ok[None, :] & (ra < D)[:, None], 0.0
-            )
-        return qt, gt, aux
+        return qt, gt
 
     @triton.jit
     def _key_rows(
@@ -89,110 +91,68 @@ if HAS_TRITON:
 
     @triton.jit
     def _taylor_bwd_q_kernel(
-        q_ptr, g_ptr, st_ptr, dq_ptr, part_ptr, rdd_ptr,
+        q_ptr, g_ptr, st_ptr, dq_ptr, rdd_ptr,
         N, H, D, E, rows_per_run, n_runs, d_real, eps,
         sqb, sqh, sqn, sgb, sgh, sgn, sdb, sdh, sdn,
-        BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, AUX: tl.constexpr,
-        PREC: tl.constexpr, DQ: tl.constexpr, DS: tl.constexpr,
+        BLOCK: tl.constexpr, DP: tl.constexpr, EP: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
-        """One run of row blocks of one (b, h). DQ: dq (without DS also r, dd per row, into
-        rdd_ptr); DS: the run's partial (dS, dzc) into workspace row `pid` (state layout,
-        phi(q)'s constants applied; without DQ from the r, dd of rdd_ptr)."""
-        pid = tl.program_id(0).to(tl.int64)
-        pid_bh = pid // n_runs
-        pid_r = (pid % n_runs).to(tl.int32)
+        """dq of one run of row blocks of one (b, h), and r, dd per row (into rdd_ptr) for the
+        dS pass."""
+        pid_bh, start, stop = run_of(tl.program_id(0).to(tl.int64), n_runs, rows_per_run, N)
         b = pid_bh // H
         h = pid_bh % H
         F2: tl.constexpr = DP * DP
         rd = tl.arange(0, DP)
         re = tl.arange(0, EP)
         rf = tl.arange(0, F2)
-        ra = tl.arange(0, AUX)
         dt = q_ptr.dtype.element_ty
         c1 = 1.0 / tl.sqrt(tl.sqrt(d_real))
         c2 = 1.0 / (1.4142135623730951 * tl.sqrt(d_real))
         st = state_row(st_ptr, pid_bh, EP, DP, F2)
         oz = EP * (1 + DP + F2)
         z0 = tl.load(st + oz)
-        if DQ:  # the key state, once per program: z, mu and (S - z mu^T)^T, scaled and cast
-            mu = tl.load(st + re) / tl.maximum(z0, 1.0)
-            z1 = tl.load(st + oz + 1 + rd)
-            z2 = tl.load(st + oz + 1 + DP + rd[:, None] * DP + rd[None, :])
-            z2f = tl.load(st + oz + 1 + DP + rf)
-            s1t = tl.load(st + EP + rd[None, :] * EP + re[:, None]) - mu[:, None] * z1[None, :]
-            s2t = tl.load(st + EP + DP * EP + rf[None, :] * EP + re[:, None])
-            s1h, u1 = scaled_cast(s1t, dt)
-            s2h, u2 = scaled_cast(s2t - mu[:, None] * z2f[None, :], dt)
-        if DS:
-            cr, ur = pow2_scale(1.0 / (0.5 * z0 + eps), -1)  # c r < 1 for every query
-            ds2 = tl.zeros((F2, EP), dtype=tl.float32)
-            sa = tl.zeros((AUX, EP), dtype=tl.float32)  # rows < DP: sum q dnum^T c; DP: sum dnum c
-            za = tl.zeros((AUX, DP), dtype=tl.float32)  # rows < DP: sum dd q q^T; DP: sum dd q
-            dz0 = tl.zeros((BLOCK,), dtype=tl.float32)
-        start = pid_r * rows_per_run
-        stop = tl.minimum(start + rows_per_run, N)
+        # the key state, once per program: z, mu and (S - z mu^T)^T, scaled and cast
+        mu = tl.load(st + re) / tl.maximum(z0, 1.0)
+        z1 = tl.load(st + oz + 1 + rd)
+        z2 = tl.load(st + oz + 1 + DP + rd[:, None] * DP + rd[None, :])
+        z2f = tl.load(st + oz + 1 + DP + rf)
+        s1t = tl.load(st + EP + rd[None, :] * EP + re[:, None]) - mu[:, None] * z1[None, :]
+        s2t = tl.load(st + EP + DP * EP + rf[None, :] * EP + re[:, None])
+        s1h, u1 = scaled_cast(s1t, dt)
+        s2h, u2 = scaled_cast(s2t - mu[:, None] * z2f[None, :], dt)
         qb = q_ptr + b * sqb + h * sqh
         gb = g_ptr + b * sgb + h * sgh
         db = dq_ptr + b * sdb + h * sdh
         rdd = rdd_ptr + pid_bh * 2 * N
         rn = start + tl.arange(0, BLOCK)
-        nxt = _query_tile(qb, gb, rn, stop, sqn, sgn, rd, re, ra, D, E, DS)
+        nxt = _query_tile(qb, gb, rn, stop, sqn, sgn, rd, re, D, E)
         for n0 in range(start, stop, BLOCK):
             # this block's rows were loaded during the previous block's products; load the next
-            qt, gt, aux = nxt
+            qt, gt = nxt
             rn = n0 + tl.arange(0, BLOCK)
-            nxt = _query_tile(qb, gb, rn + BLOCK, stop, sqn, sgn, rd, re, ra, D, E, DS)
+            nxt = _query_tile(qb, gb, rn + BLOCK, stop, sqn, sgn, rd, re, D, E)
             n_ok = rn < stop
             qf = qt.to(tl.float32)
             gf = gt.to(tl.float32)
-            if DQ:
-                zq = tl.dot(qf, z2, input_precision="tf32x3")  # Z2 q (Z2 symmetric)
-                r = 1.0 / (tl.sum(qf * (c1 * z1[None, :] + c2 * zq), axis=1) + z0 + eps)
-            else:
-                r = tl.load(rdd + rn, mask=n_ok, other=0.0)
-            if DS:  # dS += phi(q) dnum^T (dnum c, |.| <= |g|) as the state pass builds S
-                dnh = (gf * (r * cr)[:, None]).to(dt)
-                qtf = tl.trans(qt).to(tl.float32)  # (DP, BLOCK)
-                p2t = tl.reshape(qtf[:, None, :] * qtf[None, :, :], (F2, BLOCK)).to(dt)
-                ds2 = tl.dot(p2t, dnh, ds2, input_precision=PREC)
-                auxf = tl.where((ra[:, None] == DP) & n_ok[None, :], 1.0, aux.to(tl.float32))
-                sa = tl.dot(auxf.to(dt), dnh, sa, input_precision=PREC)
-            if DQ:  # w = (S - z mu^T) g; W2 q from its quadratic part; t = phi(q) . w = q . hw
-                w1 = tl.dot(gt, s1h, input_precision=PREC).to(tl.float32)
-                w2 = tl.dot(gt, s2h, input_precision=PREC).to(tl.float32)
-                wq = tl.sum(tl.reshape(w2, (BLOCK, DP, DP)) * qf[:, None, :], axis=2) * (c2 * u2)
-                hw = (c1 * u1) * w1 + wq
-                gmu = tl.sum(gf * mu[None, :], axis=1)
-                dd = r * r * (eps * gmu - tl.sum(qf * hw, axis=1))
-                # dphi(q) = r w + dd z, through phi: dq = c1 dphi1 + 2 c2 mat(dphi2) q
-                dq = (hw + wq) * r[:, None] + (c1 * z1[None, :] + 2.0 * c2 * zq) * dd[:, None]
-                tl.store(
-                    db + rn[:, None] * sdn + rd[None, :],
-                    dq.to(dq_ptr.dtype.element_ty),
-                    mask=n_ok[:, None] & (rd < D)[None, :],
-                )
-                if not DS:
-                    tl.store(rdd + rn, r, mask=n_ok)
-                    tl.store(rdd + N + rn, dd, mask=n_ok)
-            else:
-                dd = tl.load(rdd + N + rn, mask=n_ok, other=0.0)
-            if DS:  # dzc += phi(q) dd (dd q of any magnitude: tf32, float32's range)
-                za = tl.dot(auxf, qf * dd[:, None], za, input_precision=PREC)
-                dz0 += dd
-        if DS:  # the run's partial: phi(q)'s constants applied, c undone
-            pr = state_row(part_ptr, pid, EP, DP, F2)
-            is_one = ra[:, None] == DP
-            tl.store(pr + re, tl.sum(tl.where(is_one, sa, 0.0), axis=0) * ur)
+            zq = tl.dot(qf, z2, input_precision="tf32x3")  # Z2 q (Z2 symmetric)
+            r = 1.0 / (tl.sum(qf * (c1 * z1[None, :] + c2 * zq), axis=1) + z0 + eps)
+            # w = (S - z mu^T) g; W2 q from its quadratic part; t = phi(q) . w = q . hw
+            w1 = tl.dot(gt, s1h, input_precision=PREC).to(tl.float32)
+            w2 = tl.dot(gt, s2h, input_precision=PREC).to(tl.float32)
+            # W2 is symmetric in its two feature indices: reduce over the first (axis 1)
+            wq = tl.sum(tl.reshape(w2, (BLOCK, DP, DP)) * qf[:, :, None], axis=1) * (c2 * u2)
+            hw = (c1 * u1) * w1 + wq
+            gmu = tl.sum(gf * mu[None, :], axis=1)
+            dd = r * r * (eps * gmu - tl.sum(qf * hw, axis=1))
+            # dphi(q) = r w + dd z, through phi: dq = c1 dphi1 + 2 c2 mat(dphi2) q
+            dq = (hw + wq) * r[:, None] + (c1 * z1[None, :] + 2.0 * c2 * zq) * dd[:, None]
             tl.store(
-                pr + EP + ra[:, None] * EP + re[None, :], sa * (c1 * ur), mask=ra[:, None] < DP
+                db + rn[:, None] * sdn + rd[None, :],
+                dq.to(dq_ptr.dtype.element_ty),
+                mask=n_ok[:, None] & (rd < D)[None, :],
             )
-            tl.store(pr + EP + DP * EP + rf[:, None] * EP + re[None, :], ds2 * (c2 * ur))
-            one = tl.arange(0, 16)  # dzc0 through a 16-wide vector, one element kept
-            tl.store(pr + oz + one, tl.zeros((16,), tl.float32) + tl.sum(dz0, axis=0), mask=one < 1)
-            tl.store(pr + oz + 1 + rd, tl.sum(tl.where(is_one, za, 0.0), axis=0) * c1)
-            tl.store(
-                pr + oz + 1 + DP + ra[:, None] * DP + rd[None, :], za * c2, mask=ra[:, None] < DP
-            )
+            tl.store(rdd + rn, r, mask=n_ok)
+            tl.store(rdd + N + rn, dd, mask=n_ok)
 
     @triton.jit
     def _taylor_bwd_k_kernel(
@@ -258,7 +218,7 @@ if HAS_TRITON:
                 g1 = tl.dot(vc, d1t, input_precision=PREC).to(tl.float32) * ut1 + zc1[None, :]
                 g2 = tl.dot(vc, d2t, input_precision=PREC).to(tl.float32)
                 # dk = c1 dphi1 + 2 c2 mat(dphi2) k, mat(dphi2) = mat(g2) + Zc2 (symmetric)
-                gk = tl.sum(tl.reshape(g2, (BLOCK, DP, DP)) * kf[:, None, :], axis=2) * ut2
+                gk = tl.sum(tl.reshape(g2, (BLOCK, DP, DP)) * kf[:, :, None], axis=1) * ut2
                 gk += tl.dot(kf, zc2, input_precision="tf32x3")
                 dk = c1 * g1 + (2.0 * c2) * gk
                 tl.store(
@@ -283,10 +243,8 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
     """(dq, dk, dv) of non-causal Taylor linear attention, d <= 16, from the forward's total
     float32 key state per (b, h) (`taylor_state`). config: launch settings per pass as in
     kernels/linear_attn.py's CONFIG (BLOCK, num_warps, num_stages and `out_runs`' SLOTS_PER_SM,
-    COST_ROWS, MIN_ROWS): "taylor_bwd_q" (dq; with SPLIT 0 the same programs also sum dS, dzc),
-    "taylor_bwd_s" (dS, dzc from the r, dd the dq pass wrote), "taylor_bwd_k" (dk; with SPLIT 0
-    also dv), "taylor_bwd_v" (dv). Launches: 2 to 4 kernels and, with several runs in the dS
-    pass, one sum."""
+    COST_ROWS, MIN_ROWS): "taylor_bwd_q" (dq, r, dd), "taylor_bwd_s" (dS, dzc), "taylor_bwd_k"
+    (dk; with SPLIT 0 also dv), "taylor_bwd_v" (dv)."""
     cfg = {p: config[f"taylor_bwd_{p}"] for p in "qskv"}
     B, H, N, D = q.shape
     E = v.shape[-1]
@@ -296,37 +254,37 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
     BH = B * H
     q, k, v, g = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v, grad_out))
     cuda, sms = q.is_cuda, multiprocessors(q.device)
-    f32 = dict(device=q.device, dtype=torch.float32)
     dq = torch.empty(B, H, N, D, device=q.device, dtype=q.dtype)
-    split_q = bool(cfg["q"]["SPLIT"])
-    rdd = torch.empty(BH, 2, N, **f32) if split_q else dq  # r, dd per query between passes
+    rdd = torch.empty(BH, 2, N, device=q.device, dtype=torch.float32)  # r, dd per query
 
     # float32 inputs: every product in 3xTF32 (float32 accuracy); one TF32 pass loses the
     # value-mean centring to cancellation (dq 2.7% off at value mean 10 on the H200)
     prec = "tf32x3" if q.dtype == torch.float32 else "tf32"
 
-    def cut(c: dict) -> tuple[int, int, int]:  # (BLOCK, runs per head, rows per run)
+    def cut(c: dict, parts: int = 1) -> tuple[int, int, int]:  # (BLOCK, runs/head, rows/run)
         blk = c["BLOCK"] if cuda else 16
-        return (blk, *out_runs(N, BH, blk, c, sms))
+        return (blk, *out_runs(N, BH * parts, blk, c, sms))
 
-    def query_pass(c: dict, with_dq: bool, with_ds: bool) -> tuple[torch.Tensor, int]:
-        blk, runs, rows = cut(c)
-        part = torch.empty(BH * runs, W, **f32) if with_ds else dq
-        _taylor_bwd_q_kernel[(BH * runs,)](
-            q, g, state, dq, part, rdd, N, H, D, E, rows, runs, float(D), eps,
+    blk, runs, rows = cut(cfg["q"])
+    c = cfg["q"]
+    _taylor_bwd_q_kernel[(BH * runs,)](
+        q, g, state, dq, rdd, N, H, D, E, rows, runs, float(D), eps,
+        q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2),
+        dq.stride(0), dq.stride(1), dq.stride(2),
+        BLOCK=blk, DP=DP, EP=EP, PREC=prec,
+        num_warps=c["num_warps"], num_stages=c["num_stages"],
+    )  # fmt: skip
+    # dS, dzc: per run, three programs for dS2's quadrants and one for the rest (`parts` 4)
+    blk, runs, rows = cut(cfg["s"], 4)
+    c = cfg["s"]
+    part = torch.empty(BH * runs, W, device=q.device, dtype=torch.float32)
+    for lin in (False, True):
+        taylor_bwd_s_kernel[(BH * runs * (1 if lin else 3),)](
+            q, g, state, rdd, part, N, H, D, E, rows, runs, float(D), eps,
             q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2),
-            dq.stride(0), dq.stride(1), dq.stride(2),
-            BLOCK=blk, DP=DP, EP=EP, AUX=max(AUX_ROWS, 2 * DP),
-            PREC=prec, DQ=with_dq, DS=with_ds,
+            BLOCK=blk, DP=DP, EP=EP, AUX=2 * DP, PREC=prec, LIN=lin,
             num_warps=c["num_warps"], num_stages=c["num_stages"],
         )  # fmt: skip
-        return part, runs
-
-    if split_q:
-        query_pass(cfg["q"], True, False)
-        part, runs = query_pass(cfg["s"], False, True)
-    else:
-        part, runs = query_pass(cfg["q"], True, True)
     dstate = part.view(BH, runs, W).sum(1) if runs > 1 else part
     dk = torch.empty(B, H, N, D, device=k.device, dtype=k.dtype)
     dv = torch.empty(B, H, N, E, device=v.device, dtype=v.dtype)

@@ -91,6 +91,13 @@ if HAS_TRITON:
         return rd, re, rf, rd < D, re < E, rf < FH
 
     @triton.jit
+    def run_of(pid, n_runs, rows_per_run, N):
+        """(b*h, first row, stop) of run `pid` (runs of one head consecutive)."""
+        pid_bh = pid // n_runs
+        start = (pid % n_runs).to(tl.int32) * rows_per_run
+        return pid_bh, start, tl.minimum(start + rows_per_run, N)
+
+    @triton.jit
     def split_rows(pid_s, rows_per_split, N):
         """(start, stop): the rows of sequence split pid_s."""
         start = pid_s * rows_per_split

@@ -1,0 +1,93 @@
+"""GPU time of each kernel of the non-causal Taylor linear attention, forward and backward.
+
+PYTHONPATH=. python -m benchmarks.la_bwd_passes > benchmarks/results/la-noncausal-bwd-passes-<gpu>.jsonl
+
+Runs the forward (kernels/linear_attn_fwd.py) and the backward
+(kernels/linear_attn_bwd_noncausal.py) 20 times under torch.profiler and prints, per (launch
+settings, B, N), the median GPU time of every kernel launch in launch order, their sums and the
+ratio backward / forward (H = 12, d 16, e 64, bf16): the per-pass view behind the backward's
+CONFIG in kernels/linear_attn.py. LA_PASSES_S="64/4/4,32/4/6" adds runs with
+CONFIG["taylor_bwd_s"]'s BLOCK / num_warps / SLOTS_PER_SM changed. Needs a CUDA GPU (the
+profiler's kernel events); benchmarks/la_bwd.py times the whole backward against the older
+kernels and checks its errors.
+"""
+
+# ruff: noqa: B023 (each timed function runs inside its own loop iteration)
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import tempfile
+
+import torch
+
+import kernels.linear_attn as la
+import kernels.linear_attn_bwd_noncausal as nc
+import kernels.linear_attn_fwd as fwd
+
+H, D, E, EPS, REPS = 12, 16, 64, 1e-6, 20
+SHAPES = [(1, 4096), (8, 2048), (8, 16384), (8, 65536), (1, 65536)]
+
+
+def per_kernel(fn) -> list[tuple[str, float]]:
+    """(kernel name, median ms) of each launch of one call of fn, in launch order."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(REPS):
+            fn()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "kernel"]
+    events.sort(key=lambda e: e["ts"])
+    per_call = len(events) // REPS
+    out = []
+    for i in range(per_call):
+        durs = sorted(e["dur"] for e in events[i::per_call])
+        out.append((events[i]["name"][:40], round(durs[len(durs) // 2] / 1000, 4)))
+    return out
+
+
+def run(label: str, cfg: dict) -> None:
+    for B, N in SHAPES:
+        torch.manual_seed(0)
+        q, k, v, g = (
+            torch.randn(B, H, N, x, device="cuda", dtype=torch.bfloat16) for x in (D, D, E, E)
+        )
+
+        def forward():
+            return fwd.taylor_forward(q, k, v, EPS, None, cfg["taylor_state"], cfg["taylor_out"])
+
+        state = forward()[1]
+        f = per_kernel(forward)
+        b = per_kernel(lambda: nc.taylor_backward_noncausal(q, k, v, g, state, EPS, None, cfg))
+        ft, bt = sum(t for _, t in f), sum(t for _, t in b)
+        row = {"label": label, "B": B, "N": N, "fwd": f, "bwd": b, "fwd_ms": round(ft, 4),
+               "bwd_ms": round(bt, 4), "ratio": round(bt / ft, 3)}  # fmt: skip
+        print(json.dumps(row), flush=True)
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit(
+            "benchmarks.la_bwd_passes needs a CUDA GPU (it reads the profiler's kernel events)"
+        )
+    print(json.dumps({"label": "env", "gpu": torch.cuda.get_device_name(0),
+                      "config": {k: v for k, v in la.CONFIG.items() if k.startswith("taylor")}}))  # fmt: skip
+    run("default", la.CONFIG)
+    for spec in filter(None, os.environ.get("LA_PASSES_S", "").split(",")):
+        blk, warps, slots = (int(x) for x in spec.split("/"))
+        cfg = copy.deepcopy(la.CONFIG)
+        cfg["taylor_bwd_s"].update(BLOCK=blk, num_warps=warps, SLOTS_PER_SM=slots)
+        run(f"s {spec}", cfg)
+
+
+if __name__ == "__main__":
+    main()
