@@ -201,7 +201,9 @@ if HAS_TRITON:
 # the H200 with benchmarks/la_fwd_sweep.py (results/la-noncausal-fwd-sweep-NVIDIA-H200.jsonl):
 # at B=8, N=16k these settings were within 1% of the best of the sweep; at small N the sweep's
 # rows are too noisy (2-4x between identical settings) to move them. "taylor_bwd_*": the
-# non-causal Taylor backward (kernels/linear_attn_bwd_noncausal.py says why; not yet timed).
+# non-causal Taylor backward, from per-kernel H200 times (benchmarks/la_bwd_passes.py,
+# results/la-noncausal-bwd-passes-NVIDIA-H200.jsonl): 4 warps beat 8 for every pass (dq 0.77
+# vs 1.99 ms at B=8, N=64k); the dS quadrants at 64 rows with SLOTS_PER_SM 4 (32 rows: 2.04 ms).
 _RUN2 = {"num_stages": 1, "SLOTS_PER_SM": 2, "MIN_ROWS": 64}
 CONFIG: dict[str, dict[str, int]] = {
     "state": {"BLOCK": 64, "num_warps": 8},
