@@ -271,3 +271,27 @@ def test_linear_attention_empty_inputs(causal, shape):
     assert out.shape == (B, H, N, 8)
     out.sum().backward()
     assert q.grad.shape == q.shape
+
+
+def test_hub_kernels_name_clash_gives_a_clear_error(monkeypatch):
+    # transformers >= 5.25 runs `from kernels import CUDAProperties, ...` when HuggingFace's
+    # `kernels` distribution is installed; Python finds loom's package under that name
+    installed = kernels.hub_kernels_version
+    monkeypatch.setattr(kernels, "hub_kernels_version", lambda: "0.19.1")
+    with pytest.raises(ImportError, match=r"transformers<5\.25.*pip uninstall -y kernels"):
+        exec("from kernels import CUDAProperties")
+    with pytest.raises(AttributeError):  # submodules still import the normal way
+        kernels.__getattr__("selfcheck")
+    monkeypatch.setattr(kernels, "hub_kernels_version", lambda: None)
+    with pytest.raises(ImportError, match="cannot import name"):
+        exec("from kernels import CUDAProperties")
+    assert installed() is None  # loom's install (transformers < 5.25) does not pull it in
+
+
+def test_transformers_pinned_below_the_hub_kernels_dependency():
+    import tomllib
+    from pathlib import Path
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    spec = next(d for d in deps["dependencies"] if d.startswith("transformers"))
+    assert "<5.25" in spec
