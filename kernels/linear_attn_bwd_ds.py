@@ -91,9 +91,12 @@ if HAS_TRITON:
             )
             dnh = (gt.to(tl.float32) * (r * cr)[:, None]).to(dt)  # dnum c, |.| <= |g|
             acc = tl.dot(a, dnh, acc, input_precision=PREC)
-            if LIN:  # dzc += phi(q) dd (dd q of any magnitude: tf32, float32's range)
-                qf = qt.to(tl.float32)
-                za = tl.dot(a.to(tl.float32), qf * dd[:, None], za, input_precision=PREC)
+            if LIN:  # dzc += phi(q) dd; dd q of any magnitude: bfloat16 or tf32 (float32's range)
+                dq = qt.to(tl.float32) * dd[:, None]
+                if dt == tl.bfloat16:  # a bf16 product (q and A exact in bf16)
+                    za = tl.dot(a, dq.to(dt), za)
+                else:
+                    za = tl.dot(a.to(tl.float32), dq, za, input_precision=PREC)
                 dz0 += dd
         pr = state_row(part_ptr, run, EP, DP, F2)
         if LIN:  # s0, S1; dzc0, dzc1, Zc2: phi(q)'s constants applied, c undone
