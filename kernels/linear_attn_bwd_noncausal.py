@@ -27,8 +27,9 @@ One loop over a run of row blocks of one (b, h) per program (1-D grid; runs cut 
    per run each own one 8 x 8 quadrant of the 16 x 16 feature pairs ((0, 0), (0, 1) also stored as (1, 0), (1, 1)), 192
    of the 256 rows of vec(q q^T)^T dnum, 130 registers at 4 warps. A fourth program (LIN)
    forms A = [q^T; 1; 0] from the row tile (tl.join) for A dnum = [dS1; ds0] and A (dd q) =
-   [Zc2; dzc1], dzc0 = sum dd. H200, B = 8, N = 64k: quadrants 0.95 ms, LIN 0.56 ms, about
-   the 1.5 ms of the former single dS program (220 registers at 8 warps); LIN is the slow part.
+   [Zc2; dzc1], dzc0 = sum dd (A (dd q) in bf16 for bf16 inputs, else tf32). H200, B = 8,
+   N = 64k: quadrants 0.93 ms, LIN 0.36 ms (0.56 with tf32); the former single dS program
+   (220 registers at 8 warps) took 1.54 ms.
 3. `_taylor_bwd_k_kernel` (keys), from the total dS, dzc. DV: dv = ds0 + c1 k dS1 +
    c2 vec(k k^T) dS2 (the forward's numerator, no division). DK: mu, dS transposed and dzc
    loaded once; dphi(k) = (v - mu) dS^T + dzc (products) and dk through phi. Keys with
@@ -45,7 +46,8 @@ now uses (benchmarks/results/la-noncausal-bwd-passes-NVIDIA-H200.jsonl).
 16-bit operands are multiplied by exact powers of two before their cast (`scaled_cast`:
 the centred state and dS to a max |.| in [2^14, 2^15); dnum by c with c / (z0 / 2 + eps) < 1,
 a bound on c r since phi(q).phi(k) = ((1 + s)^2 + 1) / 2 >= 1/2, so |c dnum| <= |g|), and the
-float32 results multiplied back; dd q (of any magnitude) goes through a tf32 product instead.
+float32 results multiplied back; dd q (of any magnitude) goes through a tf32 product instead
+(a bf16 one for bf16 inputs: float32's exponent range).
 float32 inputs: every product in tf32x3 (one TF32 pass left dq 2.7% off at value mean 10
 on the H200), and float32 values padded past 64 keep kernels/linear_attn_bwd.py
 (`noncausal_backward_fits`: shared memory).
