@@ -2,7 +2,8 @@
 
 Used by the tests (in Triton's interpreter, tiny shapes) and by benchmarks/kernels.py on a
 GPU. Errors are ||out - ref|| / ||ref|| against a float64 reference on the same inputs.
-Run as `python -m kernels.selfcheck [--device cuda]`; prints one JSON object per line.
+Run as `python -m kernels.selfcheck [--device cuda] [--jobs N]`; prints one JSON object per line
+and exits 0 when every check passes, 3 when one fails (1 on an error).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +37,7 @@ from kernels.selfcheck_forward import (
     rel_error,
     tolerance,
 )
+from kernels.selfcheck_jobs import CHECK_FAILED, all_ok, run_units, unit_command
 from kernels.sliding_window import sliding_window_attention
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -340,7 +343,8 @@ def grid(
         yield from grid_la_parallel_backward(size, dtypes, device)
 
 
-def main() -> None:
+def main() -> int:
+    """The CLI; returns the exit status (0: every check passed, CHECK_FAILED: one failed)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", default=None, help="tiny | gpu (default: tiny on cpu)")
@@ -348,15 +352,35 @@ def main() -> None:
     ap.add_argument(
         "--kernels", default=",".join(KERNELS), help=f"comma list of {','.join(KERNELS)}"
     )
+    ap.add_argument(
+        "--jobs", type=int, default=1,
+        help="run the grid as units (one kernel group and dtype each) in this many processes at "
+        "once; rows print as each unit ends (kernels/selfcheck_jobs.py)",
+    )  # fmt: skip
     args = ap.parse_args()
     size = args.size or ("gpu" if args.device.startswith("cuda") else "tiny")
     # numpy (the interpreter) has no bfloat16: bf16 is checked on the GPU only
     default = "fp32,fp16,bf16" if args.device.startswith("cuda") else "fp32,fp16"
-    dtypes = [DTYPES[d] for d in (args.dtypes or default).split(",")]
+    names = (args.dtypes or default).split(",")
+    kernels = tuple(args.kernels.split(","))
+    for what, given, known in (("--dtypes", names, DTYPES), ("--kernels", kernels, KERNELS)):
+        if set(given) - set(known):
+            ap.error(
+                f"{what}: unknown {sorted(set(given) - set(known))}; choose from {list(known)}"
+            )
     t0 = time.perf_counter()
-    for row in grid(size, dtypes, args.device, tuple(args.kernels.split(","))):
+
+    def emit(row: dict[str, Any]) -> None:
         print(json.dumps({**row, "t_s": round(time.perf_counter() - t0, 1)}), flush=True)
+
+    if args.jobs > 1:
+        units = {(k, d): unit_command((k, d), args.device, size) for k in kernels for d in names}
+        ok = run_units(units, args.jobs, emit, lambda line: print(line, file=sys.stderr))
+    else:
+        dtypes = [DTYPES[d] for d in names]
+        ok = all_ok(grid(size, dtypes, args.device, kernels), emit)
+    return 0 if ok else CHECK_FAILED
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
