@@ -50,3 +50,21 @@ def check_float(name: str, t: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
         raise TypeError(f"{name} has dtype {t.dtype}; use float32, float16 or bfloat16")
+
+
+def check_same_kind(*named: tuple[str, torch.Tensor]) -> None:
+    """Raise when tensors that enter one kernel differ in dtype or device (the kernels compute
+    in one dtype; PyTorch's reference would promote silently, Triton would fail to compile)."""
+    names = ", ".join(n for n, _ in named)
+    first, t0 = named[0]
+    for attr, verb, err in (
+        ("dtype", "share one dtype", TypeError),
+        ("device", "be on one device", ValueError),
+    ):
+        odd = [n for n, t in named if getattr(t, attr) != getattr(t0, attr)]
+        if odd:
+            got = ", ".join(f"{n} {str(getattr(t, attr)).replace('torch.', '')}" for n, t in named)
+            raise err(
+                f"{names} must {verb}, got {got}; convert first, e.g. "
+                f"{odd[0]} = {odd[0]}.to({first}.{attr})"
+            )

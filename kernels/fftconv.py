@@ -334,6 +334,13 @@ def fft_conv(
     for name, g in (("gate", gate), ("pre_gate", pre_gate)):
         if g is not None and tuple(g.shape) != tuple(u.shape):
             raise ValueError(f"{name} must have u's shape {tuple(u.shape)}, got {tuple(g.shape)}")
+    if method not in ("auto", "monarch", "cufft"):
+        raise ValueError(f"method={method!r}: use 'auto', 'monarch' or 'cufft'")
+    if precision not in ("tf32", "ieee"):
+        raise ValueError(f"precision={precision!r}: use 'tf32' (default) or 'ieee'")
+    if u.numel() == 0:  # no rows or no samples: nothing to convolve (FFT libraries refuse size 0)
+        fft_signal_dtype(fft_precision, u.dtype, u.device, max(L, 1))  # still check the name
+        return u.clone()
     half = fft_signal_dtype(fft_precision, u.dtype, u.device, L) == torch.float16
     if fft_precision == "auto" and torch.is_grad_enabled():
         # training keeps float32 FFTs: the backward recomputes in float32, and a float16
@@ -341,8 +348,6 @@ def fft_conv(
         grads = (t for t in (u, k, d_bias, gate, pre_gate) if t is not None)
         half = half and not any(t.requires_grad for t in grads)
     if u.dtype != torch.float64 and use_triton(backend, u, k):
-        if method not in ("auto", "monarch", "cufft"):
-            raise ValueError(f"method={method!r}: use 'auto', 'monarch' or 'cufft'")
         if fft_precision == "float16" and _use_monarch(u, k, method):
             raise ValueError("fft_precision='float16' is for method='cufft' (monarch: float32)")
         return _FFTConv.apply(u, k, d_bias, gate, pre_gate, method, precision, half)

@@ -354,7 +354,7 @@ def linear_attention(
     the Triton path; causal with a mask runs the reference). On the Triton path the Taylor
     map's backward is fused too (kernels/linear_attn_bwd*.py); Hedgehog's reruns the reference.
     """
-    check_inputs(q, k, v, feature_map, hedgehog_weight, hedgehog_bias, key_mask)
+    check_inputs(q, k, v, feature_map, hedgehog_weight, hedgehog_bias, key_mask, eps)
     builtin = isinstance(feature_map, str) and feature_map in ("taylor", "hedgehog")
     if (
         builtin

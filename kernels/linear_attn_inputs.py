@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from kernels.common import check_float
+from kernels.common import check_float, check_same_kind
 
 
 def check_inputs(
@@ -15,12 +17,16 @@ def check_inputs(
     hedgehog_weight: torch.Tensor | None,
     hedgehog_bias: torch.Tensor | None,
     key_mask: torch.Tensor | None,
+    eps: float = 0.0,
 ) -> None:
-    """Raise ValueError naming the input and the shape it needs; return None if all fit."""
+    """Raise ValueError (TypeError for dtypes) naming the input and what it needs."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t)
         if t.dim() != 4:
             raise ValueError(f"{name} must be (B, H, N, d), got shape {tuple(t.shape)}")
+    check_same_kind(("q", q), ("k", k), ("v", v))
+    if not (math.isfinite(float(eps)) and float(eps) >= 0.0):
+        raise ValueError(f"eps must be a finite number >= 0 (default 1e-6), got {eps}")
     if q.shape != k.shape:
         raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape")
     if v.shape[:3] != q.shape[:3]:

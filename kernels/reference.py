@@ -135,6 +135,8 @@ def sliding_window_attention_reference(
     key_mask (B, N): keys where it is 0 get no weight (a query left with none gets 0).
     """
     B, H, N, D = q.shape
+    if N == 0:  # no queries (unfold needs at least one window)
+        return q.new_zeros(q.shape)
     W = int(window)
     scale = D**-0.5 if scale is None else scale
     acc = _acc_dtype(q)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.common import HAS_TRITON, check_float, next_pow2, use_triton
+from kernels.common import HAS_TRITON, check_float, check_same_kind, next_pow2, use_triton
 from kernels.reference import sliding_window_attention_reference
 
 if HAS_TRITON:
@@ -144,6 +144,7 @@ def sliding_window_attention(
         raise ValueError(
             f"q, k, v must have one shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    check_same_kind(("q", q), ("k", k), ("v", v))
     if int(window) < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     if key_mask is not None and tuple(key_mask.shape) != (q.shape[0], q.shape[2]):

@@ -91,6 +91,31 @@ def test_linear_attention_bad_inputs():
         linear_attention(q, q, q, backend="triton")  # CPU tensors, no interpreter
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_linear_attention_refuses_mixed_dtypes_and_bad_eps(causal):
+    # the reference would promote silently (float32 out of a bfloat16 k) and the Triton path
+    # fail to compile: both refuse up front, naming the odd input and the fix
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(TypeError, match=r"q float32, k bfloat16, v float32.*k = k\.to\(q\.dtype\)"):
+        linear_attention(q, q.bfloat16(), q, causal=causal)
+    with pytest.raises(TypeError, match=r"v = v\.to\(q\.dtype\)"):
+        linear_attention(q.half(), q.half(), q, causal=causal)
+    for eps in (-1e-6, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            linear_attention(q, q, q, causal=causal, eps=eps)
+    assert linear_attention(q, q, q, causal=causal, eps=0.0).isfinite().all()  # Taylor: > 0
+
+
+def test_sliding_window_refuses_mixed_dtypes_and_takes_empty_n():
+    q = torch.randn(1, 2, 8, 4)
+    with pytest.raises(TypeError, match=r"k = k\.to\(q\.dtype\)"):
+        sliding_window_attention(q, q.half(), q, window=4)
+    empty = q[:, :, :0]
+    for causal in (True, False):
+        out = sliding_window_attention(empty, empty, empty, window=4, causal=causal)
+        assert out.shape == (1, 2, 0, 4) and out.dtype == q.dtype
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("window", [1, 6, 50])
 def test_sliding_window_cpu_matches_masked_softmax(window, causal):
@@ -201,6 +226,24 @@ def test_fft_conv_bad_inputs():
         fft_conv(u, torch.randn(3, 10), gate=torch.randn(2, 3, 9))
     with pytest.raises(ValueError, match="d_bias"):
         fft_conv(u, torch.randn(3, 10), d_bias=torch.randn(5))
+    # the Triton-only arguments are checked on every path (a typo on the CPU is not ignored)
+    with pytest.raises(ValueError, match="method='nope'"):
+        fft_conv(u, torch.randn(3, 10), method="nope")
+    with pytest.raises(ValueError, match="precision='fp32'"):
+        fft_conv(u, torch.randn(3, 10), precision="fp32")
+    with pytest.raises(ValueError, match="fft_precision='half'"):
+        fft_conv(u[:0], torch.randn(3, 10), fft_precision="half")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 10), (2, 0, 10), (2, 3, 0)])
+def test_fft_conv_empty_inputs(shape):
+    # FFT libraries refuse size-0 transforms; an empty batch, channel or length is no error
+    u = torch.randn(*shape, requires_grad=True)
+    k = torch.randn(shape[1], shape[2])
+    out = fft_conv(u, k, d_bias=torch.randn(shape[1]))
+    assert out.shape == shape
+    out.sum().backward()
+    assert u.grad.shape == shape
 
 
 def test_public_api():
