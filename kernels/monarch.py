@@ -151,6 +151,7 @@ def monarch_matmul(
 
     x: (..., n); w1: (k, q, p) with k*p = n; w2: (l, s, r) with l*r = k*q; returns (..., l*s).
     Same convention as M2's blockdiag_butterfly_multiply, so its checkpoints load unchanged.
+    The weights are cast to x's dtype (as a half model's layers hold them); y is in x's dtype.
     """
     check_float("x", x)
     if w1.dim() != 3 or w2.dim() != 3:
@@ -176,6 +177,7 @@ def blockdiag_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Block-diagonal product (M2-BERT's BlockdiagLinear): x (..., n), w (nblocks, q, n/nblocks).
 
     One batched matmul, no permutation: runs through torch (cuBLAS on GPU) on every device.
+    w is cast to x's dtype; the result is in x's dtype.
     """
     check_float("x", x)
     if w.dim() != 3 or w.shape[0] * w.shape[2] != x.shape[-1]:

@@ -86,6 +86,10 @@ def test_bad_inputs(embedder):
         embedder.encode("just a string")
     with pytest.raises(LoomError, match="text 1 is missing"):
         embedder.encode(["ok", None])
+    with pytest.raises(LoomError, match=r"text 1 is of type int, not str: convert it with str\(\)"):
+        embedder.encode(["ok", 3])
+    with pytest.raises(LoomError, match=r"text 0 is of type bytes.*decode\('utf-8'\)"):
+        embedder.encode([b"raw bytes"])
     with pytest.raises(LoomError, match="long_text"):
         embedder.encode(["ok"], long_text="summarise")
     with pytest.raises(LoomError, match="unknown embedding model"):

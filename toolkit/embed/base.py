@@ -43,7 +43,12 @@ def check_texts(texts: Iterable[str] | str) -> list[str]:
                     f"text {i} is missing (None/NaN): drop or fill empty rows before embedding "
                     "(e.g. df[col].fillna(''))"
                 )
-            raise LoomError(f"text {i} is a {type(t).__name__}, not a str: convert it with str()")
+            fix = (
+                "decode it, e.g. t.decode('utf-8')"
+                if isinstance(t, bytes)
+                else "convert it with str()"
+            )
+            raise LoomError(f"text {i} is of type {type(t).__name__}, not str: {fix}")
     return texts
 
 
