@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from toolkit.errors import LoomError
 from toolkit.llm import LLM, Completion, CompletionCache, OpenAILLM, get_llm, token_total
+from toolkit.llm.local import llama_cpp_available
 from toolkit.llm_server import make_server
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow  # loads and runs the embedded LLM on CPU
 
@@ -156,3 +162,26 @@ def test_unknown_llm_option_is_refused_not_swallowed():
 
     with pytest.raises(TypeError, match="max_new_token"):
         get_llm(None, max_new_token=5, cache=False)
+
+
+@pytest.mark.skipif(not llama_cpp_available(), reason="llama-cpp-python did not build here")
+def test_llama_models_are_freed_before_interpreter_teardown() -> None:
+    # llama_cpp frees a model in __del__; one still held when the interpreter wipes module
+    # globals printed "Exception ignored ... 'NoneType' object is not callable" at exit (seen
+    # at the end of `make test`); an atexit hook frees them first. Subprocess: the hook closes
+    # every open model, and this test must not close the module's shared one.
+    script = (
+        "import json\n"
+        "from toolkit.llm import get_llm\n"
+        "from toolkit.llm.local import close_llama_models\n"
+        "llm = get_llm(None)\n"
+        "n = close_llama_models()\n"
+        "print(json.dumps([type(llm).__name__, n, llm.model._model.model is None,"
+        " close_llama_models()]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["LlamaCppLLM", 1, True, 0]
+    assert "Exception ignored" not in proc.stderr

