@@ -79,7 +79,7 @@ class LFAnalysis:
 
     def lf_empirical_accuracies(self, Y: Any) -> np.ndarray:
         """Accuracy of each LF on the rows where it votes (NaN for an LF that never votes)."""
-        y = check_Y(Y, len(self.L), int(max(self.L.max(), np.max(Y))) + 1)
+        y = check_Y(Y, len(self.L), None)
         known = (y >= 0)[:, None] & self._votes
         hits = ((self.L == y[:, None]) & known).sum(0)
         tot = known.sum(0)
@@ -99,7 +99,7 @@ class LFAnalysis:
             index=pd.Index(self.names, name="lf"),
         )
         if Y is not None:
-            y = check_Y(Y, len(self.L), int(max(self.L.max(), np.max(Y))) + 1)
+            y = check_Y(Y, len(self.L), None)
             known = (y >= 0)[:, None] & self._votes
             hits = ((self.L == y[:, None]) & known).sum(0)
             df["correct"] = hits

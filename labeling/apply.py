@@ -122,7 +122,16 @@ class LFApplier:
     ) -> None:
         self.lfs = _check_lfs(lfs)
         self.names = [lf.name for lf in self.lfs]
-        self.cardinality = cardinality
+        if cardinality is not None and (
+            isinstance(cardinality, bool)
+            or not isinstance(cardinality, (int, np.integer))
+            or cardinality < 2
+        ):
+            raise LoomError(
+                f"LFApplier(cardinality={cardinality!r}): use the number of classes k (an "
+                "integer >= 2; votes are then checked to be -1 or 0..k-1), or None to skip the check"
+            )
+        self.cardinality = None if cardinality is None else int(cardinality)
         if row_type not in ("row", "series"):
             raise LoomError(f"row_type must be 'row' or 'series', got {row_type!r}")
         self.row_type = row_type
@@ -160,6 +169,15 @@ class LFApplier:
     ) -> tuple[np.ndarray, ApplierMetadata]:
         from tqdm.auto import tqdm
 
+        if (
+            isinstance(min_rows_per_job, bool)
+            or not isinstance(min_rows_per_job, int | np.integer)
+            or min_rows_per_job < 1
+        ):
+            raise LoomError(
+                f"LFApplier.apply(min_rows_per_job={min_rows_per_job!r}): use a positive number "
+                "of rows (a process is forked only when each gets at least that many)"
+            )
         progress = resolve_progress(progress)
 
         if not isinstance(df, pd.DataFrame):

@@ -85,6 +85,7 @@ class Embroid:
     per embedding space). min_kappa: a source's neighbourhood votes in a space are used only
     where they agree with the source's own predictions beyond chance (Cohen's kappa >=
     min_kappa): the smoothness that Embroid assumes, checked without gold (see `smoothness_`).
+    cardinality: number of classes k (None: the largest class in P or Y_dev, + 1).
     """
 
     def __init__(
@@ -148,12 +149,15 @@ class Embroid:
         """
         if isinstance(P, pd.DataFrame) and lf_names is None:
             lf_names = [str(c) for c in P.columns]
-        P0 = np.asarray(P.to_numpy() if isinstance(P, pd.DataFrame) else P)
-        if P0.ndim == 1:
-            P0 = P0.reshape(-1, 1)
+        P0 = P.to_numpy() if isinstance(P, pd.DataFrame) else P
+        if np.ndim(P0) == 1:
+            P0 = np.asarray(P0).reshape(-1, 1)
         P = check_L(P0, self.cardinality, what="P")
         n, m = P.shape
-        k_cls = self.cardinality or max(2, int(P.max()) + 1)
+        y = None if Y_dev is None else check_Y(Y_dev, n, self.cardinality, "Y_dev")
+        # inferred: the largest class any source or gold label names, + 1
+        top = max(int(P.max()), -1 if y is None else int(y.max()))
+        k_cls = self.cardinality or max(2, top + 1)
         self.cardinality_ = k_cls
         self.lf_names = (
             list(lf_names) if lf_names is not None else [f"source_{j}" for j in range(m)]
@@ -164,10 +168,7 @@ class Embroid:
         spaces: list[np.ndarray] = []
         names: list[str] = []
         if embeddings_list is not None:
-            if (
-                isinstance(embeddings_list, np.ndarray | pd.DataFrame)
-                and np.ndim(embeddings_list) == 2
-            ):
+            if _one_matrix(embeddings_list):
                 embeddings_list = [embeddings_list]
             for i, E in enumerate(embeddings_list):
                 spaces.append(check_embeddings(E, n, f"embeddings_list[{i}]"))
@@ -241,8 +242,7 @@ class Embroid:
         self.source_names_ = source_names
 
         fit_kw = {"seed": self.seed, "progress": progress, **self.fit_kwargs}
-        if Y_dev is not None:
-            y = check_Y(Y_dev, n, k_cls, "Y_dev")
+        if y is not None:
             fit_kw.setdefault("Y_dev", y[y >= 0])
         self.model_ = fit_label_model(
             self.base, k_cls, self.device, self.L_aug_, lf_names=self.source_names_, **fit_kw
@@ -288,6 +288,14 @@ class Embroid:
     def to_workspace(self, ws: Any, run: str) -> None:
         """Write the `coverage` and `partition_accuracy` tables of a `label` run."""
         save_smoothing(ws, run, self)
+
+
+def _one_matrix(E: Any) -> bool:
+    """Whether embeddings_list is one (n, d) matrix (array, DataFrame, tensor, or a list of
+    rows) rather than a list of matrices, one per embedding space."""
+    if isinstance(E, list | tuple):
+        return len(E) > 0 and np.ndim(E[0]) == 1
+    return np.ndim(E) == 2
 
 
 def _embedder_label(e: Any) -> str:

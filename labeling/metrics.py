@@ -25,6 +25,23 @@ METRICS = (
 )
 
 
+def _int_labels(values: Any, what: str) -> np.ndarray:
+    """Labels as a 1-D int64 array; NaN or fractional values are an error (as in Snorkel),
+    never a silent mismatch."""
+    arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values).reshape(-1)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "b" or (
+        arr.dtype.kind == "f" and np.isfinite(arr).all() and (arr == np.round(arr)).all()
+    ):
+        return arr.astype(np.int64)
+    raise LoomError(
+        f"metric_score: {what} must hold integer labels (0..k-1, -1 = abstain/unknown), got "
+        f"dtype {arr.dtype}{' with NaN' if arr.dtype.kind == 'f' and np.isnan(arr).any() else ''}"
+        f": mark unknown labels with -1 and filter them with filter_dict={{{what!r}: [-1]}}"
+    )
+
+
 def metric_score(
     golds: Any,
     preds: Any,
@@ -39,8 +56,8 @@ def metric_score(
     before scoring (except for "coverage", the share of preds that are not -1). kwargs:
     `pos_label=` (precision, recall, f1, fbeta) and `beta=` (fbeta); others are an error.
     """
-    golds = np.asarray(golds).reshape(-1)
-    preds = np.asarray(preds).reshape(-1)
+    golds = _int_labels(golds, "golds")
+    preds = _int_labels(preds, "preds")
     if len(golds) != len(preds):
         raise LoomError(f"golds ({len(golds)}) and preds ({len(preds)}) differ in length")
     if metric not in METRICS:
@@ -96,11 +113,15 @@ def metric_score(
 def filter_unlabeled_dataframe(
     X: pd.DataFrame, y: np.ndarray, L: np.ndarray
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Drop the rows of X (and of the labels/probs y) where every LF abstained."""
-    L = np.asarray(L)
-    if L.ndim != 2 or len(L) != len(X) or len(np.asarray(y)) != len(X):
+    """Drop the rows of X (and of the labels/probs y) where every LF abstained.
+
+    L: the (n, m) label matrix (-1 = abstain), dense or scipy.sparse (vote + 1 stored)."""
+    from labeling.model.sparse import check_votes, rows_without_votes
+
+    L = check_votes(L, what="L")  # dense or scipy.sparse votes, checked
+    if L.shape[0] != len(X) or len(np.asarray(y)) != len(X):
         raise LoomError(
             f"X ({len(X)} rows), y ({len(np.asarray(y))}) and L {L.shape} must have the same rows"
         )
-    keep = (L != -1).any(axis=1)
+    keep = ~rows_without_votes(L)
     return X.iloc[keep], np.asarray(y)[keep]

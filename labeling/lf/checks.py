@@ -51,6 +51,24 @@ def as_vote(value: Any, lf: str, index: Any, cardinality: int | None) -> int:
     return v
 
 
+def _aligned(values: pd.Series, index: pd.Index) -> pd.Series:
+    """A Series holding the frame's row labels in another order (e.g. after a sort), put back
+    in the frame's order: its votes belong to those labels, not to positions. Any other index,
+    and the default 0..n-1 (a Series built from an array, or reset), is read by position, as
+    an array would be."""
+    default = isinstance(values.index, pd.RangeIndex) and (
+        values.index.start == 0 and values.index.step == 1
+    )
+    same_labels = (
+        not default
+        and len(values) == len(index)
+        and index.is_unique
+        and values.index.is_unique
+        and bool(values.index.isin(index).all())
+    )
+    return values.reindex(index) if same_labels else values
+
+
 def vectorized_votes(
     values: Any, lf: str, index: pd.Index, cardinality: int | None, fault_tolerant: bool
 ) -> tuple[np.ndarray, int, str | None]:
@@ -60,6 +78,8 @@ def vectorized_votes(
     with it, bad values become abstains and are counted.
     """
     n = len(index)
+    if isinstance(values, pd.Series) and not values.index.equals(index):
+        values = _aligned(values, index)
     arr = np.asarray(values.to_numpy() if isinstance(values, pd.Series) else values)
     if arr.shape != (n,):
         msg = f"vectorized LF {lf!r} returned shape {arr.shape}; it must return one vote per row ({n},)"

@@ -138,6 +138,15 @@ def threshold_lf(
     """
     label_above = check_label(label_above, name)
     label_below = check_label(label_below, name)
+    try:
+        finite = bool(np.isfinite(threshold))
+    except (TypeError, ValueError):
+        finite = False
+    if isinstance(threshold, bool) or not finite:
+        raise LoomError(
+            f"LF {name!r}: threshold must be a finite number, got {threshold!r} (a NaN threshold "
+            "compares false with every value: the LF would vote label_below on every row)"
+        )
 
     def f(df: pd.DataFrame) -> np.ndarray:
         if callable(column):

@@ -19,7 +19,12 @@ import pandas as pd
 from labeling.arguments import check_kwargs, keyword_names
 from labeling.constants import ABSTAIN
 from labeling.metrics import metric_score
-from labeling.model.checks import LabelMatrixError, check_Y
+from labeling.model.checks import (
+    LabelMatrixError,
+    check_column_order,
+    check_training_args,
+    check_Y,
+)
 from labeling.model.diagnostics import degenerate_message
 from labeling.model.sparse import check_votes, is_sparse, rows_without_votes, voting_lfs
 from toolkit.errors import LoomError
@@ -28,6 +33,9 @@ from toolkit.progress import resolve_progress
 logger = logging.getLogger(__name__)
 
 TIE_POLICIES = ("abstain", "random", "true-random")
+
+#: How far from 1 a class_balance may sum without a warning (rounded priors: 3 x 0.33).
+BALANCE_TOLERANCE = 0.02
 
 #: Arguments of Snorkel's LabelModel.fit that loom does not take, and why (said instead of
 #: "unexpected argument"). A model that implements one lists it in its `_fit` signature.
@@ -122,6 +130,14 @@ class BaseLabelModel:
                 raise LabelMatrixError(f"class_balance has {len(p)} entries but cardinality is {k}")
             if (p <= 0).any() or not np.isfinite(p).all():
                 raise LabelMatrixError(f"class_balance must be positive, got {p.tolist()}")
+            if abs(p.sum() - 1.0) > BALANCE_TOLERANCE:  # counts or a slip: said, not silent
+                logger.warning(
+                    "class_balance %s sums to %.4g, not 1: taken as relative weights, prior %s "
+                    "(pass P(Y = y) per class to silence this)",
+                    p.tolist(),
+                    p.sum(),
+                    np.round(p / p.sum(), 4).tolist(),
+                )
             self.class_balance = p / p.sum()
             return True
         if Y_dev is not None:
@@ -168,6 +184,7 @@ class BaseLabelModel:
             [*keyword_names(BaseLabelModel.fit, skip=("L_train",)), "progress_bar", *options],
             UNSUPPORTED_FIT_ARGS,
         )
+        check_training_args(name, n_epochs, lr)
         ignored = [a for a, v in (("n_epochs", n_epochs), ("lr", lr)) if v is not None]
         ignored = [a for a in ignored if a not in options]
         if ignored:
@@ -181,11 +198,12 @@ class BaseLabelModel:
         n, m = L.shape
         if isinstance(L_train, pd.DataFrame) and lf_names is None:
             lf_names = [str(c) for c in L_train.columns]
-        self.lf_names = list(lf_names) if lf_names is not None else [f"lf_{i}" for i in range(m)]
-        if len(self.lf_names) != m:
-            raise LabelMatrixError(
-                f"lf_names has {len(self.lf_names)} names but L_train has {m} columns"
-            )
+        names = list(lf_names) if lf_names is not None else [f"lf_{i}" for i in range(m)]
+        if len(names) != m:
+            raise LabelMatrixError(f"lf_names has {len(names)} names but L_train has {m} columns")
+        # checked before lf_names is replaced: a rejected prior leaves an earlier fit usable
+        fixed = self._set_class_balance(class_balance, Y_dev, n)
+        self.lf_names = names
         self.fit_warnings_: list[str] = []
         self._voting = voting_lfs(L)  # one pass over L, reused by _fit and the checks below
         silent = ~self._voting
@@ -202,7 +220,6 @@ class BaseLabelModel:
                 f"{empty} of {n} rows have no votes: predict_proba gives them P(Y | every LF abstained) "
                 "and -1 from predict (drop them with filter_unlabeled_dataframe)"
             )
-        fixed = self._set_class_balance(class_balance, Y_dev, n)
         self._fixed_balance = fixed
         show = resolve_progress(progress if progress is not None else self.progress)
         given = {"n_epochs": n_epochs, "lr": lr, "seed": seed, "progress": show}
@@ -216,6 +233,8 @@ class BaseLabelModel:
 
     def _check_votes(self, L: Any, m: int | None, what: str = "L") -> Any:
         """A checked label matrix: dense int64, or canonical CSR when the model takes sparse."""
+        if m is not None:
+            check_column_order(L, self.lf_names, what)
         if is_sparse(L) and not self.accepts_sparse:
             raise LabelMatrixError(
                 f"{type(self).__name__} does not take a sparse {what}: use LabelModel or "
@@ -280,10 +299,12 @@ class BaseLabelModel:
         self,
         L: Any,
         Y: Any,
-        metrics: list[str] | tuple[str, ...] = ("accuracy",),
+        metrics: str | list[str] | tuple[str, ...] = ("accuracy",),
         tie_break_policy: str = "abstain",
     ) -> dict[str, float]:
         """Metrics of predict(L) against gold Y on the rows the model labels (-1 preds dropped)."""
+        if isinstance(metrics, str):  # one metric name, not its letters
+            metrics = [metrics]
         L = self._check_votes(L, self.m)
         y = check_Y(Y, L.shape[0], self.cardinality)
         pred, probs = self.predict(L, return_probs=True, tie_break_policy=tie_break_policy)

@@ -36,6 +36,12 @@ def check_L(
     L: Any, cardinality: int | None = None, m: int | None = None, what: str = "L"
 ) -> np.ndarray:
     """Validate a label matrix and return it as int64 (n, m), or raise a clear error."""
+    if type(L).__module__.startswith("scipy.sparse"):
+        raise LabelMatrixError(
+            f"{what} is a scipy.sparse matrix, but this needs a dense label matrix (-1 = "
+            f"abstain): densify it with labeling.from_sparse_votes({what}), or use LabelModel / "
+            "MajorityVoter, which take sparse votes"
+        )
     if isinstance(L, pd.DataFrame):
         L = L.to_numpy()
     if hasattr(L, "detach"):  # torch tensor
@@ -74,8 +80,45 @@ def check_L(
     return arr.astype(np.int64, copy=False)
 
 
-def check_Y(Y: Any, n: int, cardinality: int, what: str = "Y") -> np.ndarray:
-    """Validate gold labels (-1 = unknown allowed) of length n."""
+def check_training_args(name: str, n_epochs: Any, lr: Any) -> None:
+    """n_epochs a whole number >= 0 and lr a finite number > 0 (None = the model's default).
+
+    A NaN or negative learning rate would otherwise fit "successfully" into NaN or
+    reversed probabilities.
+    """
+    if n_epochs is not None and (
+        isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0
+    ):
+        raise LoomError(
+            f"{name}.fit(n_epochs={n_epochs!r}): use a whole number >= 0, or None for the default"
+        )
+    if lr is not None and (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float, np.integer, np.floating))
+        or not np.isfinite(lr)
+        or lr <= 0
+    ):
+        raise LoomError(
+            f"{name}.fit(lr={lr!r}): use a finite learning rate > 0, or None for the default"
+        )
+
+
+def check_column_order(L: Any, lf_names: list[str] | None, what: str = "L") -> None:
+    """A DataFrame L whose columns are the fitted LFs' names in another order is an error:
+    votes are read by position, so it would silently score each LF with another's table."""
+    if not isinstance(L, pd.DataFrame) or not lf_names:
+        return
+    cols = [str(c) for c in L.columns]
+    if cols != list(lf_names) and sorted(cols) == sorted(lf_names):
+        raise LabelMatrixError(
+            f"{what} has the fitted LFs' columns in another order ({cols[:8]} vs "
+            f"{list(lf_names)[:8]} in fit); votes are read by position: put the columns "
+            "in the order of fit (model.lf_names)"
+        )
+
+
+def check_Y(Y: Any, n: int, cardinality: int | None, what: str = "Y") -> np.ndarray:
+    """Validate gold labels (-1 = unknown allowed) of length n (cardinality None: any class >= 0)."""
     y = np.asarray(Y.to_numpy() if isinstance(Y, pd.Series) else Y)
     if y.ndim == 2 and 1 in y.shape:
         y = y.reshape(-1)
@@ -86,11 +129,13 @@ def check_Y(Y: Any, n: int, cardinality: int, what: str = "Y") -> np.ndarray:
             y = y.astype(np.int64)
         else:
             raise LabelDtypeError(
-                f"{what} has dtype {y.dtype}: gold labels must be integers 0..k-1"
+                f"{what} has dtype {y.dtype}: gold labels must be integers 0..k-1, -1 where unknown"
             )
-    if len(y) and (y.min() < -1 or y.max() >= cardinality):
+    if len(y) and (y.min() < -1 or (cardinality is not None and y.max() >= cardinality)):
+        top = "k-1" if cardinality is None else cardinality - 1
         raise LabelMatrixError(
-            f"{what} has labels outside 0..{cardinality - 1} (min {y.min()}, max {y.max()})"
+            f"{what} has labels outside 0..{top} (min {y.min()}, max {y.max()}): gold labels "
+            "are 0..k-1, or -1 where unknown"
         )
     return y.astype(np.int64, copy=False)
 

@@ -13,6 +13,7 @@ from labeling.model.base import BaseLabelModel
 from labeling.model.sparse import is_sparse, sparse_proba, voting_lfs
 from labeling.model.votes import VoteBlocks, row_chunks, softmax_rows, t_matmul
 from toolkit.device import resolve_device
+from toolkit.errors import LoomError
 
 
 def one_coin(counts: Any, Ny: Any) -> Any:
@@ -209,6 +210,15 @@ class ConditionalModel(BaseLabelModel):
     def _em_rows(self, L: np.ndarray, em_sample: int | None, seed: int) -> np.ndarray:
         """The rows EM runs on: all of L, or a uniform sample of em_sample rows."""
         n = L.shape[0]
+        if em_sample is not None and (
+            isinstance(em_sample, bool)
+            or not isinstance(em_sample, (int, np.integer))
+            or em_sample < 1
+        ):
+            raise LoomError(
+                f"{type(self).__name__}.fit(fit_sample/em_sample={em_sample!r}): use a positive "
+                "number of rows, or None to fit on all rows"
+            )
         if em_sample and n > em_sample:
             idx = np.sort(np.random.default_rng(seed).choice(n, em_sample, replace=False))
             self.fit_info["em_rows"] = int(em_sample)

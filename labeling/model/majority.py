@@ -20,7 +20,7 @@ class MajorityVoter(BaseLabelModel):
     accepts_sparse = True
 
     def _fit(self, L: np.ndarray) -> None:
-        if self.class_balance is None:
+        if not self._fixed_balance:  # never the prior of an earlier fit
             self.class_balance = np.full(self.cardinality, 1.0 / self.cardinality)
         self.m = L.shape[1]
         pred = self.predict(L)

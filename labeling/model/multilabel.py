@@ -155,6 +155,12 @@ class MultiLabelModel:
             raise LabelMatrixError(
                 f"Y must have shape (n, K) = {(L.shape[0], self.n_labels)}, got {y.shape}"
             )
+        if not np.isin(y, (-1, 0, 1)).all():
+            bad = y[~np.isin(y, (-1, 0, 1))].ravel()[:3].tolist()
+            raise LabelMatrixError(
+                f"Y holds {bad}: multi-label gold labels are 1 (label applies), 0 (does not "
+                "apply) or -1 (unknown, left out of the scores)"
+            )
         pred, probs = self.predict(L), self.predict_proba(L)
         out = {}
         for mt in metrics:

@@ -36,6 +36,8 @@ def to_sparse_votes(L: Any) -> Any:
     """Dense label matrix (-1 = abstain, 0..k-1) -> CSR storing vote + 1 (abstain not stored)."""
     import scipy.sparse as sp
 
+    if sp.issparse(L):  # already sparse votes: checked, as they are
+        return check_sparse_L(L, what="L")
     L = check_L(L, what="L")
     n, m = L.shape
     fires = L >= 0

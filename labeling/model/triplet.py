@@ -15,7 +15,8 @@ class TripletModel(ConditionalModel):
 
     For LFs i, j voting together, the centred agreement M_ij = (k P(agree) - 1)/(k - 1)
     equals b_i b_j with b_i = (k acc_i - 1)/(k - 1); each b_i is the median over triplets
-    of sqrt(|M_ij M_ik / M_jk|). No iterations: one pass over L for the pair statistics.
+    of sqrt(|M_ij M_ik / M_jk|), negative when the LF's agreement with the others (median
+    M_ij) is below chance. No iterations: one pass over L for the pair statistics.
     """
 
     def _fit(
@@ -65,8 +66,13 @@ class TripletModel(ConditionalModel):
             good = np.abs(den) > 1e-3
             if good.any():
                 b[i] = np.median(np.sqrt(np.abs(num[good] / den[good])))
+                # the triplets give |b_i|; M_ij = b_i b_j gives its sign, taking most LFs to be
+                # better than chance (as the matrix completion does): an LF that disagrees with
+                # the others more than chance is below chance, not perfect
+                if np.median(M[i, js]) < 0:
+                    b[i] = -b[i]
         fallback = np.isnan(b)
-        b = np.where(fallback, 0.0, np.clip(b, 0.0, 1.0 - 1e-4))
+        b = np.where(fallback, 0.0, np.clip(b, -1.0 / (k - 1), 1.0 - 1e-4))
         acc = (1.0 + (k - 1) * b) / k
         self.fit_info["lfs_without_triplets"] = int(fallback.sum())
         self.fit_info["min_overlap"] = int(min_overlap)
