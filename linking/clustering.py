@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from linking.checks import check_k, check_method, check_new_columns, check_threshold
-from linking.config import DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkConfig
+from linking.checks import (
+    check_char_weight,
+    check_k,
+    check_method,
+    check_new_columns,
+    check_threshold,
+)
+from linking.config import AUTO, DEFAULT_DEDUP_K, DEFAULT_DEDUP_THRESHOLD, LinkConfig
 from linking.duplicates import dedup_table, table_keys, table_vectors, with_clusters
 from linking.groups import renumber
 from linking.keys import check_frame
@@ -50,6 +57,27 @@ def cluster_block(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns when the k-NN graph is disconnected
         return model.fit_predict(x)
+
+
+def check_cluster_options(method: str, threshold: Any, min_cluster_size: Any) -> None:
+    """The options the k-NN graph methods need: agglomerative cuts at a numeric threshold,
+    hdbscan's clusters hold at least min_cluster_size >= 2 rows."""
+    if method == "agglomerative" and (
+        not isinstance(threshold, int | float) or isinstance(threshold, bool)
+    ):
+        raise LoomError(
+            f"threshold={threshold!r}: method='agglomerative' cuts at cosine distance "
+            "1 - threshold: give a number such as 0.9 (tune it with linking.tune_threshold)"
+        )
+    if method == "hdbscan" and (
+        not isinstance(min_cluster_size, int | np.integer)
+        or isinstance(min_cluster_size, bool)
+        or min_cluster_size < 2
+    ):
+        raise LoomError(
+            f"min_cluster_size={min_cluster_size!r}: give an integer >= 2 (the fewest rows of "
+            "a cluster; rows outside every cluster are singletons)"
+        )
 
 
 def cluster_labels(
@@ -122,11 +150,15 @@ def cluster_table(
         return dedup_table(df, on, cfg)
     check_threshold(cfg.threshold)
     check_k(cfg.k)
+    check_char_weight(cfg.char_weight)
     if cfg.recall is not None:
         raise LoomError(
             f"recall={cfg.recall} tunes the candidates of method='connected' (dedup); "
             f"method={method!r} clusters the k-NN graph: leave recall None and set k"
         )
+    check_cluster_options(method, cfg.threshold, min_cluster_size)
+    if cfg.char_weight == AUTO:  # outside the cascade "auto" is the encoder cosine, as in dedup
+        cfg = replace(cfg, char_weight=0.0)
     vecs, valid, blocks, report = table_vectors(df, on, cfg)
     out = with_clusters(df, cluster_labels(vecs, valid, blocks, method, cfg, min_cluster_size))
     out.attrs["linking"] = report
@@ -163,6 +195,11 @@ def aggregate(
         raise LoomError(f"classes must be non-empty strings; bad entries: {bad[:5]}")
     check_new_columns(df, ("class", "class_id", "class_score"), "first")
     check_threshold(threshold)
+    if isinstance(threshold, str):
+        raise LoomError(
+            f"aggregate(threshold={threshold!r}): give a cosine between -1 and 1 under which a "
+            "row gets no class, or None (every row its nearest class)"
+        )
     cfg = LinkConfig.from_options(locals())
     texts, valid, _, report = table_keys(df, on, None)
     vecs, cvecs = embed_keys([masked_texts(texts, valid), classes], cfg)

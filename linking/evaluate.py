@@ -140,6 +140,11 @@ def tune_threshold(
     if symmetric is None:
         symmetric = a == "row_a"
     true = as_pairs(gold, "gold", symmetric)
+    if not true:
+        raise LoomError(
+            "gold holds no pairs: a threshold is tuned on labelled matches, so give the "
+            "matching pairs of the dev set (left_row/right_row or row_a/row_b positions)"
+        )
     pairs = [
         _ordered(_id(x), _id(y)) if symmetric else (_id(x), _id(y))
         for x, y in zip(cand[a].tolist(), cand[b].tolist())

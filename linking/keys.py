@@ -14,21 +14,31 @@ from toolkit.errors import LoomError
 RESERVED = ("left_row", "right_row", "score", "rank")
 
 
+def _column_label(value: object) -> bool:
+    """An integer column label (pandas numbers the columns of a table without a header)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def as_columns(value: str | Sequence[str] | None, what: str) -> list[str] | None:
     """'name' or ['name', 'city'] or 'name,city' -> a list of column names."""
     if value is None:
         return None
     if isinstance(value, str):
         cols = [c.strip() for c in value.split(",")] if "," in value else [value]
+    elif _column_label(value):  # e.g. 0: the columns of a table read with header=None
+        cols = [value]
     else:
         try:
             cols = list(value)
         except TypeError as e:
             raise LoomError(
-                f"{what} must be a column name or a list of names, got {value!r}"
+                f"{what} must be a column name (or an integer column label) or a list of "
+                f"them, got {value!r}"
             ) from e
-    if not cols or any(not isinstance(c, str) or not c for c in cols):
-        raise LoomError(f"{what} must name one or more columns, got {value!r}")
+    if not cols or any(not (isinstance(c, str) and c) and not _column_label(c) for c in cols):
+        raise LoomError(
+            f"{what} must name one or more columns (names or integer labels), got {value!r}"
+        )
     if len(set(cols)) != len(cols):
         raise LoomError(f"{what} lists a column twice: {cols}")
     return cols
@@ -79,9 +89,13 @@ def _cell(value: object, column: str, row: int) -> str:
         return ""
     if isinstance(value, str):
         return value.strip()
-    if isinstance(value, float) and np.isnan(value):
-        return ""
     if value is pd.NaT or value is pd.NA:
+        return ""
+    if isinstance(value, np.datetime64 | np.timedelta64):  # as the cells of a datetime column
+        if np.isnat(value):
+            return ""
+        return str(pd.Timestamp(value) if isinstance(value, np.datetime64) else pd.Timedelta(value))
+    if isinstance(value, numbers.Number) and value != value:  # NaN of any float type
         return ""
     if isinstance(value, bool | np.bool_ | numbers.Number | _dt.date | _dt.time | pd.Timestamp):
         if isinstance(value, float | np.floating) and float(value).is_integer():

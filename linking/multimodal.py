@@ -19,7 +19,7 @@ import pandas as pd
 from linking.checks import check_k, check_method, check_threshold
 from linking.clip import CLIP_MEAN, CLIP_STD, CharTokenizer, ClipEncoder, clip_encoder, image_paths
 from linking.clip_train import retrieval_accuracy, train_multimodal
-from linking.clustering import cluster_labels
+from linking.clustering import check_cluster_options, cluster_labels
 from linking.config import DEFAULT_DEDUP_THRESHOLD, LinkConfig
 from linking.duplicates import components, with_clusters
 from linking.keys import as_columns, check_frame, check_has, key_texts
@@ -40,6 +40,17 @@ __all__ = [
     "retrieval_accuracy",
     "train_multimodal",
 ]
+
+
+def check_image_threshold(threshold: Any, what: str, none_ok: bool) -> None:
+    """Image records have no threshold chosen from the data: a number (or, to link, None)."""
+    check_threshold(threshold)
+    if isinstance(threshold, str) or (threshold is None and not none_ok):
+        keep = " or None (every row keeps its nearest match)" if none_ok else ""
+        raise LoomError(
+            f"{what}(threshold={threshold!r}): image + text records are cut at a cosine that "
+            f"you give, e.g. 0.85{keep}; tune it with linking.tune_threshold"
+        )
 
 
 def record_vectors(
@@ -113,7 +124,7 @@ def merge(
     device: where the CLIP encoder runs; progress: as in `record_vectors`.
     """
     check_k(k)
-    check_threshold(threshold)
+    check_image_threshold(threshold, "merge", none_ok=True)
     check_frame(left, "left")
     check_frame(right, "right")
     cfg = LinkConfig(k=k, threshold=threshold, one_to_one=one_to_one, progress=progress)
@@ -150,7 +161,7 @@ def dedup(
     progress: bool | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """`linking.dedup` on pooled image+text record vectors (cluster_id, duplicate columns)."""
-    check_threshold(threshold)
+    check_image_threshold(threshold, "dedup", none_ok=False)
     cfg = LinkConfig(k=k, threshold=threshold, progress=progress)
     vec, valid = record_vectors(
         df, image_col, on, model, image_weight, image_root, device, cfg.progress
@@ -181,6 +192,8 @@ def cluster(
             df, image_col, on, model, threshold, image_weight, k, image_root=image_root,
             device=device, progress=progress,
         )  # fmt: skip
+    check_cluster_options(method, threshold, min_cluster_size)
+    check_k(k)
     cfg = LinkConfig(k=k, threshold=threshold, progress=progress)
     vec, valid = record_vectors(
         df, image_col, on, model, image_weight, image_root, device, cfg.progress

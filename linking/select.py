@@ -26,6 +26,10 @@ from linking.search import one_to_one
 logger = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["left_row", "right_row", "score", "rank"]
+#: a mixture of fewer candidate scores than this gets a warning: with few rows (or every
+#: duplicate an exact copy, whose scores are left out of the fit) its "match" mode may be the
+#: more alike non-matches (e.g. names sharing a suffix such as "Corp")
+FEW_MIXTURE_SCORES = 200
 
 
 def best_per(pairs: pd.DataFrame, col: str, k: int) -> pd.DataFrame:
@@ -79,7 +83,16 @@ def choose_threshold(
         return threshold, "given"
     if mixture is None:
         return fallback, "fallback: too few or one-mode candidate scores for a mixture"
-    return round(mixture.threshold(), 4), "mixture"
+    chosen = round(mixture.threshold(), 4)
+    if mixture.n < FEW_MIXTURE_SCORES:
+        logger.warning(
+            "threshold='auto' chose %s from only %d candidate scores (exact matches are left "
+            "out of the fit; the 'match' mode, mean %.3g, may be alike non-matches): look at "
+            "the pairs near it, or give threshold= (tune it on labelled pairs with "
+            "linking.tune_threshold)",
+            chosen, mixture.n, mixture.means[1],
+        )  # fmt: skip
+    return chosen, "mixture"
 
 
 def quality_report(

@@ -134,29 +134,36 @@ def _to(features: dict, device: str) -> dict:
 
 
 def _batches(groups: list[Any], texts: list[str], batch_size: int, rng: random.Random) -> list:
-    """Shuffled batches with no group (or text) twice in one batch: no false negatives."""
+    """Shuffled batches with no group (or text) twice in one batch: no false negatives.
+
+    Pairs that clash with a batch wait for a later one (passes over the waiting pairs until
+    none can be placed), so every pair is used unless all that remain share one group/text."""
     order = list(range(len(groups)))
     rng.shuffle(order)
-    batches, current, seen = [], [], set()
-    pending: list[int] = []
-    for i in order:
-        key = (groups[i],)
-        if key in seen or texts[i] in seen:
-            pending.append(i)
-            continue
-        current.append(i)
-        seen.update({key, texts[i]})
-        if len(current) == batch_size:
+    batches: list[list[int]] = []
+    while order:
+        pending: list[int] = []
+        current: list[int] = []
+        seen: set = set()
+        placed = False
+        for i in order:
+            key = (groups[i],)
+            if key in seen or texts[i] in seen:
+                pending.append(i)
+                continue
+            current.append(i)
+            seen.update({key, texts[i]})
+            if len(current) == batch_size:
+                batches.append(current)
+                current, seen, placed = [], set(), True
+        if len(current) > 1:
             batches.append(current)
-            current, seen = [], set()
-            for j in list(pending):
-                kj = (groups[j],)
-                if kj not in seen and texts[j] not in seen and len(current) < batch_size:
-                    current.append(j)
-                    seen.update({kj, texts[j]})
-                    pending.remove(j)
-    if len(current) > 1:
-        batches.append(current)
+            placed = True
+        else:
+            pending = current + pending
+        if not placed:
+            break
+        order = pending
     return batches
 
 
@@ -196,8 +203,15 @@ def train(
     progress = resolve_progress(deprecated_progress(progress, "verbose", verbose, "train"))
     if not isinstance(epochs, int) or epochs < 1:
         raise LoomError(f"epochs={epochs!r}: give a positive integer")
-    if batch_size < 2:
-        raise LoomError("batch_size must be >= 2: in-batch negatives need other pairs")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+        raise LoomError(
+            f"batch_size={batch_size!r}: give an integer >= 2 (in-batch negatives need other pairs)"
+        )
+    if not isinstance(eval_fraction, int | float) or not 0.0 <= eval_fraction < 1.0:
+        raise LoomError(
+            f"eval_fraction={eval_fraction!r}: give the share of pairs held out for the "
+            "before/after score, a number in [0, 1) (0 holds none out)"
+        )
     a, b, gid = _pairs_from_input(pairs, columns, cluster_col, on)
     if len(a) < 2:
         raise LoomError(f"train needs at least 2 matching pairs, got {len(a)}")
@@ -224,6 +238,19 @@ def train(
             f"output_dir {out} exists and is not a model trained by linking.train: "
             "give an empty or new folder"
         )
+    left_out = len(ta) - sum(map(len, _batches(tg, ta, batch_size, random.Random(seed))))
+    if len(ta) - left_out < 2:
+        raise LoomError(
+            f"the {len(ta)} training pairs ({len(ea)} more held out for evaluation) cannot form "
+            "a batch: each pair of a batch needs its own cluster and anchor text (the others "
+            "are its negatives); give pairs of at least two clusters, or a lower eval_fraction"
+        )
+    if left_out:
+        logger.warning(
+            "%d of %d training pairs share their cluster or anchor text with all the other "
+            "pairs left to place: they are left out of every epoch",
+            left_out, len(ta),
+        )  # fmt: skip
     torch.manual_seed(seed)
     base = get_embedder(base_model, device)
     st = getattr(base, "model", None)
