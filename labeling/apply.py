@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from labeling.arguments import whole_number_at_least
 from labeling.constants import ABSTAIN
 from labeling.lf import LabelingFunction, Row, begin_batch, end_batch
 from labeling.lf.checks import LFError, as_vote, shadowed_field_hint, vectorized_votes
@@ -122,11 +123,7 @@ class LFApplier:
     ) -> None:
         self.lfs = _check_lfs(lfs)
         self.names = [lf.name for lf in self.lfs]
-        if cardinality is not None and (
-            isinstance(cardinality, bool)
-            or not isinstance(cardinality, (int, np.integer))
-            or cardinality < 2
-        ):
+        if cardinality is not None and not whole_number_at_least(cardinality, 2):
             raise LoomError(
                 f"LFApplier(cardinality={cardinality!r}): use the number of classes k (an "
                 "integer >= 2; votes are then checked to be -1 or 0..k-1), or None to skip the check"
@@ -169,11 +166,7 @@ class LFApplier:
     ) -> tuple[np.ndarray, ApplierMetadata]:
         from tqdm.auto import tqdm
 
-        if (
-            isinstance(min_rows_per_job, bool)
-            or not isinstance(min_rows_per_job, int | np.integer)
-            or min_rows_per_job < 1
-        ):
+        if not whole_number_at_least(min_rows_per_job, 1):
             raise LoomError(
                 f"LFApplier.apply(min_rows_per_job={min_rows_per_job!r}): use a positive number "
                 "of rows (a process is forked only when each gets at least that many)"

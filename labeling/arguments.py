@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from toolkit.errors import LoomError
 
 
@@ -57,3 +59,8 @@ def keyword_names(func: Callable[..., Any], skip: Iterable[str] = ()) -> list[st
 
 
 __all__ = ["UnknownArgumentError", "check_kwargs", "keyword_names"]
+
+
+def whole_number_at_least(value: Any, minimum: int) -> bool:
+    """Whether value is an integer (Python or numpy, not a bool) >= minimum."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= minimum

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labeling.arguments import whole_number_at_least
 from labeling.constants import ABSTAIN
 from toolkit.errors import LoomError
 
@@ -86,9 +87,7 @@ def check_training_args(name: str, n_epochs: Any, lr: Any) -> None:
     A NaN or negative learning rate would otherwise fit "successfully" into NaN or
     reversed probabilities.
     """
-    if n_epochs is not None and (
-        isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0
-    ):
+    if n_epochs is not None and not whole_number_at_least(n_epochs, 0):
         raise LoomError(
             f"{name}.fit(n_epochs={n_epochs!r}): use a whole number >= 0, or None for the default"
         )

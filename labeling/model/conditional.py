@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from labeling.arguments import whole_number_at_least
 from labeling.model.base import BaseLabelModel
 from labeling.model.sparse import is_sparse, sparse_proba, voting_lfs
 from labeling.model.votes import VoteBlocks, row_chunks, softmax_rows, t_matmul
@@ -210,11 +211,7 @@ class ConditionalModel(BaseLabelModel):
     def _em_rows(self, L: np.ndarray, em_sample: int | None, seed: int) -> np.ndarray:
         """The rows EM runs on: all of L, or a uniform sample of em_sample rows."""
         n = L.shape[0]
-        if em_sample is not None and (
-            isinstance(em_sample, bool)
-            or not isinstance(em_sample, (int, np.integer))
-            or em_sample < 1
-        ):
+        if em_sample is not None and not whole_number_at_least(em_sample, 1):
             raise LoomError(
                 f"{type(self).__name__}.fit(fit_sample/em_sample={em_sample!r}): use a positive "
                 "number of rows, or None to fit on all rows"
