@@ -74,8 +74,11 @@ def metric_score(
         return float((preds != -1).mean()) if len(preds) else 0.0
     keep = np.ones(len(golds), dtype=bool)
     for key, values in (filter_dict or {}).items():
-        if key not in ("golds", "preds", "probs"):
-            raise LoomError(f"filter_dict keys must be 'golds' or 'preds', got {key!r}")
+        if key not in ("golds", "preds"):  # ("probs" filtered the preds before)
+            raise LoomError(
+                f"filter_dict keys must be 'golds' or 'preds', got {key!r} (to drop abstains, "
+                "filter_dict={'preds': [-1]})"
+            )
         arr = golds if key == "golds" else preds
         keep &= ~np.isin(arr, list(values))
     g, p = golds[keep], preds[keep]
@@ -88,6 +91,14 @@ def metric_score(
         return float((g == p).mean())
     if metric in ("precision", "recall", "f1", "fbeta"):
         pos = kwargs.get("pos_label", 1)
+        classes = np.union1d(g, p)
+        if len(classes) > 2:
+            raise LoomError(
+                f"metric={metric!r} scores one positive class (pos_label={pos}) of a binary "
+                f"task, but golds and preds hold {len(classes)} classes {classes[:6].tolist()}: "
+                "use metric='f1_micro' or 'f1_macro', or drop abstains with "
+                "filter_dict={'preds': [-1]}"
+            )
         if metric == "precision":
             return float(skm.precision_score(g, p, pos_label=pos, zero_division=0))
         if metric == "recall":

@@ -231,3 +231,13 @@ def test_triplet_model_does_not_trust_an_lf_that_is_always_wrong():
     model = TripletModel(2).fit(L)
     assert model.get_weights()[4] < 0.1
     assert model.score(L, Y)["accuracy"] > 0.85
+
+
+def test_metric_score_filter_keys_and_binary_metrics_on_many_classes():
+    golds, preds = np.array([0, 1, 2, 1]), np.array([0, 1, 1, -1])
+    with pytest.raises(LoomError, match="filter_dict keys must be 'golds' or 'preds'"):
+        metric_score(golds, preds, filter_dict={"probs": [-1]})  # filtered the preds before
+    with pytest.raises(LoomError, match=r"metric='f1' scores one positive class.*f1_macro"):
+        metric_score(golds, preds, metric="f1")
+    assert metric_score(golds, preds, metric="f1_macro", filter_dict={"preds": [-1]}) > 0
+    assert metric_score([0, 1, 1], [0, 1, 0], metric="f1") == pytest.approx(2 / 3)
