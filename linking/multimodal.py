@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linking.checks import check_k, check_method, check_threshold
+from linking.checks import check_how, check_k, check_link_options, check_method, check_threshold
 from linking.clip import CLIP_MEAN, CLIP_STD, CharTokenizer, ClipEncoder, clip_encoder, image_paths
 from linking.clip_train import retrieval_accuracy, train_multimodal
 from linking.clustering import check_cluster_options, cluster_labels
@@ -127,7 +127,9 @@ def merge(
     check_image_threshold(threshold, "merge", none_ok=True)
     check_frame(left, "left")
     check_frame(right, "right")
+    check_how(how)  # before any image is read (a cardinality here is plain merge's how=)
     cfg = LinkConfig(k=k, threshold=threshold, one_to_one=one_to_one, progress=progress)
+    check_link_options(cfg)  # one_to_one keeps one match per row: k=1
     enc = clip_encoder(model, device)
     lv, lvalid = record_vectors(
         left, image_col, on, enc, image_weight, image_root, None, cfg.progress

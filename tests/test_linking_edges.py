@@ -152,3 +152,17 @@ def test_auto_threshold_from_few_scores_is_said(firms, caplog):
     with caplog.at_level(logging.WARNING, logger="linking.select"):
         linking.dedup(twice, on="name", threshold=0.9)  # a given threshold: nothing to say
     assert "from only" not in caplog.text
+
+
+def test_multimodal_merge_checks_how_and_one_to_one_before_encoding(firms, monkeypatch):
+    import linking.multimodal as mm
+
+    def no_encoder(*args, **kwargs):  # the checks must come before any record is encoded
+        raise AssertionError("encoded before the options were checked")
+
+    monkeypatch.setattr(mm, "clip_encoder", no_encoder)
+    df = firms.assign(img=None)
+    with pytest.raises(LoomError, match="how='one_to_one'"):
+        mm.merge(df, df, image_col="img", on="name", how="one_to_one")
+    with pytest.raises(LoomError, match="one_to_one=True keeps one match per row"):
+        mm.merge(df, df, image_col="img", on="name", k=3, one_to_one=True)
