@@ -31,6 +31,12 @@ from toolkit.progress import deprecated_progress, resolve_progress
 logger = logging.getLogger(__name__)
 
 
+def skipped(count: int, total: int, why: str) -> None:
+    """Say how many training rows or pairs were left out, and why (never silently)."""
+    if count:
+        logger.warning("train: %d of %d rows/pairs left out: %s", count, total, why)
+
+
 def _pairs_from_input(
     pairs: Any,
     columns: Sequence[str] | None,
@@ -45,9 +51,14 @@ def _pairs_from_input(
             check_has(pairs, cols, "pairs")
             texts, empty = key_texts(pairs, cols)
             groups: dict[Any, list[str]] = {}
-            for t, e, g in zip(texts, empty, pairs[cluster_col].tolist()):
+            ids = pairs[cluster_col].tolist()
+            for t, e, g in zip(texts, empty, ids):
                 if not e and not pd.isna(g):
                     groups.setdefault(g, []).append(t)
+            skipped(int(sum(pd.isna(g) for g in ids)), len(ids), f"no {cluster_col!r} (NaN)")
+            skipped(
+                int(sum(e and not pd.isna(g) for e, g in zip(empty, ids))), len(ids), "empty text"
+            )
             a, b, gid = [], [], []
             for g, members in groups.items():
                 members = list(dict.fromkeys(members))
@@ -67,6 +78,7 @@ def _pairs_from_input(
         ta, ea = key_texts(pairs, [cols[0]])
         tb, eb = key_texts(pairs, [cols[1]])
         keep = ~(ea | eb)
+        skipped(int((~keep).sum()), len(keep), "an empty text")
         a = [t for t, k in zip(ta, keep) if k]
         b = [t for t, k in zip(tb, keep) if k]
         return a, b, list(range(len(a)))
@@ -76,7 +88,9 @@ def _pairs_from_input(
         raise LoomError("pairs must be a DataFrame or a list of (text_a, text_b) tuples") from e
     if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in items):
         raise LoomError("every pair must be two strings (text_a, text_b)")
-    items = [p for p in items if p[0].strip() and p[1].strip()]
+    kept = [p for p in items if p[0].strip() and p[1].strip()]
+    skipped(len(items) - len(kept), len(items), "an empty text")
+    items = kept
     return [p[0] for p in items], [p[1] for p in items], list(range(len(items)))
 
 

@@ -166,3 +166,19 @@ def test_multimodal_merge_checks_how_and_one_to_one_before_encoding(firms, monke
         mm.merge(df, df, image_col="img", on="name", how="one_to_one")
     with pytest.raises(LoomError, match="one_to_one=True keeps one match per row"):
         mm.merge(df, df, image_col="img", on="name", k=3, one_to_one=True)
+
+
+def test_train_says_which_rows_it_leaves_out(tmp_path, caplog):
+    rows = pd.DataFrame(
+        {"name": ["acme", "acme corp", "", "acme co", "acme inc"], "entity": [0, 0, 0, 0, np.nan]}
+    )
+    with caplog.at_level(logging.WARNING, logger="linking.train"):
+        with pytest.raises(LoomError, match="cannot form a batch"):  # one cluster: no batch
+            linking.train(rows, cluster_col="entity", on="name", output_dir=tmp_path / "m")
+    assert "1 of 5 rows/pairs left out: no 'entity' (NaN)" in caplog.text
+    assert "1 of 5 rows/pairs left out: empty text" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="linking.train"):
+        with pytest.raises(LoomError, match="at least 2 matching pairs"):
+            linking.train([("acme", "acme corp"), ("  ", "globex")], output_dir=tmp_path / "n")
+    assert "1 of 2 rows/pairs left out: an empty text" in caplog.text
