@@ -8,7 +8,9 @@ resumed run must match).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 from toolkit.errors import LoomError
 
@@ -17,6 +19,11 @@ SAMPLINGS = ("stratified", "random")
 #: (sample_size, num_candidates) when they are left at None ("auto"): a local model on a CPU
 #: (about 1 s per answer, 3 s per function on 2 cores) or a model behind a server URL
 AUTO_SIZES = {"local": (4, 2), "server": (10, 10)}
+#: columns every result table has besides the attributes: no attribute may take their names
+RESERVED = ("doc_id", "path")
+_INTS = ("max_attributes", "max_induced", "max_functions", "max_chars", "direct_tokens",
+         "code_tokens", "seed", "constrained_candidates")  # fmt: skip
+_OPTIONAL_INTS = ("sample_size", "num_candidates", "max_llm_tokens")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,7 @@ class EvaporateConfig:
         )
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise LoomError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
         if self.sampling not in SAMPLINGS:
@@ -107,3 +115,89 @@ class EvaporateConfig:
             )
         if self.max_induced < 0 or not 0.0 <= self.min_precision <= 1.0:
             raise LoomError("max_induced must be >= 0 and min_precision in [0, 1]")
+
+    def _check_types(self) -> None:
+        """Numbers that are whole numbers, a real `constrained` flag, and the attribute names
+        in the form the run uses (`check_attributes`); a wrong type names the option."""
+        for name in _INTS + _OPTIONAL_INTS:
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL_INTS:
+                continue
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                what = " or None" if name in _OPTIONAL_INTS else ""
+                raise LoomError(f"{name}={v!r}: give a whole number{what}")
+            object.__setattr__(self, name, int(v))  # numpy integers -> int (JSON params)
+        p = self.min_precision
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise LoomError(f"min_precision={p!r}: give a number in [0, 1]")
+        object.__setattr__(self, "min_precision", float(p))
+        if not (isinstance(self.constrained, bool) or type(self.constrained).__name__ == "bool_"):
+            raise LoomError(f"constrained={self.constrained!r}: give True or False")
+        object.__setattr__(self, "constrained", bool(self.constrained))
+        object.__setattr__(self, "attributes", check_attributes(self.attributes))
+
+
+def check_attributes(attributes: Any) -> tuple[str, ...] | None:
+    """Attribute names as snake_case, deduplicated; LoomError naming an unusable one.
+
+    A string is a comma-separated list; `doc_id` and `path` are the table's own columns."""
+    from extraction import prompts
+
+    if attributes is None:
+        return None
+    if isinstance(attributes, str):
+        attributes = attributes.split(",")
+    try:
+        given = list(attributes)
+    except TypeError:
+        raise LoomError(
+            f"attributes={attributes!r}: give a list of names such as ['surname', 'postcode'] "
+            "or one comma-separated string"
+        ) from None
+    names: list[str] = []
+    for a in given:
+        n = prompts.attribute_name(a) if isinstance(a, str) else ""
+        if not n:
+            raise LoomError(
+                f"attribute {a!r} is not a usable name: give short names (at most four words, "
+                "with a letter) like 'date_of_birth' or 'postcode'"
+            )
+        if n in RESERVED:
+            raise LoomError(
+                f"attribute {a!r}: {n!r} is a column of every result table (doc_id, path); "
+                f"give the attribute another name, e.g. 'document_{n}'"
+            )
+        if n not in names:
+            names.append(n)
+    if not names:
+        raise LoomError("attributes is empty: give at least one name or leave it out")
+    return tuple(names)
+
+
+def config_from(
+    config: EvaporateConfig | None, options: dict[str, Any], defaults: dict[str, Any]
+) -> EvaporateConfig:
+    """`config`, or one built from `options` (the keywords of `Evaporate.run`); LoomError when
+    both are given, rather than silently dropping the keywords the config overrides."""
+    if config is None:
+        return EvaporateConfig(**options)
+    if not isinstance(config, EvaporateConfig):
+        raise LoomError(
+            f"config is a {type(config).__name__}, not an EvaporateConfig: build one with "
+            "EvaporateConfig(attributes=..., mode=...) or pass the options as keywords"
+        )
+    clash = [f"{k}={v!r}" for k, v in options.items() if _differs(v, defaults[k])]
+    if clash:
+        raise LoomError(
+            f"run(config=...) was also given {', '.join(clash)}, which the config would "
+            "override: put them in the config (dataclasses.replace(config, ...)) or leave "
+            "config out"
+        )
+    return config
+
+
+def _differs(value: Any, default: Any) -> bool:
+    try:
+        return value is not default and bool(value != default)
+    except (TypeError, ValueError):  # an array compares element-wise: not the default
+        return True

@@ -13,7 +13,10 @@ the LLM. A part of a file that could not be read (a scanned page without OCR) is
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -43,8 +46,33 @@ FORMATS = {
 MAX_BYTES = 5_000_000
 
 
+#: byte-order marks of the UTF-16/32 text Windows tools write ("Unicode" in Notepad); UTF-32
+#: first, as its little-endian mark starts with UTF-16's
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _bom_text(data: bytes) -> tuple[str, str] | None:
+    """Text and encoding of UTF-16/32 data that starts with its byte-order mark, else None."""
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(enc), enc
+            except UnicodeDecodeError:
+                return None
+    return None
+
+
 def _decode(data: bytes) -> tuple[str, str]:
-    """Text and encoding: UTF-8 (with BOM), else cp1252, else latin-1 (never fails)."""
+    """Text and encoding: UTF-16/32 with a BOM, UTF-8 (with BOM), else cp1252, else latin-1
+    (never fails)."""
+    bom = _bom_text(data)
+    if bom is not None:
+        return bom
     for enc in ("utf-8-sig", "cp1252"):
         try:
             return data.decode(enc), enc
@@ -55,6 +83,10 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 def _looks_binary(data: bytes) -> bool:
     head = data[:4096]
+    for bom, enc in _BOMS:  # UTF-16/32 text: its ASCII has zero bytes, its characters do not
+        if head.startswith(bom):
+            head = head[len(bom) :].decode(enc, errors="replace").encode("utf-8")
+            break
     if b"\x00" in head:
         return True
     ctrl = sum(1 for b in head if b < 9 or 13 < b < 32)
@@ -68,8 +100,9 @@ def sniff_format(data: bytes) -> str | None:
         return "pdf"
     if not data or _looks_binary(data):
         return None
+    bom = _bom_text(data)
     try:
-        text = data.decode("utf-8-sig")
+        text = bom[0] if bom is not None else data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return None
     head = text.lstrip()[:512].lower()
@@ -111,11 +144,16 @@ def load_folder(
 
     folder = Path(folder)
     if not folder.exists():
-        raise LoomError(f"document folder {folder} does not exist")
+        raise LoomError(
+            f"document folder {folder} does not exist: give the path of a folder of documents"
+        )
     if not folder.is_dir():
-        raise LoomError(f"{folder} is not a folder: give a folder of documents")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    rows, skipped = [], []
+        raise LoomError(
+            f"{folder} is not a folder: give the folder that holds it (documents are read "
+            "from a folder, recursively)"
+        )
+    files, skipped = _walk(folder)
+    rows = []
     progress = deprecated_progress(progress, "show_progress", show_progress, "load_folder")
     for path in tqdm(files, desc="load documents", disable=not progress):
         rel = str(path.relative_to(folder))
@@ -150,6 +188,9 @@ def load_folder(
                     skipped.append((rel, "binary content in a text file"))
                     continue
                 text, enc = _decode(data)
+                if "\x00" in text:  # a UTF-16/32 mark on bytes that are not such text
+                    skipped.append((rel, "binary content in a text file"))
+                    continue
                 if fmt == "json":
                     try:
                         text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
@@ -166,6 +207,64 @@ def load_folder(
     docs = pd.DataFrame(rows, columns=["path", "format", "encoding", "text"])
     docs.insert(0, "doc_id", [f"d{i:06d}" for i in range(len(docs))])
     return docs, pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The regular files under `folder` to read, in path order, and what is not read, with
+    why: hidden files and folders, links to folders, links to files outside `folder`, broken
+    or looping links, and pipes, sockets and devices (never dropped without a word)."""
+    root = folder.resolve()
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for top, dirs, names in os.walk(folder):
+        here = Path(top)
+        for d in sorted(dirs):
+            path, rel = here / d, (here / d).relative_to(folder).as_posix()
+            if path.is_symlink():
+                skipped.append((f"{rel}/", "link to a folder: not followed (links to folders "
+                                "are not walked: copy the folder here to include it)"))  # fmt: skip
+            elif d.startswith("."):
+                n = sum(len(f) for _, _, f in os.walk(path))
+                skipped.append((f"{rel}/", f"hidden folder ({n} file{'s' * (n != 1)}): not read (rename it "
+                                "without the leading '.' to include it)"))  # fmt: skip
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+        for name in names:
+            path = here / name
+            why = _not_a_document(path, root)
+            if why:
+                skipped.append((path.relative_to(folder).as_posix(), why))
+            else:
+                files.append(path)
+    return sorted(files), sorted(skipped)
+
+
+def _not_a_document(path: Path, root: Path) -> str:
+    """Why the directory entry `path` is not read as a document ('' when it is)."""
+    if path.name.startswith("."):
+        return "hidden file: not read (rename it without the leading '.' to include it)"
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "broken link: its target does not exist or the link loops"
+        if not target.is_relative_to(root):
+            return (
+                f"link to {target}, outside the document folder: not read (copy the file "
+                "into the folder to include it)"
+            )
+    if not path.is_file():
+        return "not a regular file (a pipe, socket or device): not read"
+    return ""
+
+
+def fingerprint(docs: pd.DataFrame) -> str:
+    """Hash of every document's path and text: a run resumes only over the documents it
+    started on (an edited, added or renamed file starts a new run)."""
+    h = hashlib.sha256()
+    for path, text in zip(docs["path"], docs["text"]):
+        h.update(f"{len(path)}:{path}{len(text)}:".encode("utf-8", "surrogatepass"))
+        h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 _BLOCK = re.compile(r"(?is)<(script|style)\b.*?</\1>")
@@ -192,6 +291,7 @@ def chunks(text: str, size: int = 1500, overlap: int = 200) -> list[tuple[int, s
     """Overlapping character chunks (start offset, text) cut at line breaks where possible."""
     if len(text) <= size:
         return [(0, text)]
+    overlap = min(overlap, size // 4)  # a small size (max_chars=100) still moves on, not 1 by 1
     out, start = [], 0
     while start < len(text):
         end = min(len(text), start + size)

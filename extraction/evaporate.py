@@ -13,6 +13,7 @@ each checkpointed in the workspace so an interrupted run resumes where it stoppe
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import random
@@ -24,8 +25,13 @@ import pandas as pd
 from extraction import functions as fn
 from extraction import stages
 from extraction.budget import budget_report
-from extraction.config import MODES, EvaporateConfig
-from extraction.documents import load_folder, readable
+from extraction.config import (
+    MODES,
+    EvaporateConfig,
+    check_attributes,  # noqa: F401 - the CLI imports it from here
+    config_from,
+)
+from extraction.documents import fingerprint, load_folder, readable
 from extraction.heldout import add_heldout
 from extraction.quality import sample_warnings
 from extraction.result import ExtractionResult, evaluate
@@ -121,18 +127,16 @@ class Evaporate:
         The keywords build an `EvaporateConfig`; pass `config=` instead to reuse one.
         sample_size / num_candidates None: sized for the LLM (`config.AUTO_SIZES`).
         """
-        if config is None:
-            config = EvaporateConfig(
-                attributes=check_attributes(attributes), mode=mode, sample_size=sample_size,
-                num_candidates=num_candidates, max_attributes=max_attributes,
-                max_induced=max_induced, max_functions=max_functions,
-                min_precision=min_precision, max_chars=max_chars, direct_tokens=direct_tokens,
-                code_tokens=code_tokens, seed=seed, sampling=sampling,
-                max_llm_tokens=max_llm_tokens, constrained=constrained,
-                constrained_candidates=constrained_candidates,
-            )  # fmt: skip
-        elif config.attributes is not None:
-            config = dataclasses.replace(config, attributes=check_attributes(config.attributes))
+        options = dict(
+            attributes=attributes, mode=mode, sample_size=sample_size,
+            num_candidates=num_candidates, max_attributes=max_attributes,
+            max_induced=max_induced, max_functions=max_functions, min_precision=min_precision,
+            max_chars=max_chars, direct_tokens=direct_tokens, code_tokens=code_tokens, seed=seed,
+            sampling=sampling, max_llm_tokens=max_llm_tokens, constrained=constrained,
+            constrained_candidates=constrained_candidates,
+        )  # fmt: skip
+        defaults = {k: p.default for k, p in inspect.signature(Evaporate.run).parameters.items()}
+        config = config_from(config, options, defaults)
         return self.extract(folder, config, gold=gold, resume=resume)
 
     def extract(
@@ -147,6 +151,11 @@ class Evaporate:
         Every LLM answer is cached as it arrives, so an interrupted run resumes losing at most
         the answers in flight; a new run over the same folder marks the stale `running` runs
         it supersedes `abandoned`."""
+        if not isinstance(cfg, EvaporateConfig):
+            raise LoomError(
+                f"cfg is a {type(cfg).__name__}, not an EvaporateConfig: build one with "
+                "EvaporateConfig(attributes=..., mode=...) or call run(folder, ...) with keywords"
+            )
         cfg = cfg.resolved(server=self.llm.is_server)
         # before any work: a sandbox that cannot isolate refuses here (SandboxError)
         isolation = self.sandbox.isolation() if cfg.mode != "direct" else {}
@@ -159,7 +168,8 @@ class Evaporate:
                 "other UTF-8 text files"
             )
         params = {"folder": str(Path(folder).resolve()), **dataclasses.asdict(cfg),
-                  "llm": self.llm.name, "documents": len(docs)}  # fmt: skip
+                  "llm": self.llm.name, "documents": len(docs),
+                  "documents_sha256": fingerprint(docs)}  # fmt: skip
         ws, run = self.workspace, None
         if ws is not None:
             run = self._resumable_run(params) if resume else None
@@ -386,26 +396,3 @@ class Evaporate:
         if "evaluation" in result.report:
             summary["f1"] = result.report["evaluation"][-1]["f1"]
         ws.finish_run(run, "complete", summary)
-
-
-def check_attributes(attributes: Any) -> tuple[str, ...] | None:
-    """Attribute names as snake_case, deduplicated; LoomError naming an unusable one."""
-    from extraction import prompts
-
-    if attributes is None:
-        return None
-    if isinstance(attributes, str):
-        attributes = attributes.split(",")
-    names: list[str] = []
-    for a in attributes:
-        n = prompts.attribute_name(a) if isinstance(a, str) else ""
-        if not n:
-            raise LoomError(
-                f"attribute {a!r} is not a usable name: give short names like "
-                "'date_of_birth' or 'postcode'"
-            )
-        if n not in names:
-            names.append(n)
-    if not names:
-        raise LoomError("attributes is empty: give at least one name or leave it out")
-    return tuple(names)

@@ -42,9 +42,9 @@ def attribute_name(name: str) -> str:
     """snake_case form of a proposed attribute name ('' when it is not a usable name)."""
     name = re.sub(r"[*_`#\"']", " ", str(name)).strip().lower()
     name = re.sub(r"^\s*(?:\d+[.)]|[-•])\s*", "", name)
-    name = re.sub(r"[^a-z0-9 ]+", " ", name)
+    name = re.sub(r"[^\w ]+|_", " ", name)  # letters of any script stay: 'prénom', '名前'
     words = name.split()
-    if not words or len(words) > 4 or not re.search(r"[a-z]", name):
+    if not words or len(words) > 4 or not re.search(r"[^\W\d_]", name):
         return ""
     return "_".join(words)
 

@@ -77,7 +77,23 @@ def evaluate(
 
     precision = correct / predicted values, recall = correct / gold values.
     """
+    if not isinstance(gold, pd.DataFrame):
+        raise LoomError(
+            f"gold is a {type(gold).__name__}, not a DataFrame: give a table with a `path` (or "
+            "`doc_id`) column and one column per attribute, e.g. pd.read_csv(file, dtype=str)"
+        )
+    if "doc_id" not in gold.columns and "path" not in gold.columns:
+        raise LoomError(
+            f"gold has no `path` or `doc_id` column to join it to the documents (its columns: "
+            f"{list(map(str, gold.columns))}): add the document path relative to the folder"
+        )
     key = "doc_id" if "doc_id" in gold.columns else "path"
+    twice = gold[key][gold[key].duplicated()].unique()
+    if len(twice):
+        raise LoomError(
+            f"gold has more than one row for {key} {', '.join(map(str, twice[:5]))}: keep one "
+            "row per document (each would be counted again)"
+        )
     pred = table
     if key == "path" and "path" not in pred.columns:
         if documents is None:
@@ -89,7 +105,7 @@ def evaluate(
     merged = gold.merge(pred, on=key, how="left", suffixes=("_gold", "_pred"))
     rows = []
     for a in attrs:
-        g = [normalize(v) for v in merged[f"{a}_gold"]]
+        g = [normalize(_whole(v)) for v in merged[f"{a}_gold"]]
         p = [normalize(v) for v in merged[f"{a}_pred"]]
         correct = sum(1 for x, y in zip(g, p) if x and x == y)
         npred, ngold = sum(1 for y in p if y), sum(1 for x in g if x)
@@ -113,3 +129,11 @@ def evaluate(
         "gold": out["gold"].sum(),
     }
     return out
+
+
+def _whole(v: Any) -> Any:
+    """A whole float as its integer: pandas reads a numeric column with a gap as floats, and
+    the postcode 2600 must not become '2600.0' against the extracted '2600'."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v

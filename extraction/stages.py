@@ -3,6 +3,7 @@ schema, the direct answers and the provenance of every value."""
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from collections import Counter
@@ -16,10 +17,12 @@ from tqdm.auto import tqdm
 from extraction import prompts
 from extraction.candidates import normalize
 from extraction.chooser import choose_values
-from extraction.config import EvaporateConfig
+from extraction.config import RESERVED, EvaporateConfig
 from extraction.documents import chunks
 from extraction.functions import attr_words
 from extraction.structure import declared_values, find_labels, label_spans
+
+log = logging.getLogger(__name__)
 
 
 def draw_sample(docs: pd.DataFrame, k: int, rng: random.Random, how: str) -> list[int]:
@@ -71,6 +74,9 @@ def identify_schema(
         for a in dict.fromkeys(names):  # in document order, so ties rank the same every run
             if a:
                 mentions[a] += 1
+    for a in RESERVED:  # the table's own columns: an attribute of that name would replace one
+        if mentions.pop(a, None):
+            log.info("schema: %r is a column of every result table, not proposed", a)
     ranked = [a for a, c in mentions.most_common() if c >= max(2, len(raws) // 3)]
     if not ranked:
         ranked = [a for a, _ in mentions.most_common(max_attributes)]

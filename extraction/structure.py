@@ -26,7 +26,7 @@ _TAGS = r"</?(?:p|div|span|li|td|th|dd|dt|b|strong|em|i|a|br|code|font|u|small)\
 
 def label_key(name: str) -> str:
     """Comparison form of a label or attribute: case, spaces, `_` and `-` ignored."""
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return re.sub(r"[\W_]", "", str(name).lower())  # any script: 'Größe' is not 'Gre'
 
 
 def inside_tag(raw: str, pos: int) -> bool:
