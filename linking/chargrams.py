@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from toolkit.errors import LoomError
+from toolkit.forks import forked_child
 
 logger = logging.getLogger(__name__)
 
@@ -97,21 +98,10 @@ def _backend(backend: str) -> str:
     return backend
 
 
-_FORKED = False  # set in a forked child: GNU OpenMP hangs there if the parent used its pool
-
-
-def _mark_forked() -> None:
-    global _FORKED
-    _FORKED = True
-
-
-os.register_at_fork(after_in_child=_mark_forked)
-
-
 def openmp_threads() -> int:
     """Threads for sparse_dot_topn's OpenMP product: up to 16, but one in a forked child
     (libgomp's thread pool does not survive fork: a parallel region there never returns)."""
-    return 1 if _FORKED else max(1, min(os.cpu_count() or 1, 16))
+    return 1 if forked_child() else max(1, min(os.cpu_count() or 1, 16))
 
 
 def top_k(

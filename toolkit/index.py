@@ -8,6 +8,7 @@ never sees half written (`toolkit.index_files`).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,22 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import LoomError
+from toolkit.index_checks import (
+    BUILD_PARAMS,
+    check_ids,
+    check_params,
+    check_positive_int,
+    check_tune,
+)
 from toolkit.index_files import read_index_files, write_index_files
 from toolkit.index_torch import TorchFlat
 
+log = logging.getLogger(__name__)
+
 METRICS = ("cosine", "ip", "l2")
 KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+#: The largest k FAISS searches on a GPU.
+GPU_MAX_K = 2048
 
 
 def _faiss() -> Any:
@@ -56,8 +68,15 @@ def as_matrix(x: Any, what: str, dim: int | None = None) -> np.ndarray:
         arr = arr[None, :]
     if arr.ndim != 2:
         raise LoomError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise LoomError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise LoomError(f"{what} must be real numbers, got dtype {arr.dtype}")
+    if arr.dtype.itemsize > 4 and arr.size and np.isfinite(arr).all():
+        top = float(np.abs(arr).max())
+        if top > float(np.finfo(np.float32).max):
+            raise LoomError(
+                f"{what} hold values up to {top:.3g}, beyond float32's range (3.4e38) that "
+                "the index stores: rescale them"
+            )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if dim is not None and arr.shape[1] != dim:
         raise LoomError(
@@ -91,14 +110,13 @@ class VectorIndex:
         device: str | None = None,
         **params: Any,
     ) -> None:
-        if not isinstance(dim, int | np.integer) or dim < 1:
-            raise LoomError(f"dim must be a positive integer, got {dim!r}")
+        check_positive_int("dim", dim)
         if metric not in METRICS:
             raise LoomError(f"metric={metric!r}: use one of {METRICS}")
         if kind not in KINDS:
             raise LoomError(f"kind={kind!r}: use one of {KINDS}")
         self.dim, self.metric, self.kind = int(dim), metric, kind
-        self.params = dict(params)
+        self.params = check_params(kind, params)
         self.device = device or ("cuda" if gpu_count() > 0 or _torch_cuda() else "cpu")
         self._index: Any = None
         self._ids = np.zeros(0, dtype=np.int64)
@@ -179,17 +197,11 @@ class VectorIndex:
     def add(self, vectors: Any, ids: Any = None) -> VectorIndex:
         """Add vectors (n, dim) with optional int64 ids (default: 0..n-1 continuing)."""
         x = self._prep(vectors, "vectors")
-        if ids is None:
-            start = int(self._ids.max()) + 1 if len(self._ids) else 0
+        if ids is None:  # never -1, the id of 'no vector'
+            start = max(0, int(self._ids.max()) + 1) if len(self._ids) else 0
             new_ids = np.arange(start, start + len(x), dtype=np.int64)
         else:
-            new_ids = np.asarray(ids)
-            if new_ids.shape != (len(x),) or not np.issubdtype(new_ids.dtype, np.integer):
-                raise LoomError(
-                    f"ids must be {len(x)} integers, one per vector; got shape "
-                    f"{new_ids.shape} dtype {new_ids.dtype}"
-                )
-            new_ids = new_ids.astype(np.int64)
+            new_ids = check_ids(ids, len(x))
         if len(x) == 0:
             return self
         if self._index is None:
@@ -205,17 +217,24 @@ class VectorIndex:
         Scores are similarities (higher is closer) for cosine/ip and squared L2 distances
         for l2. Where fewer than k vectors exist, ids are -1 and scores -inf (inf for l2).
         """
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise LoomError(f"k must be a positive integer, got {k!r}")
+        k = check_positive_int("k", k)
         q = self._prep(queries, "queries")
         worst = np.inf if self.metric == "l2" else -np.inf
         if self._index is None or len(q) == 0:
             return (np.full((len(q), k), worst, np.float32), np.full((len(q), k), -1, np.int64))
         if self.kind == "hnsw":
             self._index.hnsw.efSearch = int(self.params.get("ef_search", max(64, 2 * k)))
-        kk = min(int(k), 2048) if self.device.startswith("cuda") else int(k)
+        on_faiss_gpu = not isinstance(self._index, TorchFlat) and (
+            self.device.startswith("cuda") and gpu_count() > 0 and self.kind != "hnsw"
+        )
+        if on_faiss_gpu and min(k, len(self)) > GPU_MAX_K:
+            raise LoomError(
+                f"k={k}: FAISS searches at most {GPU_MAX_K} neighbours on a GPU; use k <= "
+                f"{GPU_MAX_K}, or build the index with device='cpu'"
+            )
+        kk = min(k, GPU_MAX_K) if on_faiss_gpu else k
         scores, pos = self._index.search(q, kk)
-        if kk < k:
+        if kk < k:  # only where fewer than k vectors exist
             pad = k - kk
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=worst)
             pos = np.pad(pos, ((0, 0), (0, pad)), constant_values=-1)
@@ -231,10 +250,7 @@ class VectorIndex:
         candidates re-ranked exactly, per result) and ef_search (hnsw). See docs/scale.md
         for measured recall@10 and queries/s at 1M and 10M vectors.
         """
-        allowed = {"nprobe", "refine_k_factor", "ef_search"}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise LoomError(f"tune() got {unknown}: search-time settings are {sorted(allowed)}")
+        check_tune(self.kind, params)
         self.params.update(params)
         index = self._index
         if index is None:
@@ -270,7 +286,7 @@ class VectorIndex:
             "n": len(self),
         }
         write = None if index is None else (lambda p: faiss.write_index(index, str(p)))
-        return write_index_files(Path(path), meta, self._ids, write)
+        return write_index_files(Path(path).expanduser(), meta, self._ids, write)
 
     @classmethod
     def load(
@@ -279,8 +295,10 @@ class VectorIndex:
         """Read an index written by `save`; a missing, cut or altered file is a LoomError
         naming it (verify=False skips the sha256 check of each file, not the size check)."""
         faiss = _faiss()
-        meta, ids, index_file = read_index_files(Path(path), verify)
-        obj = cls(meta["dim"], meta["metric"], meta["kind"], device=device, **meta["params"])
+        meta, ids, index_file = read_index_files(Path(path).expanduser(), verify)
+        obj = cls(meta["dim"], meta["metric"], meta["kind"], device=device)
+        # settings of other kinds that tune() used to accept did nothing: leave them out
+        obj.params = {k: v for k, v in meta["params"].items() if k in BUILD_PARAMS[obj.kind]}
         obj._ids = ids
         if index_file is not None:
             try:
@@ -294,6 +312,13 @@ class VectorIndex:
                 raise LoomError(
                     f"{index_file} holds {index.ntotal} vectors but the ids file {len(ids)}: "
                     "save the index again"
+                )
+            if index.d != obj.dim or index.metric_type != obj._faiss_metric():
+                raise LoomError(
+                    f"{index_file} holds a FAISS index of dimension {index.d} and metric type "
+                    f"{index.metric_type}, but {Path(path) / 'meta.json'} says dimension "
+                    f"{obj.dim} and metric {obj.metric!r} (edited or mixed up): save the "
+                    "index again"
                 )
             if obj.device.startswith("cuda") and gpu_count() > 0 and obj.kind != "hnsw":
                 index = obj._to_gpu(index)
@@ -322,9 +347,15 @@ def knn(
     **params: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of every row among the rows themselves (self excluded by default)."""
+    k = check_positive_int("k", k)
     x = as_matrix(vectors, "vectors")
     n = len(x)
     limit = n - 1 if exclude_self else n
+    if limit < 1:
+        raise LoomError(
+            f"knn() got {n} rows: it needs at least {2 if exclude_self else 1} to find "
+            f"neighbours{' other than each row itself' if exclude_self else ''}"
+        )
     if k > limit:
         raise LoomError(
             f"k={k} neighbours asked for but only {limit} points can be neighbours: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,10 @@ from toolkit.errors import LoomError
 META = "meta.json"
 FORMAT = 2
 BLOCK = 1 << 20
+#: Names of the files a save writes (the token is secrets.token_hex(6)); only these, and the
+#: files the folder's previous meta.json names, are ever removed from a folder.
+OWN_FILE = re.compile(r"^(index-[0-9a-f]{12}\.faiss|ids-[0-9a-f]{12}\.npy)$")
+FORMAT1_FILES = ("index.faiss", "ids.npy")
 
 
 def sha256_file(path: Path) -> str:
@@ -65,6 +70,18 @@ def write_index_files(
     """Save `ids` and (when given) the index written by write_index(path); meta.json last."""
     from toolkit.workspace import atomic_write_bytes
 
+    if folder.exists() and not folder.is_dir():
+        raise LoomError(f"cannot save the index to {folder}: it is a file; give a folder path")
+    previous = None
+    if (folder / META).exists():
+        try:
+            previous = read_meta(folder)
+        except LoomError as e:
+            raise LoomError(
+                f"{folder / META} exists but is not the meta.json of a saved VectorIndex, and "
+                f"saving would replace it ({e}): save the index to another folder, or delete "
+                "that file first"
+            ) from None
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
 
@@ -78,11 +95,16 @@ def write_index_files(
     meta = {**meta, "format": FORMAT, "files": files}
     atomic_write_bytes(folder / META, json.dumps(meta, indent=1).encode())
     keep = {f["name"] for f in files.values()}
-    for old in [*folder.glob("index-*.faiss"), *folder.glob("ids-*.npy")]:
-        if old.name not in keep:
+    named = set()
+    if previous is not None:
+        old_files = previous.get("files")
+        if isinstance(old_files, dict):
+            named = {f.get("name") for f in old_files.values() if isinstance(f, dict)}
+        elif old_files is None:  # the layout of format 1
+            named = set(FORMAT1_FILES)
+    for old in folder.iterdir():
+        if old.name not in keep and (old.name in named or OWN_FILE.match(old.name)):
             old.unlink(missing_ok=True)
-    for old in ("index.faiss", "ids.npy"):  # the layout of format 1
-        (folder / old).unlink(missing_ok=True)
     return folder
 
 
@@ -100,6 +122,8 @@ def read_meta(folder: Path) -> dict[str, Any]:
     ]
     if missing:
         raise LoomError(f"{folder / META} is corrupt (no {missing}): save the index again")
+    if not isinstance(meta["params"], dict):
+        raise LoomError(f"{folder / META} is corrupt (params is not a dict): save the index again")
     return meta
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import duckdb
 import filelock
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from toolkit.errors import LoomError
@@ -31,10 +29,16 @@ from toolkit.workspace_catalog import (
     DEFAULT_TIMEOUT,
     CatalogLock,
     ensure_schema,
-    fsync_dir,
     open_catalog,
 )
 from toolkit.workspace_check import WorkspaceReport, is_temp_file, scan
+from toolkit.workspace_tables import (
+    atomic_write_bytes,
+    json_default,
+    parse_json,
+    read_plan,
+    table_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,9 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 OWNER_LOCK = ".owner.lock"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: Longest name of a run kind, table or artefact (file names, with run ids and temporary-file
+#: affixes, stay under the 255 bytes filesystems allow).
+MAX_NAME = 200
 # owner locks of the runs this process is writing, shared by its Workspace objects; keyed by
 # lock path, with the pid that took them (a forked child owns nothing of its parent's)
 _OWNED: dict[str, tuple[int, filelock.FileLock]] = {}
@@ -52,23 +59,11 @@ def _check_name(what: str, name: str) -> str:
         raise LoomError(
             f"invalid {what} {name!r}: use letters, digits, '_', '-' or '.' (no slashes)"
         )
+    if len(name) > MAX_NAME:
+        raise LoomError(
+            f"invalid {what} {name[:40]!r}... ({len(name)} characters): use at most {MAX_NAME}"
+        )
     return name
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 class Workspace:
@@ -139,7 +134,7 @@ class Workspace:
         self, run: str, status: str = "complete", summary: dict[str, Any] | None = None
     ) -> None:
         """Mark a run complete (or failed) and store its headline numbers."""
-        summary_json = json.dumps(summary or {}, default=_json_default)
+        summary_json = json.dumps(summary or {}, default=json_default)
         with self._db() as db:
             self._writable(db, run)
             db.execute(
@@ -165,7 +160,7 @@ class Workspace:
         with self._db() as db:
             df = db.execute(query + " ORDER BY created DESC", args).fetchdf()
         for col in ("params", "summary"):
-            df[col] = [_parse_json(v) for v in df[col]]
+            df[col] = [parse_json(v) for v in df[col]]
         return df
 
     def latest_run(self, kind: str, status: str | None = "complete") -> str | None:
@@ -257,12 +252,10 @@ class Workspace:
         _check_name("table name", name)
         if not isinstance(df, pd.DataFrame):
             raise LoomError(f"save_table({name!r}) needs a pandas DataFrame, got {type(df)}")
+        data = table_bytes(name, df)
         self._prepare_write(run)
         path = self.path / "runs" / run / f"{name}.parquet"
-        table = pa.Table.from_pandas(df, preserve_index=not isinstance(df.index, pd.RangeIndex))
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        atomic_write_bytes(path, data)
         row = [
             run,
             name,
@@ -303,19 +296,14 @@ class Workspace:
     ) -> pd.DataFrame:
         """Read a table (or a page of it: limit/offset, an SQL `where` filter) from Parquet."""
         path = self.table_path(run, name)
-        if limit is None and offset is None and where is None:
-            try:
+        try:
+            columns, sql = read_plan(name, path, columns, limit, offset, where)
+            if sql is None:
                 return pq.read_table(path, columns=columns).to_pandas()
-            except Exception as e:  # pyarrow raises several types for damaged files
-                raise self._unreadable(run, name, path, e) from e
-        cols = "*" if not columns else ", ".join(f'"{c}"' for c in columns)
-        sql = f"SELECT {cols} FROM read_parquet(?)"
-        if where:
-            sql += f" WHERE {where}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        if offset:
-            sql += f" OFFSET {int(offset)}"
+        except LoomError:
+            raise
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise self._unreadable(run, name, path, e) from e
         return self._query(run, name, path, sql)
 
     def count_rows(self, run: str, name: str, where: str | None = None) -> int:
@@ -350,7 +338,7 @@ class Workspace:
                 "SELECT name, rows, columns, path FROM tables WHERE run_id = ? ORDER BY name",
                 [run],
             ).fetchdf()
-        df["columns"] = [_parse_json(c, []) for c in df["columns"]]
+        df["columns"] = [parse_json(c, []) for c in df["columns"]]
         return df
 
     # small JSON artefacts ---------------------------------------------------------------
@@ -359,7 +347,7 @@ class Workspace:
         _check_name("artefact name", name)
         self._prepare_write(run)
         path = self.path / "runs" / run / f"{name}.json"
-        atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
+        atomic_write_bytes(path, json.dumps(obj, indent=1, default=json_default).encode())
         return path
 
     def load_json(self, run: str, name: str) -> Any:
@@ -398,20 +386,3 @@ class Workspace:
             if d.is_dir()
         }
         return runs, tables, listing
-
-
-def _parse_json(value: Any, default: Any = None) -> Any:
-    if value is None or value == "" or (isinstance(value, float) and value != value):
-        return {} if default is None else default
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError):
-        return {"raw": str(value)}
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)

@@ -79,11 +79,23 @@ class TransformerEmbedder(Embedder):
         import torch
 
         on_gpu = self.device.startswith("cuda")
+        if token_budget is not None and (not _whole(token_budget) or token_budget < 1):
+            raise LoomError(
+                f"token_budget={token_budget!r}: give a positive number of tokens per batch, "
+                "or None for the default"
+            )
         self.token_budget = token_budget or (131072 if on_gpu else 8192)
         self.max_rows = 1024 if on_gpu else 128
-        self.overlap = overlap
         self.prefix_ids, self.suffix_ids = special_tokens(self.tokenizer)
         self.window = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        if not _whole(overlap) or not 0 <= overlap < self.window:
+            # a negative overlap would skip tokens between windows; one near the window
+            # width would embed a long text once per token
+            raise LoomError(
+                f"overlap={overlap!r}: give the tokens long-text windows share, from 0 to "
+                f"{self.window - 1} (the window is {self.window} tokens)"
+            )
+        self.overlap = int(overlap)
         self._autocast = torch.float16 if on_gpu else None
         self.lock = threading.Lock()
         self.packed: PackedForward | None = None
@@ -211,3 +223,7 @@ class TransformerEmbedder(Embedder):
                 bar.update(len(idx))
         bar.close()
         return average_chunks(vecs, owner, len(texts))
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
