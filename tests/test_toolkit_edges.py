@@ -304,3 +304,11 @@ def test_openmp_work_in_a_forked_child_does_not_hang():
 
     assert child_exit("none") == -signal.SIGALRM  # control: without the hook the child hangs
     assert child_exit("toolkit") == 0
+
+
+def test_finish_run_takes_only_known_statuses(ws_run):
+    ws, run = ws_run
+    with pytest.raises(LoomError, match=r"status='completed': a run ends as one of"):
+        ws.finish_run(run, "completed")  # would have hidden the run from latest_run()
+    ws.finish_run(run, "complete")
+    assert ws.latest_run("edges") == run

@@ -49,6 +49,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: Longest name of a run kind, table or artefact (file names, with run ids and temporary-file
 #: affixes, stay under the 255 bytes filesystems allow).
 MAX_NAME = 200
+#: A run's states: `start_run` makes it running; `finish_run` ends it in one of the others
+#: (`latest_run` and the app read "complete"; a typo such as "completed" would hide the run).
+RUN_STATUSES = ("running", "complete", "failed", "abandoned")
 # owner locks of the runs this process is writing, shared by its Workspace objects; keyed by
 # lock path, with the pid that took them (a forked child owns nothing of its parent's)
 _OWNED: dict[str, tuple[int, filelock.FileLock]] = {}
@@ -133,7 +136,9 @@ class Workspace:
     def finish_run(
         self, run: str, status: str = "complete", summary: dict[str, Any] | None = None
     ) -> None:
-        """Mark a run complete (or failed) and store its headline numbers."""
+        """Mark a run complete (or failed / abandoned) and store its headline numbers."""
+        if status not in RUN_STATUSES:
+            raise LoomError(f"status={status!r}: a run ends as one of {RUN_STATUSES[1:]}")
         summary_json = json.dumps(summary or {}, default=json_default)
         with self._db() as db:
             self._writable(db, run)
