@@ -11,9 +11,8 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 
 class UnknownArgumentError(LoomError, TypeError):
@@ -63,4 +62,4 @@ __all__ = ["UnknownArgumentError", "check_kwargs", "keyword_names"]
 
 def whole_number_at_least(value: Any, minimum: int) -> bool:
     """Whether value is an integer (Python or numpy, not a bool) >= minimum."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= minimum
+    return is_whole_number(value) and value >= minimum

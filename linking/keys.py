@@ -10,13 +10,9 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 RESERVED = ("left_row", "right_row", "score", "rank")
-
-
-def _column_label(value: object) -> bool:
-    """An integer column label (pandas numbers the columns of a table without a header)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def as_columns(value: str | Sequence[str] | None, what: str) -> list[str] | None:
@@ -25,7 +21,7 @@ def as_columns(value: str | Sequence[str] | None, what: str) -> list[str] | None
         return None
     if isinstance(value, str):
         cols = [c.strip() for c in value.split(",")] if "," in value else [value]
-    elif _column_label(value):  # e.g. 0: the columns of a table read with header=None
+    elif is_whole_number(value):  # e.g. 0: the columns of a table read with header=None
         cols = [value]
     else:
         try:
@@ -35,7 +31,7 @@ def as_columns(value: str | Sequence[str] | None, what: str) -> list[str] | None
                 f"{what} must be a column name (or an integer column label) or a list of "
                 f"them, got {value!r}"
             ) from e
-    if not cols or any(not (isinstance(c, str) and c) and not _column_label(c) for c in cols):
+    if not cols or any(not (isinstance(c, str) and c) and not is_whole_number(c) for c in cols):
         raise LoomError(
             f"{what} must name one or more columns (names or integer labels), got {value!r}"
         )

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,8 @@ BOOLS = {"refine", "gpu_float16"}
 MISSING_ID = -1
 
 
-def is_int(x: Any) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
-
-
 def check_positive_int(what: str, x: Any) -> int:
-    if not is_int(x) or x < 1:
+    if not is_whole_number(x) or x < 1:
         raise LoomError(f"{what} must be a positive integer, got {x!r}")
     return int(x)
 
@@ -68,7 +65,7 @@ def check_value(name: str, value: Any) -> None:
         if not ok or not np.isfinite(value) or value < 1:
             raise LoomError(f"refine_k_factor={value!r}: give a number >= 1")
     elif name == "pq_bits":
-        if not is_int(value) or not 1 <= value <= 16:
+        if not is_whole_number(value) or not 1 <= value <= 16:
             raise LoomError(f"pq_bits={value!r}: give an integer from 1 to 16")
     else:
         check_positive_int(name, value)
@@ -118,7 +115,8 @@ def check_ids(ids: Any, n: int) -> np.ndarray:
     """`ids` as n int64 ids, one per vector; never -1, which search() returns for 'none'."""
     arr = np.asarray(ids)
     if arr.shape != (n,) or not (
-        np.issubdtype(arr.dtype, np.integer) or (arr.dtype == object and all(map(is_int, arr)))
+        np.issubdtype(arr.dtype, np.integer)
+        or (arr.dtype == object and all(map(is_whole_number, arr)))
     ):
         raise LoomError(
             f"ids must be {n} integers, one per vector; got shape {arr.shape} dtype {arr.dtype}"

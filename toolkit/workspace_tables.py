@@ -18,12 +18,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 from toolkit.workspace_catalog import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def table_bytes(name: str, df: pd.DataFrame) -> bytes:
 def _count(what: str, value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer) or value < 0:
+    if not is_whole_number(value) or value < 0:
         raise LoomError(f"{what}={value!r}: give a whole number >= 0, or None")
     return int(value)
 

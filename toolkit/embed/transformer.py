@@ -17,6 +17,7 @@ from toolkit.embed.chunks import Chunk
 from toolkit.embed.pipeline import PackedForward, build_packed
 from toolkit.embed.tokens import average_chunks, special_tokens, token_ids, window_spans
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -79,7 +80,7 @@ class TransformerEmbedder(Embedder):
         import torch
 
         on_gpu = self.device.startswith("cuda")
-        if token_budget is not None and (not _whole(token_budget) or token_budget < 1):
+        if token_budget is not None and (not is_whole_number(token_budget) or token_budget < 1):
             raise LoomError(
                 f"token_budget={token_budget!r}: give a positive number of tokens per batch, "
                 "or None for the default"
@@ -88,7 +89,7 @@ class TransformerEmbedder(Embedder):
         self.max_rows = 1024 if on_gpu else 128
         self.prefix_ids, self.suffix_ids = special_tokens(self.tokenizer)
         self.window = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        if not _whole(overlap) or not 0 <= overlap < self.window:
+        if not is_whole_number(overlap) or not 0 <= overlap < self.window:
             # a negative overlap would skip tokens between windows; one near the window
             # width would embed a long text once per token
             raise LoomError(
@@ -223,7 +224,3 @@ class TransformerEmbedder(Embedder):
                 bar.update(len(idx))
         bar.close()
         return average_chunks(vecs, owner, len(texts))
-
-
-def _whole(x: Any) -> bool:
-    return isinstance(x, int | np.integer) and not isinstance(x, bool)
