@@ -6,8 +6,10 @@ Runs the forward (kernels/linear_attn_fwd.py) and the backward
 (kernels/linear_attn_bwd_noncausal.py) 20 times under torch.profiler and prints, per (launch
 settings, B, N), the median GPU time of every kernel launch in launch order, their sums and the
 ratio backward / forward (H = 12, d 16, e 64, bf16): the per-pass view behind the backward's
-CONFIG in kernels/linear_attn.py. LA_PASSES_S="64/4/4,32/4/6" adds runs with
-CONFIG["taylor_bwd_s"]'s BLOCK / num_warps / SLOTS_PER_SM changed. Needs a CUDA GPU (the
+CONFIG in kernels/linear_attn.py. LA_PASSES='[["s all 8/1", {"s": {"QUADRANTS": 0,
+"num_warps": 8, "SLOTS_PER_SM": 1}}]]' adds one run per [label, overrides] pair, the
+overrides keyed by pass (q, s, k, v: CONFIG["taylor_bwd_<pass>"], which then also replaces
+the pass's "_small" settings). Needs a CUDA GPU (the
 profiler's kernel events); benchmarks/la_bwd.py times the whole backward against the older
 kernels and checks its errors.
 """
@@ -82,11 +84,12 @@ def main() -> None:
     print(json.dumps({"label": "env", "gpu": torch.cuda.get_device_name(0),
                       "config": {k: v for k, v in la.CONFIG.items() if k.startswith("taylor")}}))  # fmt: skip
     run("default", la.CONFIG)
-    for spec in filter(None, os.environ.get("LA_PASSES_S", "").split(",")):
-        blk, warps, slots = (int(x) for x in spec.split("/"))
+    for label, overrides in json.loads(os.environ.get("LA_PASSES", "[]")):
         cfg = copy.deepcopy(la.CONFIG)
-        cfg["taylor_bwd_s"].update(BLOCK=blk, num_warps=warps, SLOTS_PER_SM=slots)
-        run(f"s {spec}", cfg)
+        for name, settings in overrides.items():
+            cfg[f"taylor_bwd_{name}"].update(settings)
+            cfg.pop(f"taylor_bwd_{name}_small", None)  # the override holds at every size
+        run(label, cfg)
 
 
 if __name__ == "__main__":

@@ -202,8 +202,12 @@ if HAS_TRITON:
 # at B=8, N=16k these settings were within 1% of the best of the sweep; at small N the sweep's
 # rows are too noisy (2-4x between identical settings) to move them. "taylor_bwd_*": the
 # non-causal Taylor backward, from per-kernel H200 times (benchmarks/la_bwd_passes.py,
-# results/la-noncausal-bwd-passes-NVIDIA-H200.jsonl): 4 warps beat 8 for every pass (dq 0.77
-# vs 1.99 ms at B=8, N=64k); the dS quadrants at 64 rows with SLOTS_PER_SM 4 (32 rows: 2.04 ms).
+# results/la-noncausal-bwd-passes-NVIDIA-H200.jsonl): 4 warps beat 8 for the dq, dk, dv passes
+# (dq 0.77 vs 1.99 ms at B=8, N=64k); the dS pass at 8 warps, one program per SM, as the
+# forward's state pass (0.82 ms; at 4 warps 2.82). "_small": up to 2^19 rows (B=8, H=12 at 4k;
+# B=1 at 32k) the dq and dv passes as 8-warp 128-row programs (dv at B=1, 4k: 0.010 vs 0.015
+# ms; at B=8, 64k slower: 0.55 vs 0.46), backward / forward at B=1, 1k-4k 1.81-1.82 vs 2.10-2.24
+# (benchmarks/la_bwd.py's main section with each setting, results/la-noncausal-bwd-*-H200).
 _RUN2 = {"num_stages": 1, "SLOTS_PER_SM": 2, "MIN_ROWS": 64}
 CONFIG: dict[str, dict[str, int]] = {
     "state": {"BLOCK": 64, "num_warps": 8},
@@ -214,9 +218,14 @@ CONFIG: dict[str, dict[str, int]] = {
     "taylor_out": {"BLOCK": 64, "num_warps": 4, "num_stages": 1,
                    "SLOTS_PER_SM": 2, "COST_ROWS": 256, "MIN_ROWS": 64},
     "taylor_bwd_q": {**_RUN2, "BLOCK": 64, "num_warps": 4, "COST_ROWS": 256},
-    "taylor_bwd_s": {**_RUN2, "BLOCK": 64, "num_warps": 4, "SLOTS_PER_SM": 4, "COST_ROWS": 512},
+    "taylor_bwd_s": {**_RUN2, "BLOCK": 64, "num_warps": 8, "SLOTS_PER_SM": 1, "COST_ROWS": 512},
     "taylor_bwd_k": {**_RUN2, "BLOCK": 64, "num_warps": 4, "SPLIT": 1, "COST_ROWS": 256},
     "taylor_bwd_v": {**_RUN2, "BLOCK": 64, "num_warps": 4, "COST_ROWS": 256},
+    # inputs of at most MAX_ROWS rows (B * H * N): 8-warp dq and dv programs of 128-row blocks
+    "taylor_bwd_q_small": {**_RUN2, "BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1,
+                           "COST_ROWS": 256, "MAX_ROWS": 1 << 19},
+    "taylor_bwd_v_small": {**_RUN2, "BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1,
+                           "COST_ROWS": 256, "MAX_ROWS": 1 << 19},
 }  # fmt: skip
 
 

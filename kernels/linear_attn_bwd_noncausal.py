@@ -23,18 +23,17 @@ One loop over a run of row blocks of one (b, h) per program (1-D grid; runs cut 
    block den = z0 + c1 q.z1 + c2 q^T Z2 q (as the forward), w = g (S - z mu^T)^T (BLOCK x 272
    outputs), t, dd and dq; r and dd per row into a float32 buffer (8 bytes a row).
 2. `taylor_bwd_s_kernel` (kernels/linear_attn_bwd_ds.py: dS, dzc of one run from r, dd; one
-   workspace row per run, the runs summed by one torch sum). dS2 is symmetric: three programs
-   per run each own one 8 x 8 quadrant of the 16 x 16 feature pairs ((0, 0), (0, 1) also stored as (1, 0), (1, 1)), 192
-   of the 256 rows of vec(q q^T)^T dnum, 130 registers at 4 warps. A fourth program (LIN)
-   forms A = [q^T; 1; 0] from the row tile (tl.join) for A dnum = [dS1; ds0] and A (dd q) =
-   [Zc2; dzc1], dzc0 = sum dd (A (dd q) in bf16 for bf16 inputs, else tf32). H200, B = 8,
-   N = 64k: quadrants 0.93 ms, LIN 0.36 ms (0.56 with tf32); the former single dS program
-   (220 registers at 8 warps) took 1.54 ms.
+   workspace row per run, the runs summed by one torch sum): the forward's state pass with
+   the queries for the keys and dnum for the values, one 8-warp program per run. H200, B = 8,
+   N = 64k: 0.82 ms (the forward's state pass 0.83); split into three programs for dS2's
+   symmetric quadrants and one for the linear part it took 0.95 + 0.36 ms, and the first
+   single dS program (220 registers, a float32 dzc product) 1.54 ms.
 3. `_taylor_bwd_k_kernel` (keys), from the total dS, dzc. DV: dv = ds0 + c1 k dS1 +
    c2 vec(k k^T) dS2 (the forward's numerator, no division). DK: mu, dS transposed and dzc
    loaded once; dphi(k) = (v - mu) dS^T + dzc (products) and dk through phi. Keys with
    key_mask == 0 get dk = dv = 0 (queries are never masked). CONFIG SPLIT 1: DK and DV as two
-   launches (k read twice; SPLIT 0 fuses them, same speed on the H200).
+   launches (k read twice; SPLIT 0 fuses them: slower on the H200, 1.27 vs 1.06 ms at
+   B = 8, N = 64k).
 
 The (BLOCK, DP, DP) reductions of the quadratic gradients (M + M^T) x = 2 M x run over M's
 first feature index (M symmetric), which a thread holds whole in the product's register
@@ -58,7 +57,7 @@ from __future__ import annotations
 import torch
 
 from kernels.common import HAS_TRITON, next_pow2
-from kernels.linear_attn_fwd import TAYLOR_FWD_MAX_DP, out_runs
+from kernels.linear_attn_fwd import AUX_ROWS, TAYLOR_FWD_MAX_DP, out_runs
 from kernels.taylor import feature_sizes, multiprocessors, state_width
 
 if HAS_TRITON:
@@ -241,14 +240,25 @@ def noncausal_backward_fits(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.dtype != torch.float32 or ep <= 64
 
 
+def pass_config(config: dict, name: str, rows: int) -> dict:
+    """The launch settings of backward pass `name` (q, s, k, v) for an input of `rows` rows
+    (B * H * N): config["taylor_bwd_<name>_small"] when given and rows <= its MAX_ROWS, else
+    config["taylor_bwd_<name>"]."""
+    small = config.get(f"taylor_bwd_{name}_small")
+    if small is not None and rows <= small["MAX_ROWS"]:
+        return small
+    return config[f"taylor_bwd_{name}"]
+
+
 def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: dict):
     """(dq, dk, dv) of non-causal Taylor linear attention, d <= 16, from the forward's total
     float32 key state per (b, h) (`taylor_state`). config: launch settings per pass as in
     kernels/linear_attn.py's CONFIG (BLOCK, num_warps, num_stages and `out_runs`' SLOTS_PER_SM,
     COST_ROWS, MIN_ROWS): "taylor_bwd_q" (dq, r, dd), "taylor_bwd_s" (dS, dzc), "taylor_bwd_k"
-    (dk; with SPLIT 0 also dv), "taylor_bwd_v" (dv)."""
-    cfg = {p: config[f"taylor_bwd_{p}"] for p in "qskv"}
+    (dk; with SPLIT 0 also dv), "taylor_bwd_v" (dv); "taylor_bwd_<pass>_small", where given,
+    replaces a pass's settings for inputs of at most its MAX_ROWS rows (B * H * N)."""
     B, H, N, D = q.shape
+    cfg = {p: pass_config(config, p, B * H * N) for p in "qskv"}
     E = v.shape[-1]
     _, DP, F1, F2 = feature_sizes("taylor", D, 0)
     EP = next_pow2(E)
@@ -263,9 +273,9 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
     # value-mean centring to cancellation (dq 2.7% off at value mean 10 on the H200)
     prec = "tf32x3" if q.dtype == torch.float32 else "tf32"
 
-    def cut(c: dict, parts: int = 1) -> tuple[int, int, int]:  # (BLOCK, runs/head, rows/run)
+    def cut(c: dict) -> tuple[int, int, int]:  # (BLOCK, runs per head, rows per run)
         blk = c["BLOCK"] if cuda else 16
-        return (blk, *out_runs(N, BH * parts, blk, c, sms))
+        return (blk, *out_runs(N, BH, blk, c, sms))
 
     blk, runs, rows = cut(cfg["q"])
     c = cfg["q"]
@@ -276,17 +286,16 @@ def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: d
         BLOCK=blk, DP=DP, EP=EP, PREC=prec,
         num_warps=c["num_warps"], num_stages=c["num_stages"],
     )  # fmt: skip
-    # dS, dzc: per run, three programs for dS2's quadrants and one for the rest (`parts` 4)
-    blk, runs, rows = cut(cfg["s"], 4)
+    # dS, dzc: one program per run (the forward's state pass, kernels/linear_attn_bwd_ds.py)
     c = cfg["s"]
+    blk, runs, rows = cut(c)
     part = torch.empty(BH * runs, W, device=q.device, dtype=torch.float32)
-    for lin in (False, True):
-        taylor_bwd_s_kernel[(BH * runs * (1 if lin else 3),)](
-            q, g, state, rdd, part, N, H, D, E, rows, runs, float(D), eps,
-            q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2),
-            BLOCK=blk, DP=DP, EP=EP, AUX=2 * DP, PREC=prec, LIN=lin,
-            num_warps=c["num_warps"], num_stages=c["num_stages"],
-        )  # fmt: skip
+    taylor_bwd_s_kernel[(BH * runs,)](
+        q, g, state, rdd, part, N, H, D, E, rows, runs, float(D), eps,
+        q.stride(0), q.stride(1), q.stride(2), g.stride(0), g.stride(1), g.stride(2),
+        BLOCK=blk, DP=DP, EP=EP, AUX=max(AUX_ROWS, 2 * DP), PREC=prec,
+        num_warps=c["num_warps"], num_stages=c["num_stages"],
+    )  # fmt: skip
     dstate = part.view(BH, runs, W).sum(1) if runs > 1 else part
     dk = torch.empty(B, H, N, D, device=k.device, dtype=k.dtype)
     dv = torch.empty(B, H, N, E, device=v.device, dtype=v.dtype)

@@ -222,3 +222,18 @@ def test_sequence_splits_fill_the_gpu_at_every_length(programs, block, min_rows)
     # the interpreter (sms=None) takes two splits whenever the rows allow
     assert sequence_splits(37, 2, 16, 16, None) == (3, 16)
     assert sequence_splits(20, 2, 16, 16, None) == (1, 32)
+
+
+def test_small_inputs_take_the_small_launch_settings():
+    from kernels.linear_attn import CONFIG
+    from kernels.linear_attn_bwd_noncausal import pass_config
+
+    for name in "qv":  # dq and dv have settings for small inputs; dS and dk do not
+        small, big = CONFIG[f"taylor_bwd_{name}_small"], CONFIG[f"taylor_bwd_{name}"]
+        assert pass_config(CONFIG, name, small["MAX_ROWS"]) is small
+        assert pass_config(CONFIG, name, small["MAX_ROWS"] + 1) is big
+        assert pass_config(CONFIG, name, 1) is small
+    for name in "sk":
+        assert pass_config(CONFIG, name, 1) is CONFIG[f"taylor_bwd_{name}"]
+    bare = {k: v for k, v in CONFIG.items() if not k.endswith("_small")}  # none given: default
+    assert pass_config(bare, "q", 1) is CONFIG["taylor_bwd_q"]
