@@ -7,11 +7,14 @@ return the error text instead of raising, so that one configuration that fails t
 does not stop a run. `cuda_event_ms`: median of CUDA-event timings of whole forwards.
 `JsonLines`: one JSON object per line with the seconds since start, and a time budget;
 `StepLog`: {"step": ..., "t": ...} lines and `guarded` steps (a failure is one error line).
+`per_kernel`: each GPU kernel's median time within one call, from torch.profiler's trace.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -124,3 +127,29 @@ class StepLog:
             self.emit(step, error=f"{type(e).__name__}: {e}"[:600], tb=tb)
         finally:
             torch.cuda.empty_cache()
+
+
+def per_kernel(fn: Callable[[], Any], reps: int = 20) -> list[tuple[str, float]]:
+    """(kernel name, median ms) of each GPU kernel launch of one call of fn, in launch order,
+    from `reps` calls under torch.profiler (needs a CUDA GPU)."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "kernel"]
+    events.sort(key=lambda e: e["ts"])
+    per_call = len(events) // reps
+    out = []
+    for i in range(per_call):
+        durs = sorted(e["dur"] for e in events[i::per_call])
+        out.append((events[i]["name"][:40], round(durs[len(durs) // 2] / 1000, 4)))
+    return out

@@ -22,39 +22,16 @@ import copy
 import json
 import os
 import sys
-import tempfile
 
 import torch
 
 import kernels.linear_attn as la
 import kernels.linear_attn_bwd_noncausal as nc
 import kernels.linear_attn_fwd as fwd
+from benchmarks.gpu_timing import per_kernel
 
-H, D, E, EPS, REPS = 12, 16, 64, 1e-6, 20
+H, D, E, EPS = 12, 16, 64, 1e-6
 SHAPES = [(1, 4096), (8, 2048), (8, 16384), (8, 65536), (1, 65536)]
-
-
-def per_kernel(fn) -> list[tuple[str, float]]:
-    """(kernel name, median ms) of each launch of one call of fn, in launch order."""
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(REPS):
-            fn()
-        torch.cuda.synchronize()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = [e for e in json.load(f)["traceEvents"] if e.get("cat") == "kernel"]
-    events.sort(key=lambda e: e["ts"])
-    per_call = len(events) // REPS
-    out = []
-    for i in range(per_call):
-        durs = sorted(e["dur"] for e in events[i::per_call])
-        out.append((events[i]["name"][:40], round(durs[len(durs) // 2] / 1000, 4)))
-    return out
 
 
 def run(label: str, cfg: dict) -> None:

@@ -10,8 +10,10 @@ Two Triton paths:
   tensor-core inputs by default (fft_conv(..., precision="ieee") for full fp32 dots).
 - "cufft" (any L, the default): the transforms run through cuFFT (torch.fft). A Triton
   prologue reads u (times the pre-gate) once and writes the zero-padded signal v (R, 2L),
-  R = B * H; one rfft; `kernels.half_fft.pack_spectrum` multiplies by the filter spectrum
-  rfft(k, 2L) / (2L) (complex64; shared (H, Lk) filters or per-batch (B, H, Lk) ones) and
+  R = B * H; one c2c FFT of L points over the signal read as (even, odd) sample pairs
+  (`kernels.half_fft.pair_spectra`, a complex view: no r2c, whose half-precision plans add a
+  post-processing pass); `kernels.half_fft.pack_spectrum` unpacks the real spectrum,
+  multiplies by the filter spectrum rfft(k, 2L) / (2L) (complex64; shared (H, Lk) filters or per-batch (B, H, Lk) ones) and
   packs the product into a half-length spectrum whose c2c inverse of L points is the real
   2L-point inverse as (even, odd) sample pairs (no c2r: PyTorch copies a c2r input first);
   a Triton epilogue reads the first L real samples, adds the skip term, applies the gate
@@ -27,7 +29,7 @@ prologue writes float16, both transforms and the packing pass read and write com
 reads float16; the skip weight D rides in the filter spectrum as D / (2L) (a delta at lag
 0), so the epilogue reads neither u nor the pre-gate. The signal is scaled by
 `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~ 1/sqrt(2L) (a power of two: exact), undone
-in the packing pass. Range, for fft_conv's input v = u * pre_gate: the scaled rfft is
+in the packing pass. Range, for fft_conv's input v = u * pre_gate: the scaled transform is
 bounded by L * half_fft_scale(L) (sqrt(L / 2) or sqrt(L)) times a row's mean |v| over the
 sequence, so it stays below float16's 65504 while that mean is below 1023 at L = 4k and
 8k, 511 at 16k and 32k (M2's x1 * v is O(1)-O(10)); the inverse's output is the un-gated
@@ -49,7 +51,7 @@ from kernels.half_fft import (
     half_fft_scale,
     pack_spectrum,
     packed_inverse,
-    rfft_signals,
+    pair_spectra,
 )
 from kernels.reference import fft_conv_reference
 
@@ -218,7 +220,8 @@ def _fft_conv_monarch(u, k, d_bias, gate, pre_gate, precision="tf32"):
 
 
 def _fft_conv_triton(u, k, d_bias, gate, pre_gate, half):
-    """The cuFFT path: prologue, rfft, pack_spectrum, c2c inverse of L points, epilogue."""
+    """The cuFFT path: prologue, c2c FFT of the signals' sample pairs, pack_spectrum, c2c
+    inverse of L points, epilogue."""
     B, H, L = u.shape
     R, n = B * H, 2 * L
     u = u.contiguous()
@@ -238,7 +241,7 @@ def _fft_conv_triton(u, k, d_bias, gate, pre_gate, half):
     # rows (b, h): per-batch filters (G, R, W) = (B, 1, H), filter row (b, h); shared ones
     # (1, B, H), filter row h
     G, Rep = (B, 1) if per_batch else (1, B)
-    f = rfft_signals(x).view(G, Rep, H, L + 1)  # complex32 (half) or complex64
+    f = pair_spectra(x).view(G, Rep, H, L)  # complex32 (half) or complex64
     d = d_bias.reshape(-1).float().contiguous() if d_bias is not None else None
     fold = half and d is not None  # half: the skip term rides in the spectra
     zf = pack_spectrum(

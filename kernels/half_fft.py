@@ -1,23 +1,27 @@
 """The half-precision FFT pipeline shared by `kernels.fftconv` and `kernels.m2_mixer`.
 
 A long convolution of size 2L by FFTs, as both users run it on the GPU: a Triton prologue
-writes the zero-padded signals (..., 2L); `rfft_signals` transforms them; `pack_spectrum`
-multiplies by the filters' spectra and packs the product at k and L - k into a half-length
-complex spectrum whose inverse c2c FFT of L points is the real 2L-point inverse as (even,
-odd) sample pairs (`packed_inverse`): no c2r transform, which in PyTorch copies its whole
-input first (cuFFT's c2r overwrites it); a Triton epilogue reads the first L real samples.
+writes the zero-padded signals (..., 2L); `pair_spectra` transforms them as L complex
+samples (x[2m] + i x[2m+1], a view: one c2c FFT of L points, no r2c, whose half-precision
+plans in cuFFT add a post-processing kernel and a pass over the spectrum); `pack_spectrum`
+unpacks that into the real signal's spectrum at k and L - k, multiplies by the filters'
+spectra and packs the product into a half-length complex spectrum whose inverse c2c FFT of L
+points is the real 2L-point inverse as (even, odd) sample pairs (`packed_inverse`): no c2r
+transform, which in PyTorch copies its whole input first (cuFFT's c2r overwrites it); a
+Triton epilogue reads the first L real samples.
 
 Half precision (`fft_signal_dtype`: "auto" takes it for float16/bfloat16 inputs on CUDA at a
 power-of-two L): cuFFT computes float16 / complex32 transforms at power-of-two sizes, so the
 signals, both transforms and the packed spectrum move half the bytes; the filter spectra
 stay complex64 and the packing pass computes in float32. The signals are scaled by
 `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~ 1/sqrt(2L) (a power of two: exact), undone
-in the packing pass (its `gain`), so that the scaled rfft stays below float16's 65504 while
+in the packing pass (its `gain`), so that the scaled transform (|P[k]| <= sum |x|, as the
+rfft's) stays below float16's 65504 while
 the inverse's input stays a normal float16 number: each user's docstring states the range
 for its own signals. A skip term D * signal can ride along as the constant D / (2L) added
 to the filter spectrum (a delta at lag 0), so the epilogue need not read the signal again.
 
-`HALF_FFT` holds the two half transforms (cuFFT through torch.fft). Both users look it up
+`HALF_FFT` holds the two half transforms (cuFFT's c2c through torch.fft). Both users look it up
 here at call time, so a test on a CPU (torch has no half FFT there) swaps in transforms that
 compute in float32 by assigning `kernels.half_fft.HALF_FFT` (one place for both).
 """
@@ -40,16 +44,21 @@ if HAS_TRITON:
     def pack_spectrum_kernel(
         f_ptr, s_ptr, z_ptr, d_ptr, inv_n, gain, L, W, R, FOLD: tl.constexpr, BK: tl.constexpr
     ):
-        # Y = F * S at k and L - k; Z = E + i O, E = Y[k] + conj(Y[L-k]), O = (Y[k] -
-        # conj(Y[L-k])) e^{i pi k / L}: the half-length spectrum whose inverse FFT holds the
-        # real 2L-point inverse as (even, odd) pairs (no c2r, so no copy of the input).
-        # One program per (filter row (g, w), block of bins): the filter spectrum s
-        # (complex64) and the twiddles are loaded / computed once, then applied to the R
-        # signal rows (g, r, w), r < R, of f (complex64 or complex32). FOLD adds the skip
-        # weight d * inv_n to the filter spectrum (a delta at lag 0); gain multiplies it.
+        # f holds P = FFT_L(x[2m] + i x[2m+1]) per signal row (`pair_spectra`); the real
+        # signal's spectrum is X[k] = E + w O and X[L - k] = conj(E - w O), with
+        # E = (P[k] + conj(P[L-k])) / 2, O = (P[k] - conj(P[L-k])) / 2i, w = e^{-i pi k / L}
+        # (the halves fold into `gain`). Y = X * S at k and L - k; Z = E' + i O',
+        # E' = Y[k] + conj(Y[L-k]), O' = (Y[k] - conj(Y[L-k])) e^{i pi k / L}: the half-length
+        # spectrum whose inverse FFT holds the real 2L-point inverse as (even, odd) pairs (no
+        # c2r, so no copy of the input). One program per (filter row (g, w), block of bins):
+        # the filter spectrum s (complex64, L + 1 bins) and the twiddles are loaded / computed
+        # once, then applied to the R signal rows (g, r, w), r < R, of f (complex64 or
+        # complex32, L bins). FOLD adds the skip weight d * inv_n to the filter spectrum (a
+        # delta at lag 0); gain multiplies it.
         srow = tl.program_id(0).to(tl.int64)
         k = tl.program_id(1) * BK + tl.arange(0, BK)
         m = k < L
+        kb = tl.where(k == 0, 0, L - k)  # P's partner bin (L - k) mod L
         two = tl.arange(0, 2)[None, :]  # (re, im) pairs: one contiguous 8-byte load each
         m2 = m[:, None] & (two < 2)
         sa = tl.load(s_ptr + (srow * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
@@ -59,16 +68,23 @@ if HAS_TRITON:
         if FOLD:
             dd = tl.load(d_ptr + srow).to(tl.float32) * inv_n
             sar, sbr = sar + dd, sbr + dd
-        sar, sai, sbr, sbi = sar * gain, sai * gain, sbr * gain, sbi * gain
+        g2 = gain * 0.5  # the 1/2 of E and O
+        sar, sai, sbr, sbi = sar * g2, sai * g2, sbr * g2, sbi * g2
         theta = k.to(tl.float32) * (3.141592653589793 / L)
         c, s = tl.cos(theta), tl.sin(theta)
         first = (srow // W) * R * W + srow % W  # signal row (g, 0, w)
         for r in range(0, R):
             row = first + r * W
-            fa = tl.load(f_ptr + (row * (L + 1) + k)[:, None] * 2 + two, mask=m2, other=0.0)
-            fb = tl.load(f_ptr + (row * (L + 1) + (L - k))[:, None] * 2 + two, mask=m2, other=0.0)
-            far, fai = tl.split(fa.to(tl.float32))
-            fbr, fbi = tl.split(fb.to(tl.float32))
+            pa = tl.load(f_ptr + (row * L + k)[:, None] * 2 + two, mask=m2, other=0.0)
+            pb = tl.load(f_ptr + (row * L + kb)[:, None] * 2 + two, mask=m2, other=0.0)
+            par, pai = tl.split(pa.to(tl.float32))
+            pbr, pbi = tl.split(pb.to(tl.float32))
+            # 2E, 2O and 2 w O: X[k] = E + w O, X[L - k] = conj(E - w O) (times 2)
+            er, ei = par + pbr, pai - pbi
+            orr, oi = pai + pbi, pbr - par
+            wr, wi = c * orr + s * oi, c * oi - s * orr
+            far, fai = er + wr, ei + wi
+            fbr, fbi = er - wr, wi - ei
             ar = far * sar - fai * sai
             ai = far * sai + fai * sar
             br = fbr * sbr - fbi * sbi
@@ -91,13 +107,13 @@ warnings.filterwarnings(
 )
 
 
-def _cufft_half_rfft(x: torch.Tensor) -> torch.Tensor:
-    if not x.is_cuda:
+def _cufft_half_fft(z: torch.Tensor) -> torch.Tensor:
+    if not z.is_cuda:
         raise ValueError(
             "fft_precision='float16' needs CUDA (cuFFT's half-precision transforms; torch has "
             "none on the CPU): use fft_precision='auto' or 'float32'"
         )
-    return torch.fft.rfft(x, dim=-1)
+    return torch.fft.fft(z, dim=-1)
 
 
 def _cufft_half_ifft(z: torch.Tensor) -> torch.Tensor:
@@ -108,12 +124,13 @@ def _cufft_half_ifft(z: torch.Tensor) -> torch.Tensor:
 class HalfFFT:
     """The two transforms of the half-precision pipeline (cuFFT through torch.fft).
 
-    rfft: float16 (..., 2L) -> complex32 (..., L + 1); ifft: complex32 (..., L) ->
-    complex32 (..., L), unnormalised (norm="forward"). `HALF_FFT` is the one used; a test
-    on a CPU (torch has no half FFT there) may swap in transforms that compute in float32.
+    fft: complex32 (..., L) -> complex32 (..., L), the forward c2c transform (unnormalised);
+    ifft: complex32 (..., L) -> complex32 (..., L), unnormalised (norm="forward").
+    `HALF_FFT` is the one used; a test on a CPU (torch has no half FFT there) may swap in
+    transforms that compute in float32.
     """
 
-    rfft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_rfft
+    fft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_fft
     ifft: Callable[[torch.Tensor], torch.Tensor] = _cufft_half_ifft
 
 
@@ -160,13 +177,15 @@ def check_half_output(t: torch.Tensor, step: str, shape: tuple[int, ...]) -> tor
     return t.contiguous()
 
 
-def rfft_signals(x: torch.Tensor) -> torch.Tensor:
-    """rfft over the last dim of zero-padded signals (..., 2L): (..., L + 1), complex32 for
-    float16 signals (through `HALF_FFT`, looked up now), complex64 for float32."""
+def pair_spectra(x: torch.Tensor) -> torch.Tensor:
+    """The FFT of zero-padded real signals x (..., 2L) read as L complex samples
+    x[2m] + i x[2m+1] (a view, no copy): (..., L), complex32 for float16 signals (through
+    `HALF_FFT`, looked up now), complex64 for float32; `pack_spectrum` unpacks it into the
+    real signals' spectra."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (x.shape[-1] // 2, 2)))
     if x.dtype == torch.float16:
-        shape = (*x.shape[:-1], x.shape[-1] // 2 + 1)
-        return check_half_output(HALF_FFT.rfft(x), "rfft", shape)
-    return torch.fft.rfft(x, dim=-1)
+        return check_half_output(HALF_FFT.fft(pairs), "fft", tuple(pairs.shape))
+    return torch.fft.fft(pairs, dim=-1)
 
 
 def packed_inverse(z: torch.Tensor) -> torch.Tensor:
@@ -189,15 +208,16 @@ def pack_spectrum(
 ) -> torch.Tensor:
     """The packed product spectrum (G, R, W, L) in f's dtype, for `packed_inverse`.
 
-    f: the signals' spectra (G, R, W, L + 1), complex32 or complex64; spectra: the filters'
-    (G, W, L + 1), complex64: signal row (g, r, w) takes filter row (g, w). normalized:
+    f: the signals' pair spectra (G, R, W, L) of `pair_spectra`, complex32 or complex64;
+    spectra: the filters' rfft (G, W, L + 1), complex64: signal row (g, r, w) takes filter
+    row (g, w). normalized:
     spectra hold rfft(k, 2L) / (2L) (`m2_mixer.filter_spectra`); False: plain rfft(k, 2L),
     the 1/(2L) is applied here (no extra pass over the spectra). skip: the skip weights
     (W,) or (G, W), folded into the spectra as D / (2L); None: no skip term.
     gain multiplies the product (1 / the signals' scale in half precision).
     """
-    G, R, W, n1 = f.shape
-    L = n1 - 1
+    G, R, W, L = f.shape
+    n1 = L + 1
     if tuple(spectra.shape) != (G, W, n1) or spectra.dtype != torch.complex64:
         raise ValueError(
             f"spectra must be complex64 ({G}, {W}, {n1}) for signal spectra {tuple(f.shape)}, "

@@ -12,8 +12,10 @@ signals and back) and two separate FFT pipelines. Here it is three steps:
 1. `mixer_in` (Triton): reads z and h once in their natural (B, L, C) layout, applies the
    short convolution and the pre-gate in float32, and writes both FFT inputs, zero-padded
    to 2L, as one float32 (2, B, D, 2L) signal (transposed on chip);
-2. one batched rfft over both signals (cuFFT); one Triton pass (`kernels.half_fft`'s
-   `pack_spectrum`) multiplies by the cached spectra of both filters (`filter_spectra`: they
+2. one batched c2c FFT of L points over both signals read as (even, odd) sample pairs
+   (cuFFT; `kernels.half_fft.pair_spectra`, a complex view); one Triton pass
+   (`kernels.half_fft`'s `pack_spectrum`) unpacks the real spectra, multiplies by the cached
+   spectra of both filters (`filter_spectra`: they
    depend on the weights only) and packs the product into a half-length complex spectrum
    whose inverse c2c FFT yields the real 2L-point inverse as (even, odd) sample pairs: no
    c2r transform, which in PyTorch copies its whole input first (cuFFT's c2r overwrites it);
@@ -26,15 +28,15 @@ the Triton path is checked against it in the interpreter (tests) and on the GPU.
 Half-precision FFT pipeline (`fft_precision`, default "auto": on for float16/bfloat16 z on
 CUDA at a power-of-two L, the case of M2-BERT under autocast). cuFFT computes float16 /
 complex32 transforms at power-of-two sizes, so the signals, both transforms and the
-packed spectrum move half the bytes: `mixer_in` writes float16 signals, the rfft and the
-inverse c2c run in half precision (`kernels.half_fft.HALF_FFT`, which also holds
+packed spectrum move half the bytes: `mixer_in` writes float16 signals, both c2c
+transforms run in half precision (`kernels.half_fft.HALF_FFT`, which also holds
 `fft_signal_dtype`, `half_fft_scale` and the packing pass, shared with `kernels.fft_conv`),
 the packing pass reads and writes complex32 (the filter spectra stay complex64) and
 `mixer_out` reads float16. Two changes ride along: the skip terms D1 * x1 * v and D2 * h
 are folded into the filter spectra as the constant D / (2L) (a delta at lag 0), so
 `mixer_out` reads only the x2 third of z and neither x1, v nor h; and the signals are scaled
 by `half_fft_scale(L)` = 2^-floor(log2(2L) / 2) ~ 1 / sqrt(2L) (a power of two: exact),
-undone in the packing pass. Range: the scaled rfft is bounded by sqrt(L / 2) times a
+undone in the packing pass. Range: the scaled transform is bounded by sqrt(L / 2) times a
 channel's mean |signal| over the sequence, so it stays below float16's 65504 while that
 mean is below 2047 at L = 2k, 1023 at 8k, 512 at 32k (M2's x1 * v and its layer-normed
 input are O(1)-O(10)); the inverse's output is the convolution y itself (|y| < 65504) and
@@ -55,7 +57,7 @@ from kernels.half_fft import (
     half_fft_scale,
     pack_spectrum,
     packed_inverse,
-    rfft_signals,
+    pair_spectra,
 )
 from kernels.reference import fft_conv_reference
 
@@ -208,7 +210,7 @@ def gated_long_conv(
     BL, BD = (64, 64) if z.is_cuda else (16, 16)
     grid = (B, triton.cdiv(L, BL), triton.cdiv(D, BD))
     _mixer_in_kernel[grid](z, h, w, sb, x, B, L, D, scale, HAS_RES=res, BL=BL, BD=BD)
-    f = rfft_signals(x)  # (planes, B, D, L + 1), complex32 or complex64
+    f = pair_spectra(x)  # (planes, B, D, L), complex32 or complex64
     d1 = d1.float().contiguous()
     d2 = d2.float().contiguous() if res else d1
     skip = torch.stack([d1, d2][:planes]) if half else None  # half: folded into the spectra
