@@ -6,8 +6,8 @@ Runs the forward (kernels/linear_attn_fwd.py) and the backward
 (kernels/linear_attn_bwd_noncausal.py) 20 times under torch.profiler and prints, per (launch
 settings, B, N), the median GPU time of every kernel launch in launch order, their sums and the
 ratio backward / forward (H = 12, d 16, e 64, bf16): the per-pass view behind the backward's
-CONFIG in kernels/linear_attn.py. LA_PASSES='[["s all 8/1", {"s": {"QUADRANTS": 0,
-"num_warps": 8, "SLOTS_PER_SM": 1}}]]' adds one run per [label, overrides] pair, the
+CONFIG in kernels/linear_attn.py. LA_PASSES='[["s 4 warps", {"s": {"num_warps": 4,
+"SLOTS_PER_SM": 2}}]]' adds one run per [label, overrides] pair, the
 overrides keyed by pass (q, s, k, v: CONFIG["taylor_bwd_<pass>"], which then also replaces
 the pass's "_small" settings). Needs a CUDA GPU (the
 profiler's kernel events); benchmarks/la_bwd.py times the whole backward against the older

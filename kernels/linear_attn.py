@@ -222,6 +222,7 @@ CONFIG: dict[str, dict[str, int]] = {
     "taylor_bwd_k": {**_RUN2, "BLOCK": 64, "num_warps": 4, "SPLIT": 1, "COST_ROWS": 256},
     "taylor_bwd_v": {**_RUN2, "BLOCK": 64, "num_warps": 4, "COST_ROWS": 256},
     # inputs of at most MAX_ROWS rows (B * H * N): 8-warp dq and dv programs of 128-row blocks
+    # (they replace "taylor_bwd_q" / "_v" there: a change to those needs one here too)
     "taylor_bwd_q_small": {**_RUN2, "BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1,
                            "COST_ROWS": 256, "MAX_ROWS": 1 << 19},
     "taylor_bwd_v_small": {**_RUN2, "BLOCK": 128, "num_warps": 8, "SLOTS_PER_SM": 1,

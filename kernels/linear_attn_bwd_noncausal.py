@@ -245,8 +245,14 @@ def pass_config(config: dict, name: str, rows: int) -> dict:
     (B * H * N): config["taylor_bwd_<name>_small"] when given and rows <= its MAX_ROWS, else
     config["taylor_bwd_<name>"]."""
     small = config.get(f"taylor_bwd_{name}_small")
-    if small is not None and rows <= small["MAX_ROWS"]:
-        return small
+    if small is not None:
+        if "MAX_ROWS" not in small:
+            raise ValueError(
+                f"config['taylor_bwd_{name}_small'] needs MAX_ROWS (the largest B * H * N it "
+                f"takes), got keys {sorted(small)}"
+            )
+        if rows <= small["MAX_ROWS"]:
+            return small
     return config[f"taylor_bwd_{name}"]
 
 

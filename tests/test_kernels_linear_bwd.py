@@ -237,3 +237,6 @@ def test_small_inputs_take_the_small_launch_settings():
         assert pass_config(CONFIG, name, 1) is CONFIG[f"taylor_bwd_{name}"]
     bare = {k: v for k, v in CONFIG.items() if not k.endswith("_small")}  # none given: default
     assert pass_config(bare, "q", 1) is CONFIG["taylor_bwd_q"]
+    no_limit = {**CONFIG, "taylor_bwd_v_small": {"BLOCK": 128}}
+    with pytest.raises(ValueError, match="MAX_ROWS"):
+        pass_config(no_limit, "v", 1)
