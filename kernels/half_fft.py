@@ -182,7 +182,12 @@ def pair_spectra(x: torch.Tensor) -> torch.Tensor:
     x[2m] + i x[2m+1] (a view, no copy): (..., L), complex32 for float16 signals (through
     `HALF_FFT`, looked up now), complex64 for float32; `pack_spectrum` unpacks it into the
     real signals' spectra."""
-    pairs = torch.view_as_complex(x.unflatten(-1, (x.shape[-1] // 2, 2)))
+    if x.dtype not in (torch.float16, torch.float32) or x.ndim == 0 or x.shape[-1] % 2:
+        raise ValueError(
+            "pair_spectra takes float16 or float32 signals with an even last dim (zero-padded "
+            f"to 2L), got {x.dtype} {tuple(x.shape)}"
+        )
+    pairs = torch.view_as_complex(x.contiguous().unflatten(-1, (x.shape[-1] // 2, 2)))
     if x.dtype == torch.float16:
         return check_half_output(HALF_FFT.fft(pairs), "fft", tuple(pairs.shape))
     return torch.fft.fft(pairs, dim=-1)

@@ -211,3 +211,24 @@ def test_m2_mixer_keeps_its_names():
     for name in ("FFT_PRECISIONS", "HalfFFT", "fft_signal_dtype", "half_fft_scale"):
         assert getattr(m2_mixer, name) is getattr(half_fft, name)
     assert m2_mixer.HALF_FFT is half_fft.HALF_FFT
+
+
+def test_pair_spectra_is_the_real_spectrum_in_pairs():
+    """pair_spectra (float32 on the CPU) equals the FFT of the (even, odd) sample pairs, and
+    the real signal's rfft follows from it as pack_spectrum unpacks it; a strided input is
+    taken, and a bad dtype or an odd length is refused by name."""
+    from kernels.half_fft import pair_spectra
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 32)
+    p = pair_spectra(x.transpose(0, 1).contiguous().transpose(0, 1))  # non-contiguous view
+    assert torch.allclose(p, torch.fft.fft(torch.complex(x[..., 0::2], x[..., 1::2])), atol=1e-5)
+    L = 16
+    k = torch.arange(L + 1)
+    pb = torch.conj(p[..., (L - k) % L])
+    e, o = (p[..., k % L] + pb) / 2, (p[..., k % L] - pb) / 2j
+    real = e + torch.exp(-1j * torch.pi * k / L) * o
+    assert torch.allclose(real, torch.fft.rfft(x), atol=1e-4)
+    for bad in (x.double(), x.bfloat16(), x[..., :31]):
+        with pytest.raises(ValueError, match="pair_spectra"):
+            pair_spectra(bad)
