@@ -23,6 +23,7 @@ from toolkit.embed.tokens import token_ids
 from toolkit.errors import LoomError
 from toolkit.fingerprint import path_fingerprint, text_fingerprint
 from toolkit.progress import deprecated_progress, resolve_progress
+from toolkit.validate import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ class Embedder(ABC):
         """`texts` checked (`check_texts`), with the options every encode call takes."""
         if long_text not in LONG_TEXT_MODES:
             raise LoomError(f"long_text={long_text!r}: use one of {LONG_TEXT_MODES}")
-        if batch_size is not None and batch_size < 1:
-            raise LoomError(f"batch_size={batch_size}: use a positive number or None")
+        if batch_size is not None and (not is_whole_number(batch_size) or batch_size < 1):
+            raise LoomError(f"batch_size={batch_size!r}: use a positive whole number or None")
         return check_texts(texts)
 
     def _embed_counted(

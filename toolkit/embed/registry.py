@@ -62,6 +62,9 @@ def resolve(target: str) -> Any:
 def model_folder(name: str, prefix: str) -> Path:
     """The existing local folder named by `name` after `prefix` (e.g. "m2-bert:/path")."""
     path = name[len(prefix) :] if name.startswith(prefix) else name
+    if not path.strip():
+        # Path("") is ".": the working directory was loaded as a checkpoint
+        raise LoomError(f"{name!r} names no folder: give it as '{prefix}/path/to/folder'")
     p = Path(path).expanduser()
     if not p.is_dir():
         raise LoomError(f"model folder {path!r} does not exist: give a local checkpoint folder")

@@ -24,6 +24,9 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +48,11 @@ class GraphedForward:
         warmup: int = 2,
         keep: Callable[[], list[torch.Tensor]] | None = None,
     ) -> None:
+        # max_graphs=0 made the first capture pop from an empty dict (a StopIteration)
+        if not is_whole_number(max_graphs) or max_graphs < 1:
+            raise LoomError(f"max_graphs={max_graphs!r}: give the number of shapes kept, >= 1")
+        if not is_whole_number(warmup) or warmup < 0:
+            raise LoomError(f"warmup={warmup!r}: give the warm-up calls before capture, >= 0")
         self.fn = fn
         self.version = version
         self.keep = keep
@@ -56,9 +64,15 @@ class GraphedForward:
         self._pool = None
         self.eager = False  # set after a failed capture: fn runs eagerly from then on
         self.captures = 0  # graphs captured so far (a test and the benchmark read it)
+        self._said_eager = False  # the CPU fallback is logged once
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.eager or not x.is_cuda:
+        if not x.is_cuda:
+            if not self._said_eager:
+                self._said_eager = True
+                log.info("input on %s: CUDA graphs need CUDA tensors; running eagerly", x.device)
+            return self.fn(x)
+        if self.eager:
             return self.fn(x)
         with self._lock:
             version = self.version()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toolkit.embed.base import check_texts
 from toolkit.embed.registry import get_embedder
 from toolkit.embed.tokens import special_tokens, token_ids
 from toolkit.embed.transformer import TransformerEmbedder
@@ -43,6 +44,7 @@ from toolkit.encoders.linear.model import (
 from toolkit.encoders.linear.positions import POSITION_MODES
 from toolkit.errors import LoomError
 from toolkit.progress import deprecated_progress, resolve_progress
+from toolkit.validate import is_whole_number
 
 DEFAULT_MAX_POSITIONS = 4096  # longest input of a converted encoder, unless max_positions=
 
@@ -73,10 +75,33 @@ def _check_texts(texts: Any) -> list[str]:
             "convert_to_linear needs texts=[...]: a list of your own texts (a few hundred "
             "is enough) on which the attention maps are distilled"
         )
-    texts = [t for t in list(texts) if isinstance(t, str) and t.strip()]
+    # a non-str entry (None, bytes, a number) is named, as encode() does; before, such entries
+    # were dropped without a word and a list of bytes read as "0 non-empty texts"
+    texts = [t for t in check_texts(texts) if t.strip()]
     if len(texts) < 4:
         raise LoomError(f"texts: got {len(texts)} non-empty texts; give at least 4 (ideally 100+)")
     return texts
+
+
+def _check_options(**opts: Any) -> None:
+    """A LoomError naming the first option of the wrong type or range (before any work)."""
+    minimum = {"steps": 0, "finetune_steps": 0, "batch_size": 1, "train_length": 3}
+    for key, low in minimum.items():
+        value = opts[key]
+        if not is_whole_number(value) or value < low:
+            raise LoomError(f"{key}={value!r}: give a whole number >= {low}")
+    for key in ("feature_dim", "window"):
+        value = opts[key]
+        if value is not None and (not is_whole_number(value) or value < 1):
+            raise LoomError(f"{key}={value!r}: give a positive whole number or None")
+    lr = opts["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise LoomError(f"lr={lr!r}: give a positive learning rate, e.g. 1e-2")
+    if not is_whole_number(opts["seed"]):
+        raise LoomError(f"seed={opts['seed']!r}: give a whole number")
+    out = opts["out"]
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise LoomError(f"out={str(out)!r} is not a folder: give a new or empty folder")
 
 
 def convert_to_linear(
@@ -124,10 +149,17 @@ def convert_to_linear(
 
     if feature_map not in FEATURE_MAPS:
         raise LoomError(f"feature_map={feature_map!r}: use one of {FEATURE_MAPS}")
-    if steps < 0 or finetune_steps < 0:
-        raise LoomError("steps and finetune_steps must be >= 0")
-    if window is not None and window < 1:
-        raise LoomError(f"window={window}: use a positive number of tokens or None")
+    _check_options(
+        steps=steps,
+        finetune_steps=finetune_steps,
+        batch_size=batch_size,
+        train_length=train_length,
+        feature_dim=feature_dim,
+        window=window,
+        lr=lr,
+        seed=seed,
+        out=out,
+    )
     if positions not in POSITION_MODES:
         raise LoomError(f"positions={positions!r}: use one of {POSITION_MODES}")
     if max_positions is None and positions != "none":
@@ -165,6 +197,11 @@ def convert_to_linear(
 
     prefix, suffix = special_tokens(tok)
     width = train_length - len(prefix) - len(suffix)
+    if width < 1:
+        raise LoomError(
+            f"train_length={train_length}: leaves no room for text after the "
+            f"{len(prefix) + len(suffix)} special tokens; use a larger train_length"
+        )
     ids_all = [prefix + ids[:width] + suffix for ids in token_ids(tok, texts)]
     rng = random.Random(seed)
 

@@ -11,8 +11,11 @@ import torch
 from toolkit.device import resolve_device
 from toolkit.embed.registry import model_folder
 from toolkit.embed.transformer import TransformerEmbedder
-from toolkit.encoders.linear.model import load_linear
+from toolkit.encoders.linear.model import CONFIG_NAME, load_linear
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
+
+MIN_LENGTH = 3  # [CLS], one token, [SEP]
 
 
 class LinearAttentionEmbedder(TransformerEmbedder):
@@ -32,12 +35,22 @@ class LinearAttentionEmbedder(TransformerEmbedder):
         self.name = f"linear:{path}"
         cfg = self.model.bert.config
         limit = self.model.max_length  # the teacher's table, or max_positions after conversion
-        if max_length is not None and not 1 < int(max_length) <= limit:
+        saved = self.meta.get("max_length", limit)
+        if not is_whole_number(saved) or saved < MIN_LENGTH:
             raise LoomError(
-                f"max_length={max_length}: this encoder reads at most {limit} tokens; give "
-                f"2..{limit} or None (longer texts are chunked by encode(long_text='chunk'))"
+                f"{path}: {CONFIG_NAME} has max_length={saved!r}, not a number of tokens: "
+                "convert the model again (or remove the key to use the position limit)"
             )
-        self.max_length = min(int(max_length or self.meta.get("max_length", limit)), limit)
+        # at least [CLS] + one token + [SEP]; 2.5 was read as 2 and "abc" was a ValueError
+        if max_length is not None and (
+            not is_whole_number(max_length) or not MIN_LENGTH <= max_length <= limit
+        ):
+            raise LoomError(
+                f"max_length={max_length!r}: this encoder reads at most {limit} tokens; give "
+                f"a whole number {MIN_LENGTH}..{limit} or None (longer texts are chunked by "
+                "encode(long_text='chunk'))"
+            )
+        self.max_length = int(min(max_length or saved, limit))
         self.dim = int(cfg.hidden_size)
         self.normalize_output = bool(self.meta.get("normalize", True))
         self._setup_batching(token_budget, overlap)

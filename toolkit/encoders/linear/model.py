@@ -29,6 +29,7 @@ from toolkit.errors import LoomError
 CONFIG_NAME = "linear_attention.json"
 WEIGHTS_NAME = "feature_maps.safetensors"
 FEATURE_MAPS = ("hedgehog", "taylor")
+POOLING_MODES = ("mean", "cls")
 # kernels that take key_mask leave padded keys out in one batched call
 _KEY_MASK = all(
     "key_mask" in inspect.signature(f).parameters
@@ -161,6 +162,8 @@ class LinearBert(nn.Module):
         max_positions: int | None = None,
     ) -> None:
         super().__init__()
+        if pooling not in POOLING_MODES:  # anything else was pooled as "mean" without a word
+            raise LoomError(f"pooling={pooling!r}: use one of {POOLING_MODES}")
         self.bert = bert
         self.layers = layers
         self.pooling = pooling
@@ -245,6 +248,20 @@ def save_linear(student: LinearBert, tokenizer: Any, path: Path, meta: dict[str,
     return path
 
 
+def read_meta(meta_file: Path) -> dict[str, Any]:
+    """`linear_attention.json`, checked: an object with a feature_map."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LoomError(f"{meta_file} is not valid JSON ({e}): convert the model again") from e
+    if not isinstance(meta, dict) or "feature_map" not in meta:
+        raise LoomError(
+            f"{meta_file} has no feature_map: it is not written by convert_to_linear; "
+            "convert the model again"
+        )
+    return meta
+
+
 def load_linear(path: str | os.PathLike, device: str = "cpu") -> tuple[LinearBert, Any, dict]:
     """(LinearBert, tokenizer, meta) from a folder written by `convert_to_linear`."""
     from safetensors.torch import load_file
@@ -257,16 +274,23 @@ def load_linear(path: str | os.PathLike, device: str = "cpu") -> tuple[LinearBer
             f"{path} has no {CONFIG_NAME}: it is not a converted encoder; make one with "
             "toolkit.embed.convert_to_linear(model, texts=...)"
         )
-    meta = json.loads(meta_file.read_text())
+    meta = read_meta(meta_file)
+    if not (path / WEIGHTS_NAME).is_file():
+        raise LoomError(f"{path} has no {WEIGHTS_NAME}: copy the whole converted folder")
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused pooler's load report is noise here
     try:
         bert = AutoModel.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise LoomError(
+            f"{path}: cannot load the base model or tokenizer next to {CONFIG_NAME} "
+            f"({str(e)[:200]}): copy the whole converted folder"
+        ) from e
     finally:
         hf_logging.set_verbosity(level)
-    tok = AutoTokenizer.from_pretrained(str(path))
     cfg = bert.config
     heads = cfg.num_attention_heads
     layers = nn.ModuleList(
@@ -274,16 +298,23 @@ def load_linear(path: str | os.PathLike, device: str = "cpu") -> tuple[LinearBer
             heads,
             cfg.hidden_size // heads,
             meta["feature_map"],
-            meta["feature_dim"],
+            meta.get("feature_dim"),
             meta.get("window"),
         )
         for _ in range(cfg.num_hidden_layers)
     )
-    state = load_file(str(path / WEIGHTS_NAME))
-    missing, unexpected = layers.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(path / WEIGHTS_NAME))
+        missing, unexpected = layers.load_state_dict(state, strict=False)
+    except Exception as e:  # noqa: BLE001 - damaged file or other shapes: one clear message
+        raise LoomError(
+            f"{path / WEIGHTS_NAME} does not match {CONFIG_NAME} ({str(e)[:300]}): the "
+            "folder's files come from different conversions; convert again"
+        ) from e
     if missing or unexpected:
         raise LoomError(
-            f"{path / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"{path / WEIGHTS_NAME} does not match {CONFIG_NAME}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}; convert again"
         )
     model = LinearBert(
         bert,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 POSITION_MODES = ("interpolate", "tile", "none")
 
@@ -38,12 +39,12 @@ def check_positions(positions: str, max_positions: int | None, table: int) -> in
         return table
     if max_positions is None:
         return table
-    if not isinstance(max_positions, int) or max_positions < table:
+    if not is_whole_number(max_positions) or max_positions < table:
         raise LoomError(
             f"max_positions={max_positions!r}: give a whole number of tokens >= the teacher's "
             f"{table} (e.g. 4096), or positions='none'"
         )
-    return max_positions
+    return int(max_positions)  # numpy ints were refused, and would not write to JSON
 
 
 def position_embeddings(

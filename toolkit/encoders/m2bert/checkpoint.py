@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from toolkit.device import resolve_device
 from toolkit.encoders.m2bert.model import WEIGHT_FILES, M2BertConfig, M2BertModel
 from toolkit.errors import LoomError
 
@@ -21,13 +22,21 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         f = path / name
         if not f.is_file():
             continue
-        if f.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            return load_file(str(f))
-        sd = torch.load(str(f), map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "state" in sd:  # a composer checkpoint
-            sd = sd["state"]["model"]
+                return load_file(str(f))
+            sd = torch.load(str(f), map_location="cpu", weights_only=True)
+            if isinstance(sd, dict) and "state" in sd:  # a composer checkpoint
+                sd = sd["state"]["model"]
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file: one clear message
+            raise LoomError(
+                f"cannot read the weights in {f} ({type(e).__name__}: {str(e)[:200]}): the file "
+                "is damaged or not a PyTorch/safetensors checkpoint; download it again"
+            ) from e
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise LoomError(f"{f} holds no state dict of tensors: it is not an M2-BERT checkpoint")
         return sd
     raise LoomError(
         f"{path} has no weights: put the checkpoint's {' or '.join(WEIGHT_FILES[:2])} next to "
@@ -54,9 +63,16 @@ def normalize_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 def load_m2bert(path: str | os.PathLike, device: str = "cpu") -> M2BertModel:
     """Build M2BertModel from a checkpoint folder; every model weight must be in the file."""
     path = Path(path)
+    device = resolve_device(device)
     cfg = M2BertConfig.from_dir(path)
-    model = M2BertModel(cfg)
     sd, _ = normalize_state_dict(_read_weights(path))
+    if not any(".filter_fn." in k for k in sd):
+        raise LoomError(
+            f"{path} is not an M2-BERT checkpoint: its weights have no Monarch Mixer filters "
+            "(encoder.layer.N.attention.filter_fn); an attention BERT / sentence-transformers "
+            "folder loads with get_embedder('/path') instead"
+        )
+    model = M2BertModel(cfg)
     own = model.state_dict()
     # recomputable buffers may be absent from a checkpoint (the reference deletes pos_emb.t)
     optional = {k for k in own if k.endswith(("pos_emb.t", "position_ids", "modulation.deltas"))}
@@ -90,10 +106,11 @@ def save_m2bert(model: M2BertModel, path: str | os.PathLike, prefix: str = "bert
     return path
 
 
-def load_tokenizer(path: Path) -> Any:
+def load_tokenizer(path: str | os.PathLike) -> Any:
     """The tokenizer shipped in the checkpoint folder (tokenizer.json or vocab.txt)."""
     from transformers import AutoTokenizer, BertTokenizerFast
 
+    path = Path(path)
     if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(str(path))
     if (path / "vocab.txt").is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -18,6 +19,24 @@ from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.checkpoint import load_m2bert, load_tokenizer
 from toolkit.encoders.m2bert.mixer import module_caches, weights_key
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
+
+log = logging.getLogger(__name__)
+
+#: dtype= values: the forward's autocast dtype on CUDA (names or torch dtypes)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: Any, on_gpu: bool) -> torch.dtype:
+    """The compute dtype for `dtype=` (None: bfloat16 on a GPU, float32 on the CPU)."""
+    if dtype is None:
+        return torch.bfloat16 if on_gpu else torch.float32
+    found = DTYPES.get(dtype) if isinstance(dtype, str) else None
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        found = dtype
+    if found is None:
+        raise LoomError(f"dtype={dtype!r}: use one of {sorted(DTYPES)} or None for the default")
+    return found
 
 
 class M2BertEmbedder(Embedder):
@@ -33,6 +52,14 @@ class M2BertEmbedder(Embedder):
         cuda_graphs: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        on_gpu = self.device.startswith("cuda")
+        # the cheap options are checked before the (possibly large) checkpoint is read
+        if token_budget is not None and (not is_whole_number(token_budget) or token_budget < 1):
+            raise LoomError(
+                f"token_budget={token_budget!r}: give a positive number of tokens per batch "
+                "(every text takes long_conv_l_max of them), or None for the default"
+            )
+        want = resolve_dtype(dtype, on_gpu)
         path = Path(path)
         self.path = path
         self.model = load_m2bert(path, self.device)
@@ -43,11 +70,29 @@ class M2BertEmbedder(Embedder):
         self.dim = cfg.hidden_size
         self.pad_length = int(cfg.long_conv_l_max)
         self.max_length = min(self.pad_length, cfg.max_position_embeddings)
-        on_gpu = self.device.startswith("cuda")
-        self.token_budget = token_budget or (65536 if on_gpu else 8192)
-        self.overlap = overlap
-        want = dtype or ("bfloat16" if on_gpu else "float32")
-        self._autocast = None if want == "float32" else getattr(torch, want)
+        if cfg.use_positional_encodings and self.pad_length > cfg.max_position_embeddings:
+            raise LoomError(
+                f"{path}: config.json long_conv_l_max={self.pad_length} exceeds "
+                f"max_position_embeddings={cfg.max_position_embeddings}: every text is padded "
+                "to long_conv_l_max, so the position table must be at least that long; check "
+                "that config.json belongs to these weights"
+            )
+        width = self.max_length - 2
+        if not is_whole_number(overlap) or not 0 <= overlap < width:
+            raise LoomError(
+                f"overlap={overlap!r}: give the tokens long-text windows share, from 0 to "
+                f"{width - 1} (the window is {width} tokens)"
+            )
+        self.overlap = int(overlap)
+        self.token_budget = int(token_budget or (65536 if on_gpu else 8192))
+        if want != torch.float32 and not on_gpu:
+            log.warning(
+                "dtype=%r: autocast runs on CUDA only; %s runs in float32 on %s",
+                dtype,
+                self.name,
+                self.device,
+            )
+        self._autocast = None if want == torch.float32 else want
         self._cls = self.tokenizer.cls_token_id
         self._sep = self.tokenizer.sep_token_id
         self._pad = self.tokenizer.pad_token_id or 0
@@ -87,6 +132,7 @@ class M2BertEmbedder(Embedder):
 
         On CUDA with cuda_graphs=True, replayed from a CUDA graph captured for this batch's
         row count; fewer rows than a full batch are padded to a power of two."""
+        self.check_ids(ids)
         ids = ids.to(self.device)
         if not (self.cuda_graphs and ids.is_cuda):
             return self._forward(ids)
@@ -96,6 +142,24 @@ class M2BertEmbedder(Embedder):
         if bucket > rows:
             ids = torch.cat([ids, ids.new_full((bucket - rows, ids.shape[1]), self._pad)])
         return self.graphs(ids)[:rows]
+
+    def check_ids(self, ids: torch.Tensor) -> None:
+        """A LoomError unless `ids` is (B, pad_length) of ids in the vocabulary (the output of
+        a shorter row would silently depend on its padding: the mixer reads every position)."""
+        if ids.dim() != 2 or ids.shape[1] != self.pad_length:
+            raise LoomError(
+                f"ids of shape {tuple(ids.shape)}: give (rows, {self.pad_length}) token ids, "
+                f"padded with {self._pad} to pad_length={self.pad_length} (encode() does this)"
+            )
+        if ids.is_floating_point() or ids.is_complex():
+            raise LoomError(f"ids of dtype {ids.dtype}: give integer token ids")
+        if not ids.is_cuda and ids.numel():  # no host sync for ids already on the GPU
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise LoomError(
+                    f"ids range from {lo} to {hi}: token ids must lie in 0.."
+                    f"{self.config.vocab_size - 1} (this checkpoint's vocab_size)"
+                )
 
     def batch_rows(self) -> int:
         """Texts per model call: token_budget // pad_length (at least 1)."""

@@ -38,6 +38,7 @@ from toolkit.encoders.m2bert.mixer import (  # noqa: F401 - public names, kept i
     weights_key,
 )
 from toolkit.errors import LoomError
+from toolkit.validate import is_whole_number
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
@@ -78,8 +79,16 @@ class M2BertConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> M2BertConfig:
         """Build from a config.json dict; keys M2-BERT does not read are kept in `extra`."""
+        if not isinstance(d, dict):
+            raise LoomError(
+                f"config.json holds a {type(d).__name__}, not an object of settings: it is not "
+                "an M2-BERT config"
+            )
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
+        for f in fields(cls):
+            if f.name in known:
+                check_field(f.name, str(f.type), known[f.name])
         cfg = cls(**known, extra={k: v for k, v in d.items() if k not in names})
         if not cfg.monarch_mixer_sequence_mixing:
             raise LoomError(
@@ -99,11 +108,37 @@ class M2BertConfig:
                 f"{path} has no config.json: an M2-BERT checkpoint folder holds config.json, "
                 f"weights ({' or '.join(WEIGHT_FILES[:2])}) and a bert-base-uncased tokenizer"
             )
-        return cls.from_dict(json.loads(p.read_text()))
+        try:
+            d = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise LoomError(
+                f"{p} is not valid JSON ({e}): restore the checkpoint's config.json"
+            ) from e
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         return {**self.extra, **d, "model_type": "m2_bert"}
+
+
+def check_field(name: str, kind: str, value: Any) -> None:
+    """A LoomError naming a config.json value of the wrong type (or a size below 1)."""
+    if value is None and kind.endswith("| None"):
+        return
+    if kind.startswith("int"):
+        ok = is_whole_number(value) and value >= (0 if name == "pad_token_id" else 1)
+        want = "a whole number" + ("" if name == "pad_token_id" else " >= 1")
+    elif kind == "float":
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif kind == "bool":
+        ok, want = isinstance(value, bool), "true or false"
+    else:
+        return
+    if not ok:
+        raise LoomError(
+            f"config.json {name}={value!r}: give {want}; check that config.json belongs to "
+            "these weights"
+        )
 
 
 # ---------------------------------------------------------------- building blocks
