@@ -251,6 +251,13 @@ def test_resolve_device_names_bad_devices():
     else:
         with pytest.raises(LoomError, match="CUDA GPU\\(s\\) are visible"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+    # torch knows these names but loom cannot run there: torch's own RuntimeError came later
+    if not torch.backends.mps.is_available():
+        with pytest.raises(LoomError, match="no usable MPS"):
+            resolve_device("mps")
+    for dev in ("xpu", "meta"):
+        with pytest.raises(LoomError, match="loom runs on 'cpu', 'cuda\\[:N\\]' or 'mps'"):
+            resolve_device(dev)
 
 
 @pytest.mark.parametrize(

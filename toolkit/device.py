@@ -37,6 +37,15 @@ def resolve_device(device: Any = None) -> str:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as e:
         raise LoomError(f"device={device!r} is not a torch device ({e}): {FIX}") from None
+    if parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise LoomError(
+                f"device={given!r} but this torch has no usable MPS (Apple GPU) backend: "
+                "use device='cpu'"
+            )
+    elif parsed.type != "cuda":  # xpu, meta, ...: no code path of loom runs there
+        raise LoomError(f"device={given!r}: loom runs on 'cpu', 'cuda[:N]' or 'mps'")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
