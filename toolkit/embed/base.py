@@ -53,6 +53,29 @@ def check_texts(texts: Iterable[str] | str) -> list[str]:
     return texts
 
 
+def check_token_budget(token_budget: Any, hint: str = "") -> Any:
+    """`token_budget` (None: the caller's default) if it is a positive whole number; `hint`
+    adds the encoder's own note to the error."""
+    if token_budget is not None and (not is_whole_number(token_budget) or token_budget < 1):
+        raise LoomError(
+            f"token_budget={token_budget!r}: give a positive number of tokens per batch{hint}, "
+            "or None for the default"
+        )
+    return token_budget
+
+
+def check_overlap(overlap: Any, window: int) -> int:
+    """`overlap` as an int if long-text windows of `window` tokens can share it: a negative
+    overlap would skip tokens between windows, one near the window width would embed a long
+    text once per token."""
+    if not is_whole_number(overlap) or not 0 <= overlap < window:
+        raise LoomError(
+            f"overlap={overlap!r}: give the tokens long-text windows share, from 0 to "
+            f"{window - 1} (the window is {window} tokens)"
+        )
+    return int(overlap)
+
+
 class Embedder(ABC):
     """Turns texts into float32 vectors; subclasses implement `_embed` (raw vectors)."""
 

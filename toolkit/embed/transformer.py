@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 
 from toolkit.device import resolve_device
-from toolkit.embed.base import Embedder, finish_vectors
+from toolkit.embed.base import Embedder, check_overlap, check_token_budget, finish_vectors
 from toolkit.embed.chunks import Chunk
 from toolkit.embed.pipeline import PackedForward, build_packed
 from toolkit.embed.tokens import average_chunks, special_tokens, token_ids, window_spans
 from toolkit.errors import LoomError
-from toolkit.validate import is_whole_number
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -80,23 +79,11 @@ class TransformerEmbedder(Embedder):
         import torch
 
         on_gpu = self.device.startswith("cuda")
-        if token_budget is not None and (not is_whole_number(token_budget) or token_budget < 1):
-            raise LoomError(
-                f"token_budget={token_budget!r}: give a positive number of tokens per batch, "
-                "or None for the default"
-            )
-        self.token_budget = token_budget or (131072 if on_gpu else 8192)
+        self.token_budget = check_token_budget(token_budget) or (131072 if on_gpu else 8192)
         self.max_rows = 1024 if on_gpu else 128
         self.prefix_ids, self.suffix_ids = special_tokens(self.tokenizer)
         self.window = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        if not is_whole_number(overlap) or not 0 <= overlap < self.window:
-            # a negative overlap would skip tokens between windows; one near the window
-            # width would embed a long text once per token
-            raise LoomError(
-                f"overlap={overlap!r}: give the tokens long-text windows share, from 0 to "
-                f"{self.window - 1} (the window is {self.window} tokens)"
-            )
-        self.overlap = int(overlap)
+        self.overlap = check_overlap(overlap, self.window)
         self._autocast = torch.float16 if on_gpu else None
         self.lock = threading.Lock()
         self.packed: PackedForward | None = None

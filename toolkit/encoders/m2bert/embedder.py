@@ -12,14 +12,13 @@ import numpy as np
 import torch
 
 from toolkit.device import resolve_device
-from toolkit.embed.base import Embedder
+from toolkit.embed.base import Embedder, check_overlap, check_token_budget
 from toolkit.embed.registry import model_folder
 from toolkit.embed.tokens import average_chunks, token_ids, window_spans
 from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.m2bert.checkpoint import load_m2bert, load_tokenizer
 from toolkit.encoders.m2bert.mixer import module_caches, weights_key
 from toolkit.errors import LoomError
-from toolkit.validate import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ class M2BertEmbedder(Embedder):
         self.device = resolve_device(device)
         on_gpu = self.device.startswith("cuda")
         # the cheap options are checked before the (possibly large) checkpoint is read
-        if token_budget is not None and (not is_whole_number(token_budget) or token_budget < 1):
-            raise LoomError(
-                f"token_budget={token_budget!r}: give a positive number of tokens per batch "
-                "(every text takes long_conv_l_max of them), or None for the default"
-            )
+        check_token_budget(token_budget, " (every text takes long_conv_l_max of them)")
         want = resolve_dtype(dtype, on_gpu)
         path = Path(path)
         self.path = path
@@ -77,13 +72,7 @@ class M2BertEmbedder(Embedder):
                 "to long_conv_l_max, so the position table must be at least that long; check "
                 "that config.json belongs to these weights"
             )
-        width = self.max_length - 2
-        if not is_whole_number(overlap) or not 0 <= overlap < width:
-            raise LoomError(
-                f"overlap={overlap!r}: give the tokens long-text windows share, from 0 to "
-                f"{width - 1} (the window is {width} tokens)"
-            )
-        self.overlap = int(overlap)
+        self.overlap = check_overlap(overlap, self.max_length - 2)  # [CLS] window [SEP]
         self.token_budget = int(token_budget or (65536 if on_gpu else 8192))
         if want != torch.float32 and not on_gpu:
             log.warning(
