@@ -19,7 +19,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.taylor import load_tile, pow2_scale, run_of, state_row
+    from kernels.taylor import load_tile, pow2_scale, run_of, state_row, store_taylor_state
 
     @triton.jit
     def _query_tile(qb, gb, rdd, rn, stop, sqn, sgn, rd, re, ra, D, E, N):
@@ -84,12 +84,4 @@ if HAS_TRITON:
             dz0 += dd
         # s0, S1, S2; dzc0, dzc1, Zc2: phi(q)'s constants applied, c undone
         pr = state_row(part_ptr, run, EP, DP, F2)
-        is_one = ra[:, None] == DP
-        tl.store(pr + re, tl.sum(tl.where(is_one, sa, 0.0), axis=0) * ur)
-        tl.store(pr + EP + ra[:, None] * EP + re[None, :], sa * (c1 * ur), mask=ra[:, None] < DP)
-        rf = tl.arange(0, F2)
-        tl.store(pr + EP + DP * EP + rf[:, None] * EP + re[None, :], s2 * (c2 * ur))
-        one = tl.arange(0, 16)  # dzc0 through a 16-wide vector, one element kept
-        tl.store(pr + oz + one, tl.zeros((16,), tl.float32) + tl.sum(dz0, axis=0), mask=one < 1)
-        tl.store(pr + oz + 1 + rd, tl.sum(tl.where(is_one, za, 0.0), axis=0) * c1)
-        tl.store(pr + oz + 1 + DP + ra[:, None] * DP + rd[None, :], za * c2, mask=ra[:, None] < DP)
+        store_taylor_state(pr, sa, s2, za, tl.sum(dz0, axis=0), c1, c2, ur, DP, EP)

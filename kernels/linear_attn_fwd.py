@@ -40,7 +40,13 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from kernels.taylor import load_tile, split_rows, state_program, state_row
+    from kernels.taylor import (
+        load_tile,
+        split_rows,
+        state_program,
+        state_row,
+        store_taylor_state,
+    )
 
     @triton.jit
     def _key_tile(kb, vb, mb, rn, stop, skn, svn, rd, re, ra, D, E, HAS_MASK: tl.constexpr):
@@ -94,16 +100,7 @@ if HAS_TRITON:
         c1 = 1.0 / tl.sqrt(tl.sqrt(d_real))
         c2 = 1.0 / (1.4142135623730951 * tl.sqrt(d_real))
         st = state_row(ws_ptr, pid_bh * NSPLIT + pid_s, EP, DP, F2)
-        oz = EP * (1 + DP + F2)
-        is_one = ra[:, None] == DP
-        tl.store(st + re, tl.sum(tl.where(is_one, sa, 0.0), axis=0))
-        tl.store(st + EP + ra[:, None] * EP + re[None, :], sa * c1, mask=ra[:, None] < DP)
-        rf = tl.arange(0, F2)
-        tl.store(st + EP + DP * EP + rf[:, None] * EP + re[None, :], s2 * c2)
-        one = tl.arange(0, 16)  # z0 through a 16-wide vector, one element kept
-        tl.store(st + oz + one, tl.zeros((16,), tl.float32) + tl.sum(cnt, axis=0), mask=one < 1)
-        tl.store(st + oz + 1 + rd, tl.sum(tl.where(is_one, za, 0.0), axis=0) * c1)
-        tl.store(st + oz + 1 + DP + ra[:, None] * DP + rd[None, :], za * c2, mask=ra[:, None] < DP)
+        store_taylor_state(st, sa, s2, za, tl.sum(cnt, axis=0), c1, c2, 1.0, DP, EP)
 
     @triton.jit
     def _taylor_out_kernel(

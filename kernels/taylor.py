@@ -127,6 +127,29 @@ if HAS_TRITON:
         return ws_ptr + row * (EP * (1 + F1 + F2) + 1 + F1 + F2)
 
     @triton.jit
+    def store_taylor_state(
+        st, sa, s2, za, count, c1, c2, scale, DP: tl.constexpr, EP: tl.constexpr
+    ):
+        """One Taylor state row at `st` (layout above, F1 = DP, F2 = DP * DP) from the
+        tensor-core sums of the state passes (forward: keys and values; backward dS pass:
+        queries and dnum): sa (AUX, EP) holds the linear rows (< DP) and the constant row (DP),
+        s2 (F2, EP) the quadratic rows, za (AUX, DP) the z2 rows (< DP) and z1 (row DP); count
+        is z0. phi's constants c1, c2 are applied here, and `scale` to the value parts."""
+        ra = tl.arange(0, sa.shape[0])
+        rd = tl.arange(0, DP)
+        re = tl.arange(0, EP)
+        rf = tl.arange(0, DP * DP)
+        is_one = ra[:, None] == DP
+        oz = EP * (1 + DP + DP * DP)
+        tl.store(st + re, tl.sum(tl.where(is_one, sa, 0.0), axis=0) * scale)
+        tl.store(st + EP + ra[:, None] * EP + re[None, :], sa * (c1 * scale), mask=ra[:, None] < DP)
+        tl.store(st + EP + DP * EP + rf[:, None] * EP + re[None, :], s2 * (c2 * scale))
+        one = tl.arange(0, 16)  # z0 through a 16-wide vector, one element kept
+        tl.store(st + oz + one, tl.zeros((16,), tl.float32) + count, mask=one < 1)
+        tl.store(st + oz + 1 + rd, tl.sum(tl.where(is_one, za, 0.0), axis=0) * c1)
+        tl.store(st + oz + 1 + DP + ra[:, None] * DP + rd[None, :], za * c2, mask=ra[:, None] < DP)
+
+    @triton.jit
     def init_state(
         st, re, HAS_INIT: tl.constexpr, BLOCK_E: tl.constexpr, EP: tl.constexpr,
         F1: tl.constexpr, F2: tl.constexpr,
