@@ -156,10 +156,8 @@ def sweep_section() -> None:
         if left() < 10:
             emit(section="sweep", kernel=which, config=var, skipped="time budget")
             continue
-        cfg = dict(DEFAULT)
-        if var:  # the changed setting holds at every size (the pass's _small entry dropped)
-            cfg[f"taylor_bwd_{which}"] = {**cfg[f"taylor_bwd_{which}"], **var}
-            cfg.pop(f"taylor_bwd_{which}_small", None)
+        # the changed setting holds at every size (the pass's _small entry left out)
+        cfg = nc.with_pass_settings(DEFAULT, which, var) if var else dict(DEFAULT)
         for (B, N), (q, k, v, g, state, ref) in data.items():
 
             def run():

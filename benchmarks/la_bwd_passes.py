@@ -18,7 +18,6 @@ kernels and checks its errors.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -62,10 +61,9 @@ def main() -> None:
                       "config": {k: v for k, v in la.CONFIG.items() if k.startswith("taylor")}}))  # fmt: skip
     run("default", la.CONFIG)
     for label, overrides in json.loads(os.environ.get("LA_PASSES", "[]")):
-        cfg = copy.deepcopy(la.CONFIG)
-        for name, settings in overrides.items():
-            cfg[f"taylor_bwd_{name}"].update(settings)
-            cfg.pop(f"taylor_bwd_{name}_small", None)  # the override holds at every size
+        cfg = la.CONFIG
+        for name, settings in overrides.items():  # each holds at every size
+            cfg = nc.with_pass_settings(cfg, name, settings)
         run(label, cfg)
 
 

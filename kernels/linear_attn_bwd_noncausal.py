@@ -256,6 +256,14 @@ def pass_config(config: dict, name: str, rows: int) -> dict:
     return config[f"taylor_bwd_{name}"]
 
 
+def with_pass_settings(config: dict, name: str, settings: dict) -> dict:
+    """A copy of `config` whose pass `name` takes `settings` (merged into its entry) at every
+    input size: its "_small" entry, which `pass_config` would prefer, is left out."""
+    out = {k: v for k, v in config.items() if k != f"taylor_bwd_{name}_small"}
+    out[f"taylor_bwd_{name}"] = {**config[f"taylor_bwd_{name}"], **settings}
+    return out
+
+
 def taylor_backward_noncausal(q, k, v, grad_out, state, eps, key_mask, config: dict):
     """(dq, dk, dv) of non-causal Taylor linear attention, d <= 16, from the forward's total
     float32 key state per (b, h) (`taylor_state`). config: launch settings per pass as in

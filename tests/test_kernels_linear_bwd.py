@@ -226,7 +226,7 @@ def test_sequence_splits_fill_the_gpu_at_every_length(programs, block, min_rows)
 
 def test_small_inputs_take_the_small_launch_settings():
     from kernels.linear_attn import CONFIG
-    from kernels.linear_attn_bwd_noncausal import pass_config
+    from kernels.linear_attn_bwd_noncausal import pass_config, with_pass_settings
 
     for name in "qv":  # dq and dv have settings for small inputs; dS and dk do not
         small, big = CONFIG[f"taylor_bwd_{name}_small"], CONFIG[f"taylor_bwd_{name}"]
@@ -237,6 +237,10 @@ def test_small_inputs_take_the_small_launch_settings():
         assert pass_config(CONFIG, name, 1) is CONFIG[f"taylor_bwd_{name}"]
     bare = {k: v for k, v in CONFIG.items() if not k.endswith("_small")}  # none given: default
     assert pass_config(bare, "q", 1) is CONFIG["taylor_bwd_q"]
+    # a benchmark's changed setting holds at every size: the pass's _small entry is left out
+    swept = with_pass_settings(CONFIG, "v", {"BLOCK": 32})
+    assert pass_config(swept, "v", 1)["BLOCK"] == 32 and "taylor_bwd_v_small" in CONFIG
+    assert pass_config(swept, "q", 1) is CONFIG["taylor_bwd_q_small"]
     no_limit = {**CONFIG, "taylor_bwd_v_small": {"BLOCK": 128}}
     with pytest.raises(ValueError, match="MAX_ROWS"):
         pass_config(no_limit, "v", 1)
