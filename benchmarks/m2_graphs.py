@@ -84,7 +84,7 @@ def step_embedder() -> None:
         hyena_filter_order=16,
         hyena_emb_dim=5,
         monarch_mlp_nblocks=4,
-    )  # fmt: skip (tests/test_m2bert.py's TINY)
+    )  # fmt: skip (tests/m2_tiny.py's TINY, its M2BertConfig defaults left out)
     with tempfile.TemporaryDirectory() as d:
         torch.manual_seed(0)
         save_m2bert(M2BertModel(M2BertConfig(**tiny)), d)

@@ -15,46 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from m2_tiny import write_tiny_m2
 from safetensors.torch import load_file, save_file
 
 from toolkit.embed import convert_to_linear, default_model_path, get_embedder
 from toolkit.encoders.graphs import GraphedForward
 from toolkit.encoders.linear import LinearAttentionEmbedder
 from toolkit.encoders.m2bert import (
-    M2BertConfig,
     M2BertEmbedder,
-    M2BertModel,
     load_m2bert,
     load_tokenizer,
-    save_m2bert,
 )
 from toolkit.errors import LoomError
 
-TINY = dict(
-    vocab_size=30528,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    max_position_embeddings=128,
-    long_conv_l_max=128,
-    hyena_filter_order=16,
-    hyena_emb_dim=5,
-    monarch_mlp_nblocks=4,
-)
 TEXTS = [f"text number {i} about cats, markets and the weather" for i in range(8)]
 FAST = dict(steps=1, finetune_steps=0, batch_size=4, train_length=16, device="cpu")
 
 
-def _m2(path: Path, **over) -> Path:
-    torch.manual_seed(0)
-    save_m2bert(M2BertModel(M2BertConfig(**{**TINY, **over})), path)
-    shutil.copy(default_model_path() / "vocab.txt", path / "vocab.txt")
-    return path
-
-
 @pytest.fixture(scope="module")
 def m2(tmp_path_factory) -> Path:
-    return _m2(tmp_path_factory.mktemp("m2-edges"))
+    return write_tiny_m2(tmp_path_factory.mktemp("m2-edges"))
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +101,7 @@ def test_m2_forward_ids_checks_its_input(m2):
 
 
 def test_m2_pad_length_beyond_position_table_raises(tmp_path):
-    path = _m2(tmp_path / "m", long_conv_l_max=256)  # 128 positions, texts padded to 256
+    path = write_tiny_m2(tmp_path / "m", long_conv_l_max=256)  # 128 positions, texts padded to 256
     with pytest.raises(LoomError, match="long_conv_l_max"):
         M2BertEmbedder(path, device="cpu")
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from m2_tiny import write_tiny_m2
 from safetensors.torch import load_file, save_file
 
-from toolkit.embed import default_model_path, get_embedder
+from toolkit.embed import get_embedder
 from toolkit.encoders.m2bert import (
     M2BertConfig,
     M2BertEmbedder,
     M2BertModel,
     load_m2bert,
-    save_m2bert,
 )
 from toolkit.errors import LoomError
 
@@ -37,24 +37,6 @@ def reference_dir(tmp_path_factory) -> Path:
     shutil.copy(FIXTURE / "config.json", path / "config.json")
     save_file(_fixture("model"), str(path / "model.safetensors"))
     return path
-
-
-# The released m2-bert-80M-*-retrieval architecture, shrunk (hidden 64, 2 layers, l_max 128).
-TINY = dict(
-    vocab_size=30528,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    max_position_embeddings=128,
-    long_conv_l_max=128,
-    hyena_filter_order=16,
-    hyena_emb_dim=5,
-    bidirectional=True,
-    residual_long_conv=True,
-    use_glu_mlp=True,
-    use_monarch_mlp=True,
-    monarch_mlp_nblocks=4,
-)
 
 
 def test_parity_with_reference_outputs(reference_dir):
@@ -92,12 +74,7 @@ def test_pooler_is_cls_tanh_dense(reference_dir):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A checkpoint folder in the released layout: 'bert.'-prefixed keys, vocab.txt."""
-    path = tmp_path_factory.mktemp("m2-tiny")
-    torch.manual_seed(0)
-    model = M2BertModel(M2BertConfig(**TINY))
-    save_m2bert(model, path)
-    shutil.copy(default_model_path() / "vocab.txt", path / "vocab.txt")
-    return path
+    return write_tiny_m2(tmp_path_factory.mktemp("m2-tiny"))
 
 
 def test_released_layout_loads_through_embedding_service(checkpoint):
